@@ -1,0 +1,56 @@
+# runnerfleet — `make demo` and `make test` are the two entry points (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: help venv cluster-binaries lint format test test-unit test-cluster demo cluster-up cluster-down clean
+
+help:
+	@echo "make demo              local control plane + (as it lands) operator, fake GitHub, runners"
+	@echo "make test              lint (ruff, mypy --strict, import-linter) then the whole pytest suite"
+	@echo "make cluster-binaries  build etcd, kube-*, kubectl and kwok from pinned Go modules (cached)"
+	@echo "make lint | format | test-unit | test-cluster | clean"
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+cluster-binaries:
+	tools/build-binaries.sh
+
+lint: venv
+	$(BIN)/ruff check operator tests tools
+	$(BIN)/ruff format --check operator tests tools
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: venv
+	$(BIN)/ruff check --fix operator tests tools
+	$(BIN)/ruff format operator tests tools
+
+test: lint cluster-binaries
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(BIN)/pytest -m unit $(PYTEST_ARGS)
+
+test-cluster: venv cluster-binaries
+	$(BIN)/pytest -m cluster $(PYTEST_ARGS)
+
+demo: venv cluster-binaries
+	$(BIN)/runnerfleet demo
+
+cluster-up: venv cluster-binaries
+	$(BIN)/runnerfleet cluster up --nodes 3
+
+cluster-down: venv
+	$(BIN)/runnerfleet cluster down
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,175 @@
+"""`runnerfleet` command line: the local cluster today; operator, listener and demo as they land.
+
+Layer: top (entry points). Errors become one line on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from runnerfleet.localcluster import ClusterError, LocalCluster, NodeSpec, parse_taint
+from runnerfleet.localcluster.nodes import parse_label
+
+_out = Console(soft_wrap=True)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def default_state_dir() -> Path:
+    env = os.environ.get("RUNNERFLEET_STATE_DIR")
+    if env:
+        return Path(env)
+    return Path.home() / ".cache" / "runnerfleet" / "clusters" / "default"
+
+
+_state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=default_state_dir,
+    show_default="$RUNNERFLEET_STATE_DIR or ~/.cache/runnerfleet/clusters/default",
+    help="Directory holding this cluster's certificates, data, logs and kubeconfig.",
+)
+
+
+def _fail(message: str) -> None:
+    _err.print(f"runnerfleet: error: {message}", markup=False)
+    sys.exit(1)
+
+
+@click.group()
+@click.version_option(package_name="runnerfleet")
+def main() -> None:
+    """runnerfleet: ephemeral GitHub Actions runners on Kubernetes, per team."""
+
+
+@main.group()
+def cluster() -> None:
+    """A real local control plane: etcd, apiserver, controller-manager, scheduler, kwok."""
+
+
+@cluster.command()
+@_state_dir_option
+@click.option(
+    "--nodes",
+    "node_count",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Number of kwok (simulated) nodes.",
+)
+@click.option(
+    "--node-label",
+    "node_labels",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Label for every node (repeatable).",
+)
+@click.option(
+    "--node-taint",
+    "node_taints",
+    multiple=True,
+    metavar="KEY[=VALUE]:EFFECT",
+    help="Taint for every node (repeatable).",
+)
+@click.option(
+    "--apiserver-port",
+    type=click.IntRange(min=0, max=65535),
+    default=0,
+    help="Pin kube-apiserver's port (default: a free one).",
+)
+@click.option(
+    "--bin-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Directory with all binaries (default: the build cache, see `make cluster-binaries`).",
+)
+@click.option(
+    "--timeout", type=float, default=90.0, show_default=True, help="Seconds to wait for readiness."
+)
+def up(
+    state_dir: Path,
+    node_count: int,
+    node_labels: tuple[str, ...],
+    node_taints: tuple[str, ...],
+    apiserver_port: int,
+    bin_dir: Path | None,
+    timeout: float,
+) -> None:
+    """Start the control plane and print the admin kubeconfig's path."""
+    try:
+        labels = dict(parse_label(t) for t in node_labels)
+        taints = tuple(parse_taint(t) for t in node_taints)
+    except ValueError as err:
+        _fail(str(err))
+    spec = NodeSpec(count=node_count, labels=labels, taints=taints)
+    started = time.monotonic()
+    try:
+        info = LocalCluster(state_dir, bin_dir).up([spec], apiserver_port or None, timeout)
+    except ClusterError as err:
+        _fail(str(err))
+    except KeyboardInterrupt:
+        _fail("interrupted; every process started was stopped")
+    _out.print(
+        f"local cluster ready in {time.monotonic() - started:.1f}s: Kubernetes "
+        f"{info.kubernetes_version}, {node_count} kwok node(s), apiserver {info.server}"
+    )
+    _out.print(f"kubeconfig: {info.kubeconfig}", markup=False)
+    _out.print(f"  export KUBECONFIG={info.kubeconfig}", markup=False)
+
+
+@cluster.command()
+@_state_dir_option
+def down(state_dir: Path) -> None:
+    """Stop every process of the cluster and remove its state directory."""
+    try:
+        existed = LocalCluster(state_dir).down()
+    except ClusterError as err:
+        _fail(str(err))
+    _out.print(f"stopped and removed {state_dir}" if existed else f"no cluster in {state_dir}")
+
+
+@cluster.command()
+@_state_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def status(state_dir: Path, as_json: bool) -> None:
+    """Say what is running. Exit code 0 if the cluster is healthy, 1 if not, 3 if absent."""
+    report = LocalCluster(state_dir).status()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        _print_status(report)
+    if not report["running"]:
+        sys.exit(3)
+    sys.exit(0 if report["healthy"] else 1)
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    if not report["running"] and not report["components"]:
+        _out.print(f"no cluster in {report['state_dir']}", markup=False)
+        return
+    table = Table(title=f"local cluster in {report['state_dir']}")
+    table.add_column("component")
+    table.add_column("pid", justify="right")
+    table.add_column("state")
+    for name, comp in report["components"].items():
+        state = "[green]running[/]" if comp["alive"] else "[red]stopped[/]"
+        table.add_row(name, str(comp["pid"]), state)
+    _out.print(table)
+    ready = sum(1 for n in report["nodes"] if n["ready"])
+    _out.print(
+        f"apiserver {report['server']} healthy={report['healthy']}; "
+        f"nodes ready {ready}/{len(report['nodes'])}"
+    )
+    _out.print(f"kubeconfig: {report['kubeconfig']}", markup=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

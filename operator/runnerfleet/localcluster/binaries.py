@@ -1,0 +1,82 @@
+"""Where the control plane's binaries live, and the versions they are pinned to.
+
+The versions here must match the wrapper modules in tools/*/go.mod (a unit test checks it).
+Binaries are built by `make cluster-binaries` into
+`$RUNNERFLEET_CACHE/bin/<wrapper>-<version>/` (default cache: ~/.cache/runnerfleet), so a
+version bump means a fresh build and old builds never shadow new pins.
+
+Layer: tooling. Reads the environment and the file system; no network.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from runnerfleet.localcluster.errors import ClusterError
+
+KUBERNETES_VERSION: Final = "v1.36.3"
+ETCD_VERSION: Final = "v3.6.8"
+KWOK_VERSION: Final = "v0.7.0"
+
+# binary name -> (wrapper module under tools/, pinned version)
+BINARIES: Final[dict[str, tuple[str, str]]] = {
+    "etcd": ("etcd", ETCD_VERSION),
+    "kube-apiserver": ("k8s", KUBERNETES_VERSION),
+    "kube-controller-manager": ("k8s", KUBERNETES_VERSION),
+    "kube-scheduler": ("k8s", KUBERNETES_VERSION),
+    "kubectl": ("k8s", KUBERNETES_VERSION),
+    "kwok": ("kwok", KWOK_VERSION),
+}
+
+
+class MissingBinariesError(ClusterError):
+    """Some control-plane binaries have not been built yet."""
+
+
+def cache_dir() -> Path:
+    """The cache root: $RUNNERFLEET_CACHE, else ~/.cache/runnerfleet."""
+    return Path(os.environ.get("RUNNERFLEET_CACHE", Path.home() / ".cache" / "runnerfleet"))
+
+
+@dataclass(frozen=True)
+class BinaryPaths:
+    """Absolute paths of every binary the control plane runs."""
+
+    paths: dict[str, Path]
+
+    def __getitem__(self, name: str) -> Path:
+        return self.paths[name]
+
+    @classmethod
+    def locate(cls, bin_dir: Path | None = None) -> BinaryPaths:
+        """Find the binaries: in `bin_dir` (flat) if given or $RUNNERFLEET_BIN_DIR, else the cache.
+
+        Raises MissingBinariesError with the fix (build them, or install Go first).
+        """
+        flat = bin_dir or (Path(p) if (p := os.environ.get("RUNNERFLEET_BIN_DIR")) else None)
+        paths: dict[str, Path] = {}
+        for name, (wrapper, version) in BINARIES.items():
+            base = flat if flat is not None else cache_dir() / "bin" / f"{wrapper}-{version}"
+            paths[name] = (base / name).absolute()
+        missing = [n for n, p in paths.items() if not os.access(p, os.X_OK)]
+        if missing:
+            raise MissingBinariesError(_missing_message(missing, paths))
+        return cls(paths)
+
+
+def _missing_message(missing: list[str], paths: dict[str, Path]) -> str:
+    where = paths[missing[0]].parent
+    names = ", ".join(missing)
+    if shutil.which("go") is None:
+        return (
+            f"control-plane binaries not built ({names} missing in {where}) and the Go "
+            "toolchain is not on PATH: install Go >= 1.26, then run `make cluster-binaries`"
+        )
+    return (
+        f"control-plane binaries not built ({names} missing in {where}): "
+        "run `make cluster-binaries`"
+    )

@@ -1,0 +1,11 @@
+// Command etcd is etcd's own server entry point, built from the pinned module so the local
+// control plane needs no prebuilt download.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
