@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -169,6 +170,62 @@ def _print_status(report: dict[str, Any]) -> None:
         f"nodes ready {ready}/{len(report['nodes'])}"
     )
     _out.print(f"kubeconfig: {report['kubeconfig']}", markup=False)
+
+
+@main.command()
+@_state_dir_option
+@click.option("--nodes", "node_count", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option(
+    "--crds",
+    "crd_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("crds"),
+    show_default=True,
+    help="Directory of CustomResourceDefinitions to apply.",
+)
+def demo(state_dir: Path, node_count: int, crd_dir: Path) -> None:
+    """Bring up the local cluster (or reuse it), apply the CRDs present, and report."""
+    cluster_ = LocalCluster(state_dir)
+    try:
+        if not any(cluster_.running_components().values()):
+            cluster_.up([NodeSpec(count=node_count)])
+        report = cluster_.status()
+        if not report["healthy"]:
+            _fail(
+                f"the cluster in {state_dir} is not healthy: run `runnerfleet cluster down` first"
+            )
+        applied = apply_manifests(cluster_, sorted(crd_dir.glob("*.yaml")))
+    except ClusterError as err:
+        _fail(str(err))
+    _print_status(cluster_.status())
+    _out.print(f"CRDs applied from {crd_dir}: {', '.join(applied) or 'none present yet'}")
+    _out.print(f"stop it with: runnerfleet cluster down --state-dir {state_dir}", markup=False)
+
+
+def apply_manifests(cluster_: LocalCluster, files: list[Path]) -> list[str]:
+    """`kubectl apply` each file against the local cluster; returns the applied names."""
+    kubectl = str(cluster_.binaries()["kubectl"])
+    applied = []
+    for path in files:
+        done = subprocess.run(
+            [
+                kubectl,
+                "--kubeconfig",
+                str(cluster_.kubeconfig),
+                "apply",
+                "-f",
+                str(path),
+                "-o",
+                "name",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise ClusterError(f"kubectl apply -f {path} failed: {done.stderr.strip()}")
+        applied.extend(done.stdout.split())
+    return applied
 
 
 if __name__ == "__main__":  # pragma: no cover

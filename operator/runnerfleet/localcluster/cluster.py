@@ -97,6 +97,10 @@ class LocalCluster:
     def kubeconfig(self) -> Path:
         return Path(self.info.kubeconfig)
 
+    def binaries(self) -> BinaryPaths:
+        """The binaries this cluster runs with (kubectl included)."""
+        return BinaryPaths.locate(self._bin_dir)
+
     def api(self) -> AdminApi:
         pki = self.state_dir / "pki"
         return AdminApi(
