@@ -5,7 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv cluster-binaries lint format test test-unit test-cluster demo cluster-up cluster-down clean
+
+.PHONY: help venv cluster-binaries crds lint format test test-unit test-cluster demo cluster-up cluster-down clean
 
 help:
 	@echo "make demo              local control plane + (as it lands) operator, fake GitHub, runners"
@@ -24,7 +25,11 @@ $(VENV)/.installed: pyproject.toml
 cluster-binaries:
 	tools/build-binaries.sh
 
+crds: venv
+	$(BIN)/python tools/gen_crds.py
+
 lint: venv
+	$(BIN)/python tools/gen_crds.py --check
 	$(BIN)/ruff check operator tests tools
 	$(BIN)/ruff format --check operator tests tools
 	$(BIN)/mypy

@@ -51,3 +51,12 @@ async def namespace(kube: ApiClient) -> AsyncIterator[str]:
     """A fresh namespace per test, with its default ServiceAccount present; deleted afterwards."""
     async with temporary_namespace(kube) as name:
         yield name
+
+
+CRDS = Path(__file__).resolve().parents[1] / "crds"
+
+
+@pytest.fixture(scope="session")
+def crds(local_cluster: LocalCluster) -> list[str]:
+    """runnerfleet's CRDs applied (server-side) to the session cluster and Established."""
+    return local_cluster.apply_crds(CRDS)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -194,38 +193,12 @@ def demo(state_dir: Path, node_count: int, crd_dir: Path) -> None:
             _fail(
                 f"the cluster in {state_dir} is not healthy: run `runnerfleet cluster down` first"
             )
-        applied = apply_manifests(cluster_, sorted(crd_dir.glob("*.yaml")))
+        applied = cluster_.apply_crds(crd_dir)
     except ClusterError as err:
         _fail(str(err))
     _print_status(cluster_.status())
     _out.print(f"CRDs applied from {crd_dir}: {', '.join(applied) or 'none present yet'}")
     _out.print(f"stop it with: runnerfleet cluster down --state-dir {state_dir}", markup=False)
-
-
-def apply_manifests(cluster_: LocalCluster, files: list[Path]) -> list[str]:
-    """`kubectl apply` each file against the local cluster; returns the applied names."""
-    kubectl = str(cluster_.binaries()["kubectl"])
-    applied = []
-    for path in files:
-        done = subprocess.run(
-            [
-                kubectl,
-                "--kubeconfig",
-                str(cluster_.kubeconfig),
-                "apply",
-                "-f",
-                str(path),
-                "-o",
-                "name",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise ClusterError(f"kubectl apply -f {path} failed: {done.stderr.strip()}")
-        applied.extend(done.stdout.split())
-    return applied
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -101,6 +101,26 @@ class LocalCluster:
         """The binaries this cluster runs with (kubectl included)."""
         return BinaryPaths.locate(self._bin_dir)
 
+    def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 60.0) -> str:
+        """Run the pinned kubectl against this cluster; returns stdout, raises ClusterError."""
+        argv = [str(self.binaries()["kubectl"]), "--kubeconfig", str(self.kubeconfig), *args]
+        done = subprocess.run(
+            argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if done.returncode != 0:
+            raise ClusterError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    def apply_crds(self, directory: Path) -> list[str]:
+        """Apply every CRD file in `directory` and wait until each is Established."""
+        files = sorted(directory.glob("*.yaml"))
+        if not files:
+            return []
+        out = self.kubectl("apply", "--server-side", *[f"-f={f}" for f in files], "-o", "name")
+        names = out.split()
+        self.kubectl("wait", "--for=condition=Established", "--timeout=30s", *names)
+        return names
+
     def api(self) -> AdminApi:
         pki = self.state_dir / "pki"
         return AdminApi(

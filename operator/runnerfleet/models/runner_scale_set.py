@@ -1,0 +1,113 @@
+"""RunnerScaleSet: a pool of one-job runner pods with a shared label set, for one team.
+
+Mirrors crds/runnerscalesets.runnerfleet.dev.yaml (generated from this module by
+`make crds`; a unit test fails on drift).
+
+Layer: models. Pure.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from pydantic import Field
+
+from runnerfleet.models.base import Condition, CrdModel, Duration, SecretKeyRef
+
+GITHUB_URL_PATTERN: Final = (
+    r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?/"
+    r"((enterprises/[A-Za-z0-9_.-]+)|([A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?))/?$"
+)
+
+
+class GitHubConfig(CrdModel):
+    """Where runners register, and the credentials to register them."""
+
+    config_url: str = Field(
+        pattern=GITHUB_URL_PATTERN,
+        description=(
+            "Organisation (https://github.com/ORG), repository (https://github.com/ORG/REPO) or "
+            "enterprise (https://github.com/enterprises/SLUG) URL; any other host is a GitHub "
+            "Enterprise Server whose API is at https://HOST/api/v3."
+        ),
+    )
+    secret_ref: SecretKeyRef = Field(
+        description=(
+            "Secret with either `github_app_id`, `github_app_installation_id` and "
+            "`github_app_private_key`, or `github_token`."
+        )
+    )
+    runner_group: str = Field(
+        default="Default", min_length=1, description="Runner group the runners join."
+    )
+
+
+class RunnerScaleSetSpec(CrdModel):
+    """Desired state of a RunnerScaleSet."""
+
+    github: GitHubConfig = Field(description="GitHub registration target and credentials.")
+    labels: list[str] = Field(
+        min_length=1,
+        max_length=100,
+        description="Runner labels; a job runs here if its labels are a subset of these.",
+        json_schema_extra={
+            "items": {"type": "string", "minLength": 1, "maxLength": 256},
+            "x-kubernetes-list-type": "set",
+        },
+    )
+    min_runners: int = Field(default=0, ge=0, description="Idle runners kept warm.")
+    max_runners: int = Field(default=10, ge=0, description="Upper bound on runners of any state.")
+    template: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Pod template (a PodTemplateSpec) for runner pods; the runner container is named "
+            "`runner`. Defaults fill the image, command, security context and JIT config."
+        ),
+    )
+    node_pool: str | None = Field(
+        default=None, description="Name of the node pool runners are placed on."
+    )
+    registration_timeout: Duration = Field(
+        default="5m", description="A runner not online within this is replaced."
+    )
+    max_runner_age: Duration = Field(
+        default="24h", description="Idle runners older than this are replaced."
+    )
+    keep_failed_runners_for: Duration = Field(
+        default="10m", description="Failed runner pods are kept this long for inspection."
+    )
+    scale_down_delay: Duration = Field(
+        default="30s", description="Demand must stay lower this long before scaling down."
+    )
+    suspend: bool = Field(
+        default=False, description="Create no new runners; existing ones finish their jobs."
+    )
+
+
+class Demand(CrdModel):
+    """What the team's listener last reported for this scale set (written only by it)."""
+
+    assigned_jobs: int = Field(ge=0, description="Queued or running jobs matched to this set.")
+    sequence: int = Field(ge=0, description="Monotonic report number; lower ones are ignored.")
+    observed_at: str = Field(description="When the listener observed the queue (RFC 3339).")
+    listener: str = Field(default="", description="Which listener reported it.")
+
+
+class RunnerScaleSetStatus(CrdModel):
+    """Observed state of a RunnerScaleSet."""
+
+    desired: int = Field(default=0, description="Runners wanted right now.")
+    pending: int = Field(default=0, description="Runners created but not yet online.")
+    idle: int = Field(default=0, description="Online runners waiting for a job.")
+    busy: int = Field(default=0, description="Runners running a job.")
+    failed: int = Field(default=0, description="Runners that failed recently (not counted).")
+    observed_generation: int | None = Field(default=None, description="Spec generation seen.")
+    last_scale_time: str | None = Field(default=None, description="Last scale up or down.")
+    scale_down_pending_since: str | None = Field(
+        default=None, description="Since when the desired count has been lower."
+    )
+    consecutive_failures: int = Field(default=0, description="Runner failures in a row.")
+    conditions: list[Condition] = Field(default_factory=list, description="Status conditions.")
+    demand: Demand | None = Field(
+        default=None, description="Demand contract: written by the team listener only."
+    )

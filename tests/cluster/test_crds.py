@@ -1,0 +1,63 @@
+"""The generated CRDs are accepted by the apiserver and their rules reject bad input (422)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from runnerfleet import conventions as c
+from tests.support.factories import make_scale_set
+
+
+async def _create(kube: ApiClient, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    api = client.CustomObjectsApi(kube)
+    result: dict[str, Any] = await api.create_namespaced_custom_object(
+        c.GROUP, c.VERSION, namespace, c.RUNNER_SCALE_SET_PLURAL, body
+    )
+    return result
+
+
+async def _rejected(kube: ApiClient, namespace: str, body: dict[str, Any]) -> str:
+    with pytest.raises(ApiException) as err:
+        await _create(kube, namespace, body)
+    assert err.value.status == 422, err.value.body
+    return str(err.value.body)
+
+
+@pytest.mark.usefixtures("crds")
+async def test_min_above_max_is_rejected_naming_the_field(kube: ApiClient, namespace: str) -> None:
+    body = await _rejected(kube, namespace, make_scale_set(min_runners=5, max_runners=2))
+    assert "spec.minRunners" in body
+    assert "less than or equal to spec.maxRunners" in body
+
+
+@pytest.mark.usefixtures("crds")
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"labels": []}, "spec.labels"),
+        ({"labels": ["linux", "linux"]}, "spec.labels"),
+        ({"config_url": "github.com/acme"}, "spec.github.configUrl"),
+        ({"config_url": "https://github.com/"}, "spec.github.configUrl"),
+        ({"min_runners": -1}, "spec.minRunners"),
+        ({"registrationTimeout": "five minutes"}, "spec.registrationTimeout"),
+    ],
+)
+async def test_bad_fields_are_rejected_by_name(
+    kube: ApiClient, namespace: str, override: dict[str, Any], field: str
+) -> None:
+    body = await _rejected(kube, namespace, make_scale_set(**override))
+    assert field in body
+
+
+@pytest.mark.usefixtures("crds")
+async def test_defaults_are_applied_by_the_apiserver(kube: ApiClient, namespace: str) -> None:
+    created = await _create(kube, namespace, make_scale_set(min_runners=1))
+    spec = created["spec"]
+    assert spec["github"]["runnerGroup"] == "Default"
+    assert spec["registrationTimeout"] == "5m"
+    assert spec["suspend"] is False

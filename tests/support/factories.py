@@ -1,0 +1,32 @@
+"""Factories with overrides: `make_scale_set(min_runners=3)` reads as the scenario it sets up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runnerfleet import conventions as c
+
+
+def make_scale_set(
+    name: str = "linux",
+    *,
+    config_url: str = "https://github.com/acme",
+    secret: str = "github-app",
+    labels: list[str] | None = None,
+    min_runners: int = 0,
+    max_runners: int = 10,
+    **spec: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": c.API_VERSION,
+        "kind": c.RUNNER_SCALE_SET_KIND,
+        "metadata": {"name": name},
+        "spec": {
+            "github": {"configUrl": config_url, "secretRef": {"name": secret}},
+            "labels": labels if labels is not None else ["self-hosted", "linux"],
+            "minRunners": min_runners,
+            "maxRunners": max_runners,
+            **spec,
+        },
+    }
+    return body
