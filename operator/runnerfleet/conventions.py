@@ -5,6 +5,7 @@ Layer: bottom (imported by everything, imports nothing of ours). No I/O.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Final
 
 GROUP: Final = "runnerfleet.dev"
@@ -23,3 +24,49 @@ LABEL_SCALE_SET: Final = f"{LABEL_PREFIX}/scale-set"
 LABEL_TEAM: Final = f"{LABEL_PREFIX}/team"
 
 FINALIZER: Final = f"{GROUP}/cleanup"
+
+LABEL_RUNNER: Final = f"{LABEL_PREFIX}/runner"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+COMPONENT_RUNNER: Final = "runner"
+ANNOTATION_RUNNER_ID: Final = f"{GROUP}/runner-id"
+ANNOTATION_JIT_STORED: Final = f"{GROUP}/jit-stored-at"
+SECRET_KEY_JITCONFIG: Final = "jitconfig"  # noqa: S105 (a key name, not a secret)
+RUNNER_CONTAINER: Final = "runner"
+DEFAULT_RUNNER_IMAGE: Final = "ghcr.io/actions/actions-runner:latest"
+DEFAULT_RUNNER_COMMAND: Final = ("/home/runner/run.sh",)
+JIT_ENV: Final = "ACTIONS_RUNNER_INPUT_JITCONFIG"
+RUNNER_UID: Final = 1001  # the `runner` user of the official image
+
+# Scale-set names are capped so `<name>-<9 chars>` runner names stay valid label values (<= 63).
+MAX_SCALE_SET_NAME: Final = 40
+_SUFFIX_ALPHABET: Final = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def namespace_tag(namespace: str) -> str:
+    """4 hex chars derived from the namespace, so equal scale-set names in two namespaces
+    registering to one GitHub organisation never produce the same runner name."""
+    return hashlib.sha256(namespace.encode()).hexdigest()[:4]
+
+
+def runner_name(scale_set: str, namespace: str, entropy: int) -> str:
+    """`<scale-set>-<ns tag><5 chars>`: the pod, its Secret and its GitHub registration share it.
+
+    `entropy` (any non-negative int, e.g. from `secrets.randbits`) picks the 5-char suffix;
+    callers supply it so this stays pure.
+    """
+    chars = []
+    for _ in range(5):
+        entropy, digit = divmod(entropy, len(_SUFFIX_ALPHABET))
+        chars.append(_SUFFIX_ALPHABET[digit])
+    return f"{scale_set}-{namespace_tag(namespace)}{''.join(chars)}"
+
+
+def is_runner_of(name: str, scale_set: str, namespace: str) -> bool:
+    """True if `name` is a runner name `runner_name` could produce for this scale set."""
+    prefix = f"{scale_set}-{namespace_tag(namespace)}"
+    suffix = name[len(prefix) :]
+    return (
+        name.startswith(prefix)
+        and len(suffix) == 5
+        and all(ch in _SUFFIX_ALPHABET for ch in suffix)
+    )

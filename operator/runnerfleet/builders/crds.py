@@ -34,6 +34,7 @@ class KindSpec:
     spec_model: type[BaseModel]
     status_model: type[BaseModel]
     spec_rules: list[dict[str, str]] = field(default_factory=list)
+    root_rules: list[dict[str, str]] = field(default_factory=list)
     printer_columns: list[dict[str, Any]] = field(default_factory=list)
     categories: list[str] = field(default_factory=lambda: ["runnerfleet"])
 
@@ -124,6 +125,7 @@ def build_crd(kind: KindSpec) -> dict[str, Any]:
                             "type": "object",
                             "description": (kind.spec_model.__doc__ or "").strip(),
                             "required": ["spec"],
+                            "x-kubernetes-validations": kind.root_rules,
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
@@ -157,6 +159,16 @@ RUNNER_SCALE_SET = KindSpec(
             "fieldPath": ".minRunners",
             "reason": "FieldValueInvalid",
         },
+    ],
+    root_rules=[
+        {
+            "rule": f"self.metadata.name.size() <= {c.MAX_SCALE_SET_NAME}",
+            "message": (
+                f"metadata.name must be at most {c.MAX_SCALE_SET_NAME} characters "
+                "(runner names and labels derive from it)"
+            ),
+            "reason": "FieldValueTooLong",
+        }
     ],
     printer_columns=[
         _int_column("Desired", ".status.desired", "Runners wanted now"),

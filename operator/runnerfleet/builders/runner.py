@@ -1,0 +1,151 @@
+"""Pure builders for one runner: its Secret (JIT config holder) and its pod.
+
+Defaults follow the Pod Security "restricted" profile and never mount a service-account token;
+the user's template wins wherever it sets a value, so a template asking for more than the
+namespace allows is refused by the apiserver (and reported), not silently altered.
+
+Layer: builders. Pure: no client, clock or environment.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from runnerfleet import conventions as c
+from runnerfleet.models.runner_scale_set import RunnerScaleSetSpec
+
+
+@dataclass(frozen=True)
+class ScaleSetIdentity:
+    """What a child needs to know about its RunnerScaleSet."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+def runner_labels(owner: ScaleSetIdentity, runner: str) -> dict[str, str]:
+    return {
+        c.LABEL_MANAGED_BY: c.MANAGED_BY_VALUE,
+        c.LABEL_COMPONENT: c.COMPONENT_RUNNER,
+        c.LABEL_SCALE_SET: owner.name,
+        c.LABEL_RUNNER: runner,
+    }
+
+
+def scale_set_selector(owner: ScaleSetIdentity) -> str:
+    """Label selector for every child (pods, Secrets) of one scale set."""
+    return f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY_VALUE},{c.LABEL_SCALE_SET}={owner.name}"
+
+
+def owner_reference(owner: ScaleSetIdentity) -> dict[str, Any]:
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": c.RUNNER_SCALE_SET_KIND,
+        "name": owner.name,
+        "uid": owner.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def build_runner_secret(owner: ScaleSetIdentity, runner: str) -> dict[str, Any]:
+    """The runner's Secret, created first as the runner's intent record (no JIT data yet)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": runner,
+            "namespace": owner.namespace,
+            "labels": runner_labels(owner, runner),
+            "ownerReferences": [owner_reference(owner)],
+        },
+    }
+
+
+_POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": c.RUNNER_UID,
+    "runAsGroup": c.RUNNER_UID,
+    "fsGroup": c.RUNNER_UID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+_CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _fill(target: dict[str, Any], defaults: dict[str, Any]) -> None:
+    """Set every default the target lacks, recursing into nested dicts; target values win."""
+    for key, value in defaults.items():
+        if key not in target:
+            target[key] = copy.deepcopy(value)
+        elif isinstance(target[key], dict) and isinstance(value, dict):
+            _fill(target[key], value)
+
+
+def _runner_container(spec: dict[str, Any]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = spec.setdefault("containers", [])
+    for container in containers:
+        if container.get("name") == c.RUNNER_CONTAINER:
+            return container
+    container = {"name": c.RUNNER_CONTAINER}
+    containers.insert(0, container)
+    return container
+
+
+def build_runner_pod(
+    owner: ScaleSetIdentity, spec: RunnerScaleSetSpec, runner: str
+) -> dict[str, Any]:
+    """The runner pod: the template, completed with runnerfleet's defaults and the JIT env."""
+    template = copy.deepcopy(spec.template)
+    meta = template.get("metadata") or {}
+    pod_spec: dict[str, Any] = template.get("spec") or {}
+
+    _fill(
+        pod_spec,
+        {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "securityContext": _POD_SECURITY,
+        },
+    )
+    container = _runner_container(pod_spec)
+    _fill(
+        container,
+        {
+            "image": c.DEFAULT_RUNNER_IMAGE,
+            "command": list(c.DEFAULT_RUNNER_COMMAND),
+            "securityContext": _CONTAINER_SECURITY,
+        },
+    )
+    env = [e for e in container.get("env", []) if e.get("name") != c.JIT_ENV]
+    env.append(
+        {
+            "name": c.JIT_ENV,
+            "valueFrom": {"secretKeyRef": {"name": runner, "key": c.SECRET_KEY_JITCONFIG}},
+        }
+    )
+    container["env"] = env
+    for other in pod_spec["containers"] + pod_spec.get("initContainers", []):
+        _fill(other, {"securityContext": _CONTAINER_SECURITY})
+
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": runner,
+            "namespace": owner.namespace,
+            "labels": {**meta.get("labels", {}), **runner_labels(owner, runner)},
+            "annotations": dict(meta.get("annotations", {})),
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": pod_spec,
+    }

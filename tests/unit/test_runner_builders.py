@@ -1,0 +1,107 @@
+"""Runner Secret and pod builders (pure; golden file for the default pod)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from runnerfleet import conventions as c
+from runnerfleet.builders.runner import ScaleSetIdentity, build_runner_pod, build_runner_secret
+from runnerfleet.models.runner_scale_set import RunnerScaleSetSpec
+
+GOLDEN = Path(__file__).parent / "golden"
+OWNER = ScaleSetIdentity(name="linux", namespace="team-a", uid="1234")
+
+
+def _spec(**overrides: Any) -> RunnerScaleSetSpec:
+    body = {
+        "github": {"configUrl": "https://github.com/acme", "secretRef": {"name": "gh"}},
+        "labels": ["self-hosted", "linux"],
+        **overrides,
+    }
+    return RunnerScaleSetSpec.model_validate(body)
+
+
+def _golden(name: str, value: dict[str, Any]) -> None:
+    path = GOLDEN / name
+    text = json.dumps(value, indent=2, sort_keys=True) + "\n"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert path.read_text() == text, f"{path} differs; UPDATE_GOLDEN=1 to accept"
+
+
+def test_default_pod_matches_golden() -> None:
+    _golden("runner_pod_default.json", build_runner_pod(OWNER, _spec(), "linux-abcd12345"))
+
+
+def test_pod_is_restricted_and_mounts_no_token() -> None:
+    pod = build_runner_pod(OWNER, _spec(), "linux-abcd12345")
+    spec = pod["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    runner = spec["containers"][0]
+    assert runner["securityContext"]["allowPrivilegeEscalation"] is False
+    assert runner["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_jit_config_comes_only_by_secret_reference() -> None:
+    pod = build_runner_pod(OWNER, _spec(), "linux-abcd12345")
+    env = pod["spec"]["containers"][0]["env"]
+    assert env == [
+        {
+            "name": c.JIT_ENV,
+            "valueFrom": {"secretKeyRef": {"name": "linux-abcd12345", "key": "jitconfig"}},
+        }
+    ]
+
+
+def test_template_values_win_and_sidecars_get_defaults() -> None:
+    template = {
+        "metadata": {"labels": {"team": "a", c.LABEL_SCALE_SET: "spoofed"}},
+        "spec": {
+            "containers": [
+                {"name": "runner", "image": "acme/runner:1", "env": [{"name": "X", "value": "1"}]},
+                {"name": "cache", "image": "acme/cache:1"},
+            ],
+            "securityContext": {"runAsUser": 2000},
+        },
+    }
+    pod = build_runner_pod(OWNER, _spec(template=template), "linux-abcd12345")
+    runner, cache = pod["spec"]["containers"]
+    assert runner["image"] == "acme/runner:1"
+    assert runner["command"] == ["/home/runner/run.sh"]
+    assert [e["name"] for e in runner["env"]] == ["X", c.JIT_ENV]
+    assert cache["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["spec"]["securityContext"]["runAsUser"] == 2000
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert pod["metadata"]["labels"]["team"] == "a"
+    assert pod["metadata"]["labels"][c.LABEL_SCALE_SET] == "linux"  # ours cannot be spoofed
+
+
+def test_builders_do_not_mutate_the_spec() -> None:
+    template = {"spec": {"containers": [{"name": "runner"}]}}
+    spec = _spec(template=template)
+    build_runner_pod(OWNER, spec, "linux-abcd12345")
+    assert spec.template == template
+
+
+def test_secret_is_an_owned_intent_record_without_data() -> None:
+    secret = build_runner_secret(OWNER, "linux-abcd12345")
+    assert "data" not in secret
+    assert "stringData" not in secret
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == "1234"
+    assert secret["metadata"]["labels"][c.LABEL_RUNNER] == "linux-abcd12345"
+
+
+def test_runner_names_are_owned_by_exactly_one_scale_set() -> None:
+    name = c.runner_name("linux", "team-a", 123456789)
+    assert name == c.runner_name("linux", "team-a", 123456789)
+    assert c.is_runner_of(name, "linux", "team-a")
+    assert not c.is_runner_of(name, "linux", "team-b")
+    assert not c.is_runner_of(name, "lin", "team-a")
+    gpu = c.runner_name("linux-gpu", "team-a", 1)
+    assert not c.is_runner_of(gpu, "linux", "team-a")
+    assert len(c.runner_name("x" * c.MAX_SCALE_SET_NAME, "ns", 2**40)) <= 63
