@@ -61,3 +61,9 @@ async def test_defaults_are_applied_by_the_apiserver(kube: ApiClient, namespace:
     assert spec["github"]["runnerGroup"] == "Default"
     assert spec["registrationTimeout"] == "5m"
     assert spec["suspend"] is False
+
+
+@pytest.mark.usefixtures("crds")
+async def test_overlong_name_is_rejected(kube: ApiClient, namespace: str) -> None:
+    body = await _rejected(kube, namespace, make_scale_set(name="x" * 41))
+    assert "metadata.name must be at most 40 characters" in body

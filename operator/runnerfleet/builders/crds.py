@@ -167,7 +167,7 @@ RUNNER_SCALE_SET = KindSpec(
                 f"metadata.name must be at most {c.MAX_SCALE_SET_NAME} characters "
                 "(runner names and labels derive from it)"
             ),
-            "reason": "FieldValueTooLong",
+            "reason": "FieldValueInvalid",
         }
     ],
     printer_columns=[
