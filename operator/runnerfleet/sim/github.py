@@ -1,0 +1,565 @@
+"""A fake GitHub (REST, GHES-style under /api/v3) for tests, the demo and benchmarks.
+
+It implements the endpoints runnerfleet calls with GitHub's status codes: App installation
+tokens, runner groups, JIT runner configuration (org and repo scope), list/get/delete runners
+(ETag + 304, `422` while busy), installation repositories, queued workflow runs and their jobs.
+Every request is counted; requests answered 304 do not count against the rate limit, as on
+GitHub. The rate limit can be exhausted on purpose (403 + x-ratelimit-* + retry-after), and the
+whole API can be made unreachable (503) to test retries.
+
+Response bodies are shaped after githubkit's models (generated from GitHub's OpenAPI
+description); tests/unit/test_fake_github_contract.py validates each one against them.
+
+Simulated runners (sim/runners.py) drive the other side in-process: a runner goes online with
+its JIT config, takes one matching queued job, and completes it.
+
+Layer: tooling. Network server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import itertools
+import json
+import secrets
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import jwt
+from aiohttp import web
+
+API_PREFIX = "/api/v3"
+_DOCS = "https://docs.github.com/rest"
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class FakeRunner:
+    id: int
+    name: str
+    scope: str  # "org/acme" or "repo/acme/app"
+    labels: list[str]
+    runner_group_id: int
+    status: str = "offline"
+    busy: bool = False
+    job_id: int | None = None
+    created_at: float = field(default_factory=time.time)
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "os": "Linux",
+            "status": self.status,
+            "busy": self.busy,
+            "ephemeral": True,
+            "runner_group_id": self.runner_group_id,
+            "labels": [
+                {"id": i + 1, "name": label, "type": "custom"}
+                for i, label in enumerate(self.labels)
+            ],
+        }
+
+
+@dataclass
+class FakeJob:
+    id: int
+    run_id: int
+    repo: str  # "acme/app"
+    labels: list[str]
+    duration: float
+    status: str = "queued"
+    conclusion: str | None = None
+    runner_name: str | None = None
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    completed_at: float | None = None
+
+
+@dataclass
+class RateLimit:
+    limit: int = 5000
+    used: int = 0
+    reset_at: float = field(default_factory=lambda: time.time() + 3600)
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.used)
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "x-ratelimit-limit": str(self.limit),
+            "x-ratelimit-remaining": str(self.remaining),
+            "x-ratelimit-used": str(self.used),
+            "x-ratelimit-reset": str(int(self.reset_at)),
+            "x-ratelimit-resource": "core",
+        }
+
+
+class FakeGitHub:
+    """State and HTTP surface of the fake. Start with `await start()`, stop with `await stop()`."""
+
+    def __init__(self, tokens: set[str] | None = None, app_public_key: str | None = None) -> None:
+        self.tokens: set[str] = set(tokens or set())
+        self.app_public_key = app_public_key
+        self.runners: dict[int, FakeRunner] = {}
+        self.jobs: dict[int, FakeJob] = {}
+        self.repositories: list[str] = []
+        self.rate = RateLimit()
+        self.unreachable = False
+        self.requests: Counter[tuple[str, str, int]] = Counter()
+        self.jit_issued: list[str] = []
+        self.deleted_runners: list[str] = []
+        self._ids = itertools.count(1000)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def url(self) -> str:
+        """Base URL as a GHES host: configUrl `{url}/ORG` maps to API `{url}/api/v3`."""
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, port: int = 0) -> None:
+        app = web.Application(middlewares=[self._middleware])
+        self._routes(app)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # ------------------------------------------------------------------ control (in-process)
+    def add_token(self) -> str:
+        token = "ghs_" + secrets.token_hex(18)
+        self.tokens.add(token)
+        return token
+
+    def enqueue_job(self, repo: str, labels: list[str], duration: float = 1.0) -> FakeJob:
+        job = FakeJob(next(self._ids), next(self._ids), repo, list(labels), duration)
+        self.jobs[job.id] = job
+        if repo not in self.repositories:
+            self.repositories.append(repo)
+        return job
+
+    def exhaust_rate_limit(self, reset_in: float) -> None:
+        self.rate.used = self.rate.limit
+        self.rate.reset_at = time.time() + reset_in
+
+    def runner_by_name(self, name: str) -> FakeRunner | None:
+        return next((r for r in self.runners.values() if r.name == name), None)
+
+    def runner_from_jit(self, encoded: str) -> FakeRunner | None:
+        """What a real runner does with `--jitconfig`: find its registration, or None."""
+        try:
+            data = json.loads(base64.b64decode(encoded))
+        except ValueError:
+            return None
+        runner = self.runners.get(int(data.get("runner_id", -1)))
+        if runner is None or runner.name != data.get("runner_name"):
+            return None
+        return runner
+
+    def go_online(self, runner: FakeRunner) -> None:
+        runner.status = "online"
+
+    def acquire_job(self, runner: FakeRunner) -> FakeJob | None:
+        """Assign the oldest queued job whose labels are all on the runner (GitHub's rule)."""
+        if runner.status != "online" or runner.busy:
+            return None
+        have = {label.lower() for label in runner.labels}
+        for job in sorted(self.jobs.values(), key=lambda j: j.id):
+            if job.status == "queued" and {label.lower() for label in job.labels} <= have:
+                job.status, job.runner_name, job.started_at = (
+                    "in_progress",
+                    runner.name,
+                    time.time(),
+                )
+                runner.busy, runner.job_id = True, job.id
+                return job
+        return None
+
+    def complete_job(self, runner: FakeRunner, conclusion: str = "success") -> None:
+        """The job ends; an ephemeral (JIT) runner then unregisters itself, as on GitHub."""
+        job = self.jobs.get(runner.job_id or -1)
+        if job is not None:
+            job.status, job.conclusion, job.completed_at = "completed", conclusion, time.time()
+        self.runners.pop(runner.id, None)
+
+    def summary(self) -> dict[str, Any]:
+        states = Counter(j.status for j in self.jobs.values())
+        return {
+            "jobs": dict(states),
+            "runners": len(self.runners),
+            "online": sum(1 for r in self.runners.values() if r.status == "online"),
+            "busy": sum(1 for r in self.runners.values() if r.busy),
+            "requests": sum(self.requests.values()),
+            "rate_limited_requests": sum(
+                n for (_, _, status), n in self.requests.items() if status != 304
+            ),
+        }
+
+    # ------------------------------------------------------------------ HTTP plumbing
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        route = request.match_info.route.resource
+        template = route.canonical if route is not None else request.path
+        if request.path.startswith("/_sim"):
+            resp: web.StreamResponse = await handler(request)
+            return resp
+        if self.unreachable:
+            return self._error(503, "Service unavailable (fake GitHub set unreachable)")
+        resp = await self._authorized(request, handler)
+        if resp.status != 304 and resp.status != 401:
+            self.rate.used += 1
+        for key, value in self.rate.headers().items():
+            resp.headers[key] = value
+        self.requests[(request.method, template, resp.status)] += 1
+        return resp
+
+    async def _authorized(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if time.time() >= self.rate.reset_at:
+            self.rate = RateLimit(limit=self.rate.limit)
+        auth = request.headers.get("Authorization", "")
+        scheme, _, credential = auth.partition(" ")
+        is_app = request.path.startswith(f"{API_PREFIX}/app/")
+        if is_app:
+            if scheme.lower() != "bearer" or not self._valid_app_jwt(credential):
+                return self._error(401, "A JSON web token could not be decoded")
+        elif scheme.lower() not in ("token", "bearer") or credential not in self.tokens:
+            return self._error(401, "Bad credentials")
+        if self.rate.remaining <= 0:
+            retry = max(1, int(self.rate.reset_at - time.time()))
+            resp = self._error(403, "API rate limit exceeded for installation.")
+            resp.headers["retry-after"] = str(retry)
+            return resp
+        result: web.StreamResponse = await handler(request)
+        return result
+
+    def _valid_app_jwt(self, token: str) -> bool:
+        if self.app_public_key is None:
+            return False
+        try:
+            claims = jwt.decode(token, self.app_public_key, algorithms=["RS256"])
+        except jwt.PyJWTError:
+            return False
+        return bool(claims.get("iss")) and claims.get("exp", 0) - claims.get("iat", 0) <= 660
+
+    @staticmethod
+    def _error(status: int, message: str) -> web.Response:
+        return web.json_response(
+            {"message": message, "documentation_url": _DOCS, "status": str(status)},
+            status=status,
+        )
+
+    def _json(self, request: web.Request, body: Any, status: int = 200) -> web.Response:
+        """JSON with a strong ETag; `If-None-Match` on an unchanged body gets 304."""
+        text = json.dumps(body, sort_keys=True)
+        etag = '"' + hashlib.sha256(text.encode()).hexdigest()[:32] + '"'
+        if request.method == "GET" and request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers={"ETag": etag})
+        return web.Response(
+            text=text, status=status, content_type="application/json", headers={"ETag": etag}
+        )
+
+    def _routes(self, app: web.Application) -> None:
+        p = API_PREFIX
+        r = app.router
+        r.add_post(p + "/app/installations/{installation_id}/access_tokens", self._access_token)
+        r.add_get(p + "/orgs/{org}/actions/runner-groups", self._runner_groups)
+        for scope in ("/orgs/{org}", "/repos/{org}/{repo}"):
+            r.add_post(p + scope + "/actions/runners/generate-jitconfig", self._jitconfig)
+            r.add_get(p + scope + "/actions/runners", self._list_runners)
+            r.add_get(p + scope + "/actions/runners/{runner_id}", self._get_runner)
+            r.add_delete(p + scope + "/actions/runners/{runner_id}", self._delete_runner)
+        r.add_get(p + "/installation/repositories", self._installation_repos)
+        r.add_get(p + "/repos/{org}/{repo}/actions/runs", self._list_runs)
+        r.add_get(p + "/repos/{org}/{repo}/actions/runs/{run_id}/jobs", self._list_jobs)
+        r.add_get(p + "/rate_limit", self._rate_limit)
+        r.add_get("/_sim/summary", self._sim_summary)
+
+    @staticmethod
+    def _scope(request: web.Request) -> str:
+        info = request.match_info
+        return f"repo/{info['org']}/{info['repo']}" if "repo" in info else f"org/{info['org']}"
+
+    # ------------------------------------------------------------------ handlers
+    async def _access_token(self, request: web.Request) -> web.Response:
+        token = self.add_token()
+        body = {
+            "token": token,
+            "expires_at": _iso(time.time() + 3600),
+            "permissions": {"organization_self_hosted_runners": "write", "actions": "read"},
+            "repository_selection": "all",
+        }
+        return web.json_response(body, status=201)
+
+    async def _runner_groups(self, request: web.Request) -> web.Response:
+        org = request.match_info["org"]
+        group = {
+            "id": 1,
+            "name": "Default",
+            "visibility": "all",
+            "default": True,
+            "runners_url": f"{self.url}{API_PREFIX}/orgs/{org}/actions/runner-groups/1/runners",
+            "inherited": False,
+            "allows_public_repositories": False,
+        }
+        return self._json(request, {"total_count": 1, "runner_groups": [group]})
+
+    async def _jitconfig(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return self._error(400, "Problems parsing JSON")
+        name, labels = body.get("name"), body.get("labels")
+        group = body.get("runner_group_id")
+        if not isinstance(name, str) or not name or not isinstance(group, int):
+            return self._error(422, "Invalid request: name and runner_group_id are required.")
+        if not isinstance(labels, list) or not 1 <= len(labels) <= 100:
+            return self._error(422, "Invalid request: labels must have 1 to 100 entries.")
+        if self.runner_by_name(name) is not None:
+            return self._error(409, "Already exists - A runner with the same name already exists.")
+        runner = FakeRunner(next(self._ids), name, self._scope(request), list(labels), group)
+        self.runners[runner.id] = runner
+        payload = {"runner_id": runner.id, "runner_name": name, "nonce": secrets.token_hex(8)}
+        encoded = base64.b64encode(json.dumps(payload).encode()).decode()
+        self.jit_issued.append(name)
+        return web.json_response(
+            {"runner": runner.body(), "encoded_jit_config": encoded}, status=201
+        )
+
+    async def _list_runners(self, request: web.Request) -> web.Response:
+        scope = self._scope(request)
+        wanted = request.query.get("name")
+        per_page = min(100, int(request.query.get("per_page", "30")))
+        page = max(1, int(request.query.get("page", "1")))
+        runners = [
+            r
+            for r in sorted(self.runners.values(), key=lambda r: r.id)
+            if r.scope == scope and (wanted is None or r.name == wanted)
+        ]
+        chunk = runners[(page - 1) * per_page : page * per_page]
+        body = {"total_count": len(runners), "runners": [r.body() for r in chunk]}
+        return self._json(request, body)
+
+    def _find(self, request: web.Request) -> FakeRunner | None:
+        with contextlib.suppress(ValueError):
+            runner = self.runners.get(int(request.match_info["runner_id"]))
+            if runner is not None and runner.scope == self._scope(request):
+                return runner
+        return None
+
+    async def _get_runner(self, request: web.Request) -> web.Response:
+        runner = self._find(request)
+        if runner is None:
+            return self._error(404, "Not Found")
+        return self._json(request, runner.body())
+
+    async def _delete_runner(self, request: web.Request) -> web.Response:
+        runner = self._find(request)
+        if runner is None:
+            return self._error(404, "Not Found")
+        if runner.busy:
+            return web.json_response(
+                {
+                    "message": f'Bad request - Runner "{runner.name}" is still running a job',
+                    "documentation_url": _DOCS,
+                },
+                status=422,
+            )
+        del self.runners[runner.id]
+        self.deleted_runners.append(runner.name)
+        return web.Response(status=204)
+
+    async def _installation_repos(self, request: web.Request) -> web.Response:
+        repos = [
+            _repository(i + 1, full, self.url) for i, full in enumerate(sorted(self.repositories))
+        ]
+        return self._json(request, {"total_count": len(repos), "repositories": repos})
+
+    async def _list_runs(self, request: web.Request) -> web.Response:
+        repo = f"{request.match_info['org']}/{request.match_info['repo']}"
+        status = request.query.get("status")
+        runs = {}
+        for job in self.jobs.values():
+            if job.repo == repo and (status is None or job.status == status):
+                runs[job.run_id] = job
+        body = {
+            "total_count": len(runs),
+            "workflow_runs": [
+                _run(self.url, job) for job in sorted(runs.values(), key=lambda j: j.run_id)
+            ],
+        }
+        return self._json(request, body)
+
+    async def _list_jobs(self, request: web.Request) -> web.Response:
+        run_id = int(request.match_info["run_id"])
+        jobs = [j for j in self.jobs.values() if j.run_id == run_id]
+        return self._json(
+            request, {"total_count": len(jobs), "jobs": [_job(self.url, j) for j in jobs]}
+        )
+
+    async def _rate_limit(self, request: web.Request) -> web.Response:
+        core = {
+            "limit": self.rate.limit,
+            "remaining": self.rate.remaining,
+            "used": self.rate.used,
+            "reset": int(self.rate.reset_at),
+        }
+        return web.json_response({"resources": {"core": core}, "rate": core})
+
+    async def _sim_summary(self, request: web.Request) -> web.Response:
+        return web.json_response(self.summary())
+
+
+_REPO_LINKS = (
+    "archive", "assignees", "blobs", "branches", "collaborators", "comments", "commits",
+    "compare", "contents", "contributors", "deployments", "downloads", "events", "forks",
+    "git_commits", "git_refs", "git_tags", "issue_comment", "issue_events", "issues", "keys",
+    "labels", "languages", "merges", "milestones", "notifications", "pulls", "releases",
+    "stargazers", "statuses", "subscribers", "subscription", "tags", "teams", "trees", "hooks",
+)  # fmt: skip
+_USER_LINKS = (
+    "followers", "following", "gists", "starred", "subscriptions", "organizations", "repos",
+    "events", "received_events",
+)  # fmt: skip
+_EPOCH = "2026-01-01T00:00:00Z"
+
+
+def _repository(
+    repo_id: int, full_name: str, base: str = "https://github.example"
+) -> dict[str, Any]:
+    """A repository as GitHub lists it (the full `repository` schema)."""
+    owner, name = full_name.split("/", 1)
+    api = f"{base}{API_PREFIX}/repos/{full_name}"
+    body: dict[str, Any] = {
+        "id": repo_id,
+        "node_id": f"R_{repo_id}",
+        "name": name,
+        "full_name": full_name,
+        "private": True,
+        "owner": _user(owner, base),
+        "html_url": f"{base}/{full_name}",
+        "description": None,
+        "fork": False,
+        "url": api,
+        "git_url": f"git://github.example/{full_name}.git",
+        "ssh_url": f"git@github.example:{full_name}.git",
+        "clone_url": f"{base}/{full_name}.git",
+        "svn_url": f"{base}/{full_name}",
+        "mirror_url": None,
+        "homepage": None,
+        "language": None,
+        "license": None,
+        "forks": 0,
+        "forks_count": 0,
+        "stargazers_count": 0,
+        "watchers_count": 0,
+        "watchers": 0,
+        "size": 0,
+        "default_branch": "main",
+        "open_issues_count": 0,
+        "open_issues": 0,
+        "has_pages": False,
+        "disabled": False,
+        "pushed_at": _EPOCH,
+        "created_at": _EPOCH,
+        "updated_at": _EPOCH,
+    }
+    body.update({f"{link}_url": f"{api}/{link}" for link in _REPO_LINKS})
+    return body
+
+
+def _user(login: str, base: str) -> dict[str, Any]:
+    api = f"{base}{API_PREFIX}/users/{login}"
+    body: dict[str, Any] = {
+        "login": login,
+        "id": 1,
+        "node_id": "O_1",
+        "type": "Organization",
+        "site_admin": False,
+        "avatar_url": f"{base}/avatars/{login}",
+        "gravatar_id": "",
+        "url": api,
+        "html_url": f"{base}/{login}",
+    }
+    body.update({f"{link}_url": f"{api}/{link}" for link in _USER_LINKS})
+    return body
+
+
+def _run(base: str, job: FakeJob) -> dict[str, Any]:
+    run_api = f"{base}{API_PREFIX}/repos/{job.repo}/actions/runs/{job.run_id}"
+    repo = _repository(1, job.repo, base)
+    return {
+        "id": job.run_id,
+        "name": "ci",
+        "display_title": "ci",
+        "node_id": f"WFR_{job.run_id}",
+        "head_branch": "main",
+        "head_sha": "0" * 40,
+        "path": ".github/workflows/ci.yml",
+        "run_number": job.run_id,
+        "event": "push",
+        "status": job.status,
+        "conclusion": job.conclusion,
+        "workflow_id": 1,
+        "url": run_api,
+        "html_url": f"{base}/{job.repo}/actions/runs/{job.run_id}",
+        "jobs_url": f"{run_api}/jobs",
+        "logs_url": f"{run_api}/logs",
+        "check_suite_url": f"{base}{API_PREFIX}/repos/{job.repo}/check-suites/{job.run_id}",
+        "artifacts_url": f"{run_api}/artifacts",
+        "cancel_url": f"{run_api}/cancel",
+        "rerun_url": f"{run_api}/rerun",
+        "workflow_url": f"{base}{API_PREFIX}/repos/{job.repo}/actions/workflows/1",
+        "pull_requests": [],
+        "head_commit": None,
+        "repository": repo,
+        "head_repository": repo,
+        "created_at": _iso(job.created_at),
+        "updated_at": _iso(job.completed_at or job.started_at or job.created_at),
+    }
+
+
+def _job(base: str, job: FakeJob) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "run_id": job.run_id,
+        "run_url": f"{base}{API_PREFIX}/repos/{job.repo}/actions/runs/{job.run_id}",
+        "node_id": f"CR_{job.id}",
+        "head_sha": "0" * 40,
+        "head_branch": "main",
+        "url": f"{base}{API_PREFIX}/repos/{job.repo}/actions/jobs/{job.id}",
+        "html_url": f"{base}/{job.repo}/actions/runs/{job.run_id}/job/{job.id}",
+        "status": job.status,
+        "conclusion": job.conclusion,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at or job.created_at),
+        "completed_at": _iso(job.completed_at) if job.completed_at else None,
+        "name": "build",
+        "steps": [],
+        "check_run_url": f"{base}{API_PREFIX}/repos/{job.repo}/check-runs/{job.id}",
+        "labels": job.labels,
+        "runner_id": None,
+        "runner_name": job.runner_name,
+        "runner_group_id": 1 if job.runner_name else None,
+        "runner_group_name": "Default" if job.runner_name else None,
+        "workflow_name": "ci",
+    }
+
+
+__all__ = ["API_PREFIX", "FakeGitHub", "FakeJob", "FakeRunner"]

@@ -1,0 +1,192 @@
+"""Every body the fake GitHub returns validates against githubkit's models for that endpoint.
+
+githubkit's models are generated from GitHub's published OpenAPI description, so a fake that
+passes here cannot drift from GitHub's schema for the fields runnerfleet relies on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from githubkit_schemas.latest import models as m
+from multidict import CIMultiDict
+from pydantic import BaseModel
+
+from runnerfleet.sim.github import API_PREFIX, FakeGitHub
+
+ORG = "acme"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeGitHub]:
+    gh = FakeGitHub(tokens={"ghs_test"})
+    await gh.start()
+    yield gh
+    await gh.stop()
+
+
+async def _call(
+    gh: FakeGitHub, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any, Mapping[str, str]]:
+    hdrs = {"Authorization": "token ghs_test", **(headers or {})}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, gh.url + API_PREFIX + path, json=body, headers=hdrs) as resp,
+    ):
+        data = await resp.json() if resp.status not in (204, 304) else None
+        return resp.status, data, CIMultiDict(resp.headers)
+
+
+def _valid(model: type[BaseModel], body: Any) -> BaseModel:
+    return model.model_validate(body)
+
+
+async def _jit(gh: FakeGitHub, name: str, labels: list[str] | None = None) -> dict[str, Any]:
+    status, body, _ = await _call(
+        gh,
+        "POST",
+        f"/orgs/{ORG}/actions/runners/generate-jitconfig",
+        {"name": name, "runner_group_id": 1, "labels": labels or ["linux"]},
+    )
+    assert status == 201, body
+    result: dict[str, Any] = body
+    return result
+
+
+async def test_jitconfig_runner_list_get_delete(fake: FakeGitHub) -> None:
+    created = await _jit(fake, "r-1")
+    _valid(m.OrgsOrgActionsRunnersGenerateJitconfigPostResponse201, created)
+    runner_id = created["runner"]["id"]
+
+    status, body, _ = await _call(fake, "GET", f"/orgs/{ORG}/actions/runners?per_page=100")
+    assert status == 200
+    listed = _valid(m.OrgsOrgActionsRunnersGetResponse200, body)
+    assert [r.name for r in listed.runners] == ["r-1"]  # type: ignore[attr-defined]
+
+    status, body, _ = await _call(fake, "GET", f"/orgs/{ORG}/actions/runners/{runner_id}")
+    assert status == 200
+    _valid(m.Runner, body)
+
+    status, body, _ = await _call(fake, "DELETE", f"/orgs/{ORG}/actions/runners/{runner_id}")
+    assert status == 204
+    status, body, _ = await _call(fake, "GET", f"/orgs/{ORG}/actions/runners/{runner_id}")
+    assert status == 404
+    _valid(m.BasicError, body)
+
+
+async def test_duplicate_name_is_409_and_bad_body_422(fake: FakeGitHub) -> None:
+    await _jit(fake, "r-1")
+    path = f"/orgs/{ORG}/actions/runners/generate-jitconfig"
+    status, body, _ = await _call(
+        fake, "POST", path, {"name": "r-1", "runner_group_id": 1, "labels": ["x"]}
+    )
+    assert status == 409
+    _valid(m.BasicError, body)
+    status, body, _ = await _call(fake, "POST", path, {"name": "r-2", "labels": []})
+    assert status == 422
+    _valid(m.ValidationErrorSimple, body)
+
+
+async def test_busy_runner_cannot_be_deleted(fake: FakeGitHub) -> None:
+    created = await _jit(fake, "r-1", ["self-hosted", "linux"])
+    runner = fake.runner_from_jit(created["encoded_jit_config"])
+    assert runner is not None
+    fake.go_online(runner)
+    fake.enqueue_job("acme/app", ["self-hosted"])
+    assert fake.acquire_job(runner) is not None
+    status, body, _ = await _call(fake, "DELETE", f"/orgs/{ORG}/actions/runners/{runner.id}")
+    assert status == 422
+    _valid(m.ValidationErrorSimple, body)
+
+
+async def test_runner_groups_repos_runs_jobs(fake: FakeGitHub) -> None:
+    job = fake.enqueue_job("acme/app", ["self-hosted", "linux"])
+    status, body, _ = await _call(fake, "GET", f"/orgs/{ORG}/actions/runner-groups")
+    assert status == 200
+    _valid(m.OrgsOrgActionsRunnerGroupsGetResponse200, body)
+
+    status, body, _ = await _call(fake, "GET", "/installation/repositories")
+    assert status == 200
+    _valid(m.InstallationRepositoriesGetResponse200, body)
+
+    status, body, _ = await _call(fake, "GET", "/repos/acme/app/actions/runs?status=queued")
+    assert status == 200
+    runs = _valid(m.ReposOwnerRepoActionsRunsGetResponse200, body)
+    assert [r.id for r in runs.workflow_runs] == [job.run_id]  # type: ignore[attr-defined]
+
+    status, body, _ = await _call(fake, "GET", f"/repos/acme/app/actions/runs/{job.run_id}/jobs")
+    assert status == 200
+    jobs = _valid(m.ReposOwnerRepoActionsRunsRunIdJobsGetResponse200, body)
+    assert jobs.jobs[0].labels == ["self-hosted", "linux"]  # type: ignore[attr-defined]
+
+
+async def test_app_jwt_exchanges_for_installation_token() -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    gh = FakeGitHub(app_public_key=public)
+    await gh.start()
+    try:
+        now = int(time.time())
+        token = jwt.encode({"iat": now - 60, "exp": now + 540, "iss": "42"}, key, algorithm="RS256")
+        status, body, _ = await _call(
+            gh,
+            "POST",
+            "/app/installations/7/access_tokens",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert status == 201
+        issued = _valid(m.InstallationToken, body)
+        assert issued.token in gh.tokens  # type: ignore[attr-defined]
+        status, _, _ = await _call(
+            gh,
+            "POST",
+            "/app/installations/7/access_tokens",
+            headers={"Authorization": "Bearer not-a-jwt"},
+        )
+        assert status == 401
+    finally:
+        await gh.stop()
+
+
+async def test_etag_304_costs_nothing_and_exhaustion_is_403_with_reset(fake: FakeGitHub) -> None:
+    path = f"/orgs/{ORG}/actions/runners"
+    status, _, headers = await _call(fake, "GET", path)
+    assert status == 200
+    used = fake.rate.used
+    status, _, again = await _call(fake, "GET", path, headers={"If-None-Match": headers["ETag"]})
+    assert status == 304
+    assert fake.rate.used == used
+    assert again["x-ratelimit-remaining"] == str(fake.rate.limit - used)
+
+    fake.exhaust_rate_limit(reset_in=30)
+    status, body, headers = await _call(fake, "GET", path)
+    assert status == 403
+    _valid(m.BasicError, body)
+    assert headers["x-ratelimit-remaining"] == "0"
+    assert 0 < int(headers["retry-after"]) <= 30
+    assert int(headers["x-ratelimit-reset"]) >= int(time.time())
+
+
+async def test_bad_token_is_401_and_unreachable_is_503(fake: FakeGitHub) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            fake.url + API_PREFIX + f"/orgs/{ORG}/actions/runners",
+            headers={"Authorization": "token nope"},
+        ) as resp,
+    ):
+        assert resp.status == 401
+    fake.unreachable = True
+    status, _, _ = await _call(fake, "GET", f"/orgs/{ORG}/actions/runners")
+    assert status == 503
