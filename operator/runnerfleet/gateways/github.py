@@ -1,0 +1,242 @@
+"""The GitHub gateway: every call runnerfleet makes to GitHub goes through here (githubkit, async).
+
+githubkit errors are mapped onto runnerfleet's own exceptions so upper layers never import
+githubkit: `GitHubUnavailableError` (network, 5xx: retry with backoff), `RateLimitedError`
+(403/429 with a reset: wait until then), `RunnerBusyError` (422 on delete: keep the runner),
+`RunnerNameTakenError` (409), `GitHubAuthError` (401/403 otherwise: fix the credentials).
+
+Layer: gateways. Network I/O to GitHub only.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from githubkit import AppInstallationAuthStrategy, GitHub, TokenAuthStrategy
+from githubkit.exception import RateLimitExceeded, RequestError, RequestFailed
+from githubkit_schemas.latest.models import (
+    OrgsOrgActionsRunnersGenerateJitconfigPostResponse201,
+    OrgsOrgActionsRunnersGetResponse200,
+)
+
+from runnerfleet.models.github import GitHubCredentials, GitHubTarget
+
+
+class GitHubError(Exception):
+    """Base of everything the gateway raises. Messages never contain credentials."""
+
+
+class GitHubUnavailableError(GitHubError):
+    """GitHub could not be reached or answered 5xx: transient."""
+
+
+class RateLimitedError(GitHubError):
+    """The rate limit is exhausted until `reset_at` (epoch seconds)."""
+
+    def __init__(self, message: str, reset_at: float) -> None:
+        super().__init__(message)
+        self.reset_at = reset_at
+
+
+class GitHubAuthError(GitHubError):
+    """Credentials were refused (401) or lack permission (403 without rate limiting)."""
+
+
+class RunnerBusyError(GitHubError):
+    """GitHub refused to remove a runner because it is running a job (422)."""
+
+
+class RunnerNameTakenError(GitHubError):
+    """A runner with that name is already registered (409)."""
+
+
+class GitHubNotFoundError(GitHubError):
+    """The org, repo or enterprise does not exist or is not visible (404)."""
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A self-hosted runner as GitHub reports it."""
+
+    id: int
+    name: str
+    online: bool
+    busy: bool
+    labels: tuple[str, ...] = ()
+
+
+def _registration(runner: Any) -> Registration:
+    return Registration(
+        id=int(runner.id),
+        name=str(runner.name),
+        online=runner.status == "online",
+        busy=bool(runner.busy),
+        labels=tuple(str(label.name) for label in runner.labels),
+    )
+
+
+def _map_error(err: Exception, what: str) -> GitHubError:
+    if isinstance(err, RateLimitExceeded):
+        return RateLimitedError(
+            f"{what}: GitHub rate limit exceeded", time.time() + err.retry_after.total_seconds()
+        )
+    if isinstance(err, RequestFailed):
+        status = err.response.status_code
+        headers = err.response.headers
+        if status in (403, 429) and headers.get("x-ratelimit-remaining") == "0":
+            reset = float(headers.get("x-ratelimit-reset", time.time() + 60))
+            return RateLimitedError(f"{what}: GitHub rate limit exceeded", reset)
+        if status == 401 or status == 403:
+            return GitHubAuthError(f"{what}: GitHub answered {status} (check the credentials)")
+        if status == 404:
+            return GitHubNotFoundError(f"{what}: GitHub answered 404")
+        if status == 409:
+            return RunnerNameTakenError(f"{what}: name already registered")
+        if status >= 500:
+            return GitHubUnavailableError(f"{what}: GitHub answered {status}")
+        return GitHubError(f"{what}: GitHub answered {status}")
+    if isinstance(err, RequestError):
+        return GitHubUnavailableError(f"{what}: {type(err.exc).__name__}")
+    if isinstance(err, httpx.HTTPError):
+        return GitHubUnavailableError(f"{what}: {type(err).__name__}")
+    return GitHubError(f"{what}: {type(err).__name__}")
+
+
+class GitHubGateway:
+    """GitHub for one target (org, repo or enterprise) with one set of credentials."""
+
+    def __init__(self, target: GitHubTarget, credentials: GitHubCredentials) -> None:
+        self.target = target
+        auth: TokenAuthStrategy | AppInstallationAuthStrategy
+        if credentials.token:
+            auth = TokenAuthStrategy(credentials.token)
+        else:
+            assert credentials.private_key
+            assert credentials.installation_id is not None
+            auth = AppInstallationAuthStrategy(
+                credentials.app_id, credentials.private_key, credentials.installation_id
+            )
+        self._gh: GitHub[Any] = GitHub(
+            auth,
+            base_url=target.api_base,
+            timeout=httpx.Timeout(10.0),
+            http_cache=False,
+            auto_retry=False,
+            user_agent="runnerfleet",
+        )
+        self._group_ids: dict[str, int] = {}
+
+    @property
+    def _actions(self) -> Any:
+        return self._gh.rest.actions
+
+    async def runner_group_id(self, name: str) -> int:
+        """The id of runner group `name` (Default is 1 everywhere; others are looked up once)."""
+        if name == "Default":
+            return 1
+        if name in self._group_ids:
+            return self._group_ids[name]
+        if self.target.scope != "org":
+            raise GitHubError(f"runner group {name!r}: only organisation scopes have named groups")
+        try:
+            resp = await self._actions.async_list_self_hosted_runner_groups_for_org(
+                self.target.owner, per_page=100
+            )
+        except Exception as err:
+            raise _map_error(err, "list runner groups") from err
+        for group in resp.parsed_data.runner_groups:
+            self._group_ids[group.name] = int(group.id)
+        if name not in self._group_ids:
+            raise GitHubNotFoundError(f"runner group {name!r} does not exist")
+        return self._group_ids[name]
+
+    async def create_jit_runner(
+        self, name: str, labels: list[str], group_id: int
+    ) -> tuple[Registration, str]:
+        """Register runner `name` just in time; returns it and its encoded JIT config."""
+        t = self.target
+        body = {"name": name, "runner_group_id": group_id, "labels": labels, "work_folder": "_work"}
+        try:
+            if t.scope == "repo":
+                resp = await self._actions.async_generate_runner_jitconfig_for_repo(
+                    t.owner, t.repo, data=body
+                )
+            elif t.scope == "enterprise":
+                # githubkit's api.github.com description has no enterprise runner endpoints
+                # (they are GHEC-only), so these go through its generic request with the
+                # org-scope models, whose shapes are the same.
+                resp = await self._gh.arequest(
+                    "POST",
+                    f"/enterprises/{t.owner}/actions/runners/generate-jitconfig",
+                    json=body,
+                    response_model=OrgsOrgActionsRunnersGenerateJitconfigPostResponse201,
+                )
+            else:
+                resp = await self._actions.async_generate_runner_jitconfig_for_org(
+                    t.owner, data=body
+                )
+        except Exception as err:
+            raise _map_error(err, f"register runner {name}") from err
+        data = resp.parsed_data
+        return _registration(data.runner), str(data.encoded_jit_config)
+
+    async def list_runners(self) -> list[Registration]:
+        """Every runner registered in the target scope (all pages)."""
+        out: list[Registration] = []
+        page = 1
+        while True:
+            try:
+                resp = await self._list_page(page)
+            except Exception as err:
+                raise _map_error(err, "list runners") from err
+            data = resp.parsed_data
+            out.extend(_registration(r) for r in data.runners)
+            if len(data.runners) < 100 or len(out) >= data.total_count:
+                return out
+            page += 1
+
+    async def _list_page(self, page: int) -> Any:
+        t = self.target
+        if t.scope == "repo":
+            return await self._actions.async_list_self_hosted_runners_for_repo(
+                t.owner, t.repo, per_page=100, page=page
+            )
+        if t.scope == "enterprise":
+            return await self._gh.arequest(
+                "GET",
+                f"/enterprises/{t.owner}/actions/runners",
+                params={"per_page": 100, "page": page},
+                response_model=OrgsOrgActionsRunnersGetResponse200,
+            )
+        return await self._actions.async_list_self_hosted_runners_for_org(
+            t.owner, per_page=100, page=page
+        )
+
+    async def delete_runner(self, runner_id: int, name: str) -> None:
+        """Remove a registration. Already gone (404) counts as done; busy raises RunnerBusyError."""
+        t = self.target
+        try:
+            if t.scope == "repo":
+                await self._actions.async_delete_self_hosted_runner_from_repo(
+                    t.owner, t.repo, runner_id
+                )
+            elif t.scope == "enterprise":
+                await self._gh.arequest(
+                    "DELETE", f"/enterprises/{t.owner}/actions/runners/{runner_id}"
+                )
+            else:
+                await self._actions.async_delete_self_hosted_runner_from_org(t.owner, runner_id)
+        except RequestFailed as err:
+            if err.response.status_code == 404:
+                return
+            if err.response.status_code == 422:
+                raise RunnerBusyError(f"runner {name} is running a job") from err
+            raise _map_error(err, f"delete runner {name}") from err
+        except Exception as err:
+            raise _map_error(err, f"delete runner {name}") from err
+
+    async def close(self) -> None:
+        """Nothing pooled is kept open between calls by githubkit's default client."""

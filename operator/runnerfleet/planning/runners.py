@@ -1,0 +1,327 @@
+"""Decide what to do with one RunnerScaleSet's runners: classify, then plan actions.
+
+A runner is known by its name through up to three traces: its Secret (created first, as the
+intent record, later holding the JIT config), its pod, and its GitHub registration. `plan`
+folds those into states and returns the actions that move observed towards desired, plus the
+status to report. It never deletes a busy runner: scale-down only removes runners that are
+not busy, and removal asks GitHub first (the executor aborts on 422).
+
+Layer: planning. Pure: the clock comes in as `now`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from runnerfleet.models.runner_scale_set import Demand
+
+BACKOFF_BASE = 5.0
+BACKOFF_MAX = 300.0
+FAILING_AFTER = 3  # consecutive failures before the scale set reports RunnersFailing
+
+
+class State(enum.StrEnum):
+    REGISTERING = "Registering"  # Secret exists, JIT config not stored yet
+    STARTING = "Starting"  # JIT config stored, no pod yet
+    PENDING = "Pending"  # pod exists, runner not online yet
+    IDLE = "Idle"
+    BUSY = "Busy"
+    FINISHED = "Finished"  # pod Succeeded: its one job is done
+    FAILED = "Failed"  # pod failed, or never registered in time
+    KEPT = "Kept"  # failed pod kept for inspection; no longer a runner
+
+
+ACTIVE = frozenset({State.REGISTERING, State.STARTING, State.PENDING, State.IDLE, State.BUSY})
+# Scale-down removes cheapest first; busy runners are never chosen.
+_REMOVAL_ORDER = (State.REGISTERING, State.STARTING, State.PENDING, State.IDLE)
+
+
+@dataclass(frozen=True)
+class ObservedRegistration:
+    id: int
+    online: bool
+    busy: bool
+
+
+@dataclass(frozen=True)
+class ObservedRunner:
+    """Everything observed about one runner name."""
+
+    name: str
+    created_at: float
+    has_secret: bool = False
+    has_jit: bool = False
+    pod_phase: str | None = None  # None: no pod
+    pod_reason: str = ""  # e.g. OOMKilled, Error, Evicted
+    pod_finished_at: float | None = None
+    registration: ObservedRegistration | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The spec fields the planner needs, durations in seconds."""
+
+    min_runners: int
+    max_runners: int
+    suspend: bool = False
+    registration_timeout: float = 300.0
+    max_runner_age: float = 86400.0
+    keep_failed_for: float = 600.0
+    scale_down_delay: float = 30.0
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What the planner remembers between rounds (kept in the scale set's status)."""
+
+    scale_down_pending_since: float | None = None
+    consecutive_failures: int = 0
+    last_failure_at: float | None = None
+
+
+# ---------------------------------------------------------------------------------- actions
+@dataclass(frozen=True)
+class CreateRunners:
+    count: int
+
+
+@dataclass(frozen=True)
+class RegisterRunner:
+    """Finish a runner whose Secret exists without JIT config (a crash between steps)."""
+
+    name: str
+    stale_registration_id: int | None  # registered before the crash: remove, then re-register
+
+
+@dataclass(frozen=True)
+class CreatePod:
+    name: str
+
+
+@dataclass(frozen=True)
+class RemoveRunner:
+    name: str
+    reason: str
+    registration_id: int | None
+    require_idle: bool  # ask GitHub first; a 422 (busy) aborts the removal
+    keep_pod: bool = False  # failed pods stay for inspection
+    has_pod: bool = True
+    has_secret: bool = True
+
+
+@dataclass(frozen=True)
+class DeletePod:
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DeleteRegistration:
+    name: str
+    registration_id: int
+    reason: str
+
+
+Action = CreateRunners | RegisterRunner | CreatePod | RemoveRunner | DeletePod | DeleteRegistration
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: list[Action]
+    desired: int
+    counts: dict[State, int]
+    memory: Memory
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (runner, reason) this round
+    backing_off_until: float | None = None
+
+    @property
+    def failing(self) -> bool:
+        return self.memory.consecutive_failures >= FAILING_AFTER
+
+
+def desired_runners(limits: Limits, demand: Demand | None) -> int:
+    """min(maxRunners, minRunners + assigned jobs), as ARC does; 0 while suspended."""
+    if limits.suspend:
+        return 0
+    assigned = demand.assigned_jobs if demand is not None else 0
+    return min(limits.max_runners, limits.min_runners + assigned)
+
+
+def classify(runner: ObservedRunner, now: float, limits: Limits) -> tuple[State, str]:
+    """The runner's state and, for failures, why."""
+    reg = runner.registration
+    phase = runner.pod_phase
+    if phase == "Succeeded":
+        return State.FINISHED, "JobCompleted"
+    if phase == "Failed":
+        if not runner.has_secret:
+            return State.KEPT, runner.pod_reason or "PodFailed"
+        return State.FAILED, runner.pod_reason or "PodFailed"
+    if reg is not None and reg.busy:
+        return State.BUSY, ""
+    if phase is None:
+        if not runner.has_secret:
+            return State.FINISHED, "Orphaned"  # only a registration is left
+        return (State.STARTING, "") if runner.has_jit else (State.REGISTERING, "")
+    if reg is not None and reg.online:
+        return State.IDLE, ""
+    if now - runner.created_at > limits.registration_timeout:
+        return State.FAILED, "RegistrationTimeout"
+    return State.PENDING, ""
+
+
+def plan(
+    runners: Iterable[ObservedRunner],
+    limits: Limits,
+    demand: Demand | None,
+    memory: Memory,
+    now: float,
+) -> Plan:
+    """Compare observed runners with the desired count; return actions and status."""
+    classified = [(r, *classify(r, now, limits)) for r in runners]
+    actions: list[Action] = []
+    failures: list[tuple[str, str]] = []
+    counts = dict.fromkeys(State, 0)
+    for _, state, _ in classified:
+        counts[state] += 1
+
+    for runner, state, reason in classified:
+        actions.extend(_cleanup(runner, state, reason, now, limits, failures))
+
+    expired = [
+        r for r, s, _ in classified
+        if s is State.IDLE and now - r.created_at > limits.max_runner_age
+    ]  # fmt: skip
+    for runner in expired:
+        actions.append(_remove(runner, "MaxRunnerAge", require_idle=True))
+
+    desired = desired_runners(limits, demand)
+    active = [(r, s) for r, s, _ in classified if s in ACTIVE and r not in expired]
+    memory = _remember_failures(memory, failures, classified, now)
+    backoff_until = _backoff_until(memory)
+    new_memory, scale_actions = _scale(active, desired, limits, memory, now, backoff_until)
+    actions.extend(scale_actions)
+    removed = {a.name for a in scale_actions if isinstance(a, RemoveRunner)}
+    actions.extend(_resume([(r, s) for r, s in active if r.name not in removed]))
+    return Plan(
+        actions=actions,
+        desired=desired,
+        counts=counts,
+        memory=new_memory,
+        failures=failures,
+        backing_off_until=backoff_until if backoff_until and backoff_until > now else None,
+    )
+
+
+def _remove(
+    runner: ObservedRunner, reason: str, *, require_idle: bool, keep_pod: bool = False
+) -> RemoveRunner:
+    reg = runner.registration
+    return RemoveRunner(
+        name=runner.name,
+        reason=reason,
+        registration_id=reg.id if reg else None,
+        require_idle=require_idle,
+        keep_pod=keep_pod,
+        has_pod=runner.pod_phase is not None,
+        has_secret=runner.has_secret,
+    )
+
+
+def _cleanup(
+    runner: ObservedRunner,
+    state: State,
+    reason: str,
+    now: float,
+    limits: Limits,
+    failures: list[tuple[str, str]],
+) -> list[Action]:
+    if state is State.FINISHED:
+        if runner.pod_phase is None and not runner.has_secret:
+            reg = runner.registration
+            if reg is None or reg.busy:
+                return []
+            return [DeleteRegistration(runner.name, reg.id, "OrphanRegistration")]
+        return [_remove(runner, reason, require_idle=False)]
+    if state is State.FAILED:
+        failures.append((runner.name, reason))
+        keep = limits.keep_failed_for > 0 and runner.pod_phase == "Failed"
+        return [_remove(runner, reason, require_idle=False, keep_pod=keep)]
+    if state is State.KEPT:
+        finished = runner.pod_finished_at or runner.created_at
+        if now - finished > limits.keep_failed_for:
+            return [DeletePod(runner.name, "FailedRunnerExpired")]
+    return []
+
+
+def _remember_failures(
+    memory: Memory,
+    failures: list[tuple[str, str]],
+    classified: list[tuple[ObservedRunner, State, str]],
+    now: float,
+) -> Memory:
+    if failures:
+        return Memory(
+            scale_down_pending_since=memory.scale_down_pending_since,
+            consecutive_failures=memory.consecutive_failures + len(failures),
+            last_failure_at=now,
+        )
+    if any(s in (State.IDLE, State.BUSY) for _, s, _ in classified):
+        return Memory(scale_down_pending_since=memory.scale_down_pending_since)
+    return memory
+
+
+def _backoff_until(memory: Memory) -> float | None:
+    """After failures, new runners wait 5 s, 10 s, 20 s ... up to 5 min after the last one."""
+    if memory.consecutive_failures == 0 or memory.last_failure_at is None:
+        return None
+    delay = min(BACKOFF_MAX, BACKOFF_BASE * 2.0 ** (memory.consecutive_failures - 1))
+    return memory.last_failure_at + delay
+
+
+def _scale(
+    active: list[tuple[ObservedRunner, State]],
+    desired: int,
+    limits: Limits,
+    memory: Memory,
+    now: float,
+    backoff_until: float | None,
+) -> tuple[Memory, list[Action]]:
+    def with_since(since: float | None) -> Memory:
+        return Memory(since, memory.consecutive_failures, memory.last_failure_at)
+
+    if len(active) < desired:
+        if backoff_until is not None and now < backoff_until:
+            return with_since(None), []
+        room = limits.max_runners - len(active)
+        count = min(desired - len(active), room)
+        return with_since(None), ([CreateRunners(count)] if count > 0 else [])
+    if len(active) == desired:
+        return with_since(None), []
+    since = memory.scale_down_pending_since if memory.scale_down_pending_since is not None else now
+    if now - since < limits.scale_down_delay:
+        return with_since(since), []
+    surplus = len(active) - desired
+    order = {state: i for i, state in enumerate(_REMOVAL_ORDER)}
+    candidates = sorted(
+        (pair for pair in active if pair[1] in order),
+        key=lambda pair: (order[pair[1]], pair[0].created_at),
+    )
+    removals: list[Action] = [
+        _remove(runner, "ScaleDown", require_idle=True) for runner, _ in candidates[:surplus]
+    ]
+    return with_since(None), removals
+
+
+def _resume(active: list[tuple[ObservedRunner, State]]) -> list[Action]:
+    """Runners interrupted between steps get the step they lack."""
+    out: list[Action] = []
+    for runner, state in active:
+        if state is State.REGISTERING:
+            reg = runner.registration
+            out.append(RegisterRunner(runner.name, reg.id if reg else None))
+        elif state is State.STARTING:
+            out.append(CreatePod(runner.name))
+    return out

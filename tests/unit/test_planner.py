@@ -1,0 +1,157 @@
+"""The runner planner (pure): desired counts, scale-down safety, failures, crash recovery."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from runnerfleet.models.runner_scale_set import Demand
+from runnerfleet.planning.runners import (
+    CreatePod,
+    CreateRunners,
+    DeletePod,
+    DeleteRegistration,
+    Limits,
+    Memory,
+    ObservedRegistration,
+    ObservedRunner,
+    RegisterRunner,
+    RemoveRunner,
+    State,
+    plan,
+)
+
+NOW = 10_000.0
+
+
+def demand(n: int) -> Demand:
+    return Demand(assigned_jobs=n, sequence=1, observed_at="2026-11-21T00:00:00Z")
+
+
+def runner(name: str, state: str, *, age: float = 10.0, reg_id: int = 1) -> ObservedRunner:
+    base = ObservedRunner(name=name, created_at=NOW - age, has_secret=True, has_jit=True)
+    match state:
+        case "idle":
+            return replace(
+                base, pod_phase="Running", registration=ObservedRegistration(reg_id, True, False)
+            )
+        case "busy":
+            return replace(
+                base, pod_phase="Running", registration=ObservedRegistration(reg_id, True, True)
+            )
+        case "pending":
+            return replace(base, pod_phase="Pending")
+        case "succeeded":
+            return replace(base, pod_phase="Succeeded")
+        case "failed":
+            return replace(base, pod_phase="Failed", pod_reason="OOMKilled")
+    raise AssertionError(state)
+
+
+LIMITS = Limits(min_runners=3, max_runners=13, scale_down_delay=30.0, registration_timeout=60.0)
+
+
+def test_min_runners_are_created_when_nothing_exists() -> None:
+    p = plan([], LIMITS, None, Memory(), NOW)
+    assert p.desired == 3
+    assert p.actions == [CreateRunners(3)]
+
+
+def test_demand_adds_to_min_but_never_above_max() -> None:
+    assert plan([], LIMITS, demand(10), Memory(), NOW).actions == [CreateRunners(13)]
+    capped = plan([], replace(LIMITS, max_runners=5), demand(10), Memory(), NOW)
+    assert capped.desired == 5
+    assert capped.actions == [CreateRunners(5)]
+
+
+def test_failed_runners_do_not_count_against_max() -> None:
+    runners = [runner(f"r{i}", "idle") for i in range(4)] + [runner("bad", "failed")]
+    limits = replace(LIMITS, max_runners=5, keep_failed_for=600)
+    p = plan(runners, limits, demand(2), Memory(), NOW)
+    removal = next(a for a in p.actions if isinstance(a, RemoveRunner))
+    assert removal.name == "bad"
+    assert removal.keep_pod is True
+    # Next round, after the backoff: the kept pod (Secret gone) no longer counts.
+    kept = replace(runners[-1], has_secret=False, has_jit=False)
+    later = plan([*runners[:-1], kept], limits, demand(2), p.memory, NOW + 6)
+    assert later.counts[State.KEPT] == 1
+    assert later.actions == [CreateRunners(1)]
+
+
+def test_scale_down_waits_for_the_delay_then_removes_only_non_busy() -> None:
+    runners = [runner(f"b{i}", "busy") for i in range(5)] + [
+        runner(f"i{i}", "idle", age=100 + i) for i in range(3)
+    ]
+    first = plan(runners, LIMITS, demand(0), Memory(), NOW)
+    assert first.actions == []
+    assert first.memory.scale_down_pending_since == NOW
+
+    later = plan(runners, LIMITS, demand(0), first.memory, NOW + 31)
+    removed = [a for a in later.actions if isinstance(a, RemoveRunner)]
+    assert sorted(a.name for a in removed) == ["i0", "i1", "i2"]
+    assert all(a.require_idle for a in removed)
+
+
+def test_pending_runners_go_before_idle_ones_on_scale_down() -> None:
+    runners = [runner("idle", "idle"), runner("pend", "pending")]
+    limits = replace(LIMITS, min_runners=1, scale_down_delay=0)
+    p = plan(runners, limits, None, Memory(), NOW)
+    assert [a.name for a in p.actions if isinstance(a, RemoveRunner)] == ["pend"]
+
+
+def test_finished_runner_is_removed_and_replaced() -> None:
+    runners = [runner("done", "succeeded"), runner("a", "idle"), runner("b", "idle")]
+    p = plan(runners, LIMITS, None, Memory(), NOW)
+    assert RemoveRunner("done", "JobCompleted", None, require_idle=False) in p.actions
+    assert CreateRunners(1) in p.actions
+
+
+def test_registration_timeout_fails_the_runner_and_backs_off() -> None:
+    stuck = [runner(f"s{i}", "pending", age=120) for i in range(3)]
+    p = plan(stuck, LIMITS, None, Memory(), NOW)
+    assert [r for _, r in p.failures] == ["RegistrationTimeout"] * 3
+    assert p.failing
+    assert p.backing_off_until == NOW + 20  # 5 s * 2^(3-1)
+    assert not any(isinstance(a, CreateRunners) for a in p.actions)
+
+    after = plan([], LIMITS, None, p.memory, NOW + 21)
+    assert after.actions == [CreateRunners(3)]
+    recovered = plan([runner("ok", "idle")], LIMITS, None, after.memory, NOW + 30)
+    assert recovered.memory.consecutive_failures == 0
+
+
+def test_crash_between_steps_resumes_the_missing_step() -> None:
+    registering = ObservedRunner(
+        "reg", NOW - 5, has_secret=True, registration=ObservedRegistration(7, False, False)
+    )
+    starting = ObservedRunner("start", NOW - 5, has_secret=True, has_jit=True)
+    p = plan([registering, starting], replace(LIMITS, min_runners=2), None, Memory(), NOW)
+    assert p.actions == [RegisterRunner("reg", 7), CreatePod("start")]
+
+
+def test_orphan_registrations_are_removed_unless_busy() -> None:
+    orphan = ObservedRunner("o", NOW - 5, registration=ObservedRegistration(9, True, False))
+    busy = ObservedRunner("b", NOW - 5, registration=ObservedRegistration(10, True, True))
+    p = plan([orphan, busy], replace(LIMITS, min_runners=0), None, Memory(), NOW)
+    assert DeleteRegistration("o", 9, "OrphanRegistration") in p.actions
+    assert not any(getattr(a, "name", "") == "b" for a in p.actions)
+
+
+def test_kept_failed_pod_is_deleted_after_keep_period() -> None:
+    kept = ObservedRunner("k", NOW - 1000, pod_phase="Failed", pod_finished_at=NOW - 700)
+    p = plan([kept], replace(LIMITS, min_runners=0, keep_failed_for=600), None, Memory(), NOW)
+    assert p.counts[State.KEPT] == 1
+    assert p.actions == [DeletePod("k", "FailedRunnerExpired")]
+
+
+def test_suspend_creates_nothing_and_keeps_busy_runners() -> None:
+    runners = [runner("b", "busy"), runner("i", "idle")]
+    p = plan(runners, replace(LIMITS, suspend=True, scale_down_delay=0), demand(5), Memory(), NOW)
+    assert p.desired == 0
+    assert [a.name for a in p.actions if isinstance(a, RemoveRunner)] == ["i"]
+
+
+def test_idle_runner_past_max_age_is_replaced() -> None:
+    old = runner("old", "idle", age=90_000)
+    p = plan([old], replace(LIMITS, min_runners=1), None, Memory(), NOW)
+    assert RemoveRunner("old", "MaxRunnerAge", 1, require_idle=True) in p.actions
+    assert CreateRunners(1) in p.actions
