@@ -201,5 +201,37 @@ def demo(state_dir: Path, node_count: int, crd_dir: Path) -> None:
     _out.print(f"stop it with: runnerfleet cluster down --state-dir {state_dir}", markup=False)
 
 
+@main.command("operator")
+@click.option(
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    help="Watch only these namespaces (repeatable); default: the whole cluster.",
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Kubeconfig to use (default: in-cluster, then $KUBECONFIG).",
+)
+@click.option("--verbose", is_flag=True, help="Debug logging.")
+def run_operator(namespaces: tuple[str, ...], kubeconfig: str | None, verbose: bool) -> None:
+    """Run the operator (kopf) in the foreground."""
+    # Before importing kopf: kubernetes_asyncio reads $KUBECONFIG once, at import time.
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = kubeconfig
+        os.environ["RUNNERFLEET_KUBECONFIG"] = kubeconfig
+    import kopf
+
+    import runnerfleet.handlers.operator  # noqa: F401  (registers the handlers)
+
+    kopf.configure(verbose=verbose, log_format=kopf.LogFormat.PLAIN)
+    kopf.run(
+        clusterwide=not namespaces,
+        namespaces=list(namespaces),
+        standalone=True,
+    )
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,287 @@
+"""The Kubernetes gateway: every API call the operator makes goes through here.
+
+kubernetes_asyncio errors become runnerfleet's own: `AlreadyExistsError` (409 on create: adopt),
+`ConflictError` (409 on update: re-read and retry), `NotFoundError`, `InvalidError` (422, or a
+403 from admission such as Pod Security: the spec asks for something not allowed),
+`ForbiddenError` (RBAC), `KubeUnavailableError` (network, 5xx, 429: retry).
+Lists return plain dicts (camelCase, as the apiserver sends them) to keep large lists cheap.
+
+Layer: gateways. Network I/O to the Kubernetes API only.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client, config, watch
+from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from runnerfleet import conventions as c
+
+
+class KubeError(Exception):
+    """Base of the gateway's errors; `.status` is the HTTP status if there was one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NotFoundError(KubeError): ...
+
+
+class AlreadyExistsError(KubeError): ...
+
+
+class ConflictError(KubeError): ...
+
+
+class InvalidError(KubeError):
+    """The apiserver or an admission plugin refused the object (422, or 403 from admission)."""
+
+
+class ForbiddenError(KubeError): ...
+
+
+class KubeUnavailableError(KubeError): ...
+
+
+def _reason(err: ApiException) -> tuple[str, str]:
+    try:
+        body = json.loads(err.body or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    return str(body.get("reason", "")), str(body.get("message", err.reason or ""))
+
+
+def _map(err: Exception, what: str) -> KubeError:
+    if isinstance(err, ApiException):
+        reason, message = _reason(err)
+        text = f"{what}: {message}"
+        status = err.status
+        if status == 404:
+            return NotFoundError(text, status)
+        if status == 409:
+            cls = AlreadyExistsError if reason == "AlreadyExists" else ConflictError
+            return cls(text, status)
+        if status == 422:
+            return InvalidError(text, status)
+        if status == 403:
+            # Admission webhooks/plugins (e.g. Pod Security) answer 403 with reason Forbidden
+            # and a message naming the violated policy; RBAC's message says "cannot <verb>".
+            if "cannot " in message and "User" in message:
+                return ForbiddenError(text, status)
+            return InvalidError(text, status)
+        return KubeUnavailableError(text, status)
+    if isinstance(err, aiohttp.ClientError | TimeoutError | OSError):
+        return KubeUnavailableError(f"{what}: {type(err).__name__}: {err}")
+    return KubeError(f"{what}: {type(err).__name__}: {err}")
+
+
+def _epoch(timestamp: str | None) -> float | None:
+    if not timestamp:
+        return None
+    return dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+
+
+def now_rfc3339() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def connect(kubeconfig: str | None = None) -> ApiClient:
+    """An API client from `kubeconfig`, else in-cluster config, else the default kubeconfig."""
+    cfg = client.Configuration()
+    if kubeconfig:
+        await config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    else:
+        try:
+            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            await config.load_kube_config(client_configuration=cfg)
+    cfg.connection_pool_maxsize = 64
+    return ApiClient(configuration=cfg)
+
+
+class KubeGateway:
+    """Typed, error-mapped access to the few resources the operator touches."""
+
+    def __init__(self, api: ApiClient) -> None:
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+
+    # ------------------------------------------------------------------ raw JSON helpers
+    async def _list(self, call: Any, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        resp = await call(*args, _preload_content=False, **kwargs)
+        body: dict[str, Any] = await resp.json()
+        items: list[dict[str, Any]] = body.get("items", [])
+        return items
+
+    # ------------------------------------------------------------------ runner children
+    async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        try:
+            return await self._list(
+                self.core.list_namespaced_pod, namespace, label_selector=selector
+            )
+        except Exception as err:
+            raise _map(err, f"list pods in {namespace}") from err
+
+    async def list_secrets(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """Secrets matching `selector`, with their data values removed (only keys kept)."""
+        try:
+            items = await self._list(
+                self.core.list_namespaced_secret, namespace, label_selector=selector
+            )
+        except Exception as err:
+            raise _map(err, f"list secrets in {namespace}") from err
+        for item in items:
+            item["dataKeys"] = sorted((item.pop("data", None) or {}).keys())
+        return items
+
+    async def create(self, manifest: dict[str, Any]) -> None:
+        """Create a Pod or Secret. AlreadyExistsError lets callers adopt it."""
+        kind = manifest["kind"]
+        ns = manifest["metadata"]["namespace"]
+        what = f"create {kind} {ns}/{manifest['metadata']['name']}"
+        try:
+            if kind == "Pod":
+                await self.core.create_namespaced_pod(ns, manifest)  # type: ignore[arg-type]
+            elif kind == "Secret":
+                await self.core.create_namespaced_secret(ns, manifest)  # type: ignore[arg-type]
+            else:
+                raise KubeError(f"{what}: unsupported kind")
+        except KubeError:
+            raise
+        except Exception as err:
+            raise _map(err, what) from err
+
+    async def store_jit_config(
+        self, namespace: str, name: str, encoded_jit: str, runner_id: int
+    ) -> None:
+        """Put the JIT config into the runner's Secret (the value never leaves this call)."""
+        patch = {
+            "metadata": {
+                "annotations": {
+                    c.ANNOTATION_RUNNER_ID: str(runner_id),
+                    c.ANNOTATION_JIT_STORED: now_rfc3339(),
+                }
+            },
+            "data": {c.SECRET_KEY_JITCONFIG: base64.b64encode(encoded_jit.encode()).decode()},
+        }
+        try:
+            await self.core.patch_namespaced_secret(name, namespace, patch)
+        except Exception as err:
+            raise _map(err, f"store JIT config in Secret {namespace}/{name}") from err
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        """Delete a pod; already gone counts as done."""
+        try:
+            await self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+        except ApiException as err:
+            if err.status != 404:
+                raise _map(err, f"delete pod {namespace}/{name}") from err
+        except Exception as err:
+            raise _map(err, f"delete pod {namespace}/{name}") from err
+
+    async def delete_secret(self, namespace: str, name: str) -> None:
+        try:
+            await self.core.delete_namespaced_secret(name, namespace)
+        except ApiException as err:
+            if err.status != 404:
+                raise _map(err, f"delete secret {namespace}/{name}") from err
+        except Exception as err:
+            raise _map(err, f"delete secret {namespace}/{name}") from err
+
+    async def read_secret_data(self, namespace: str, name: str) -> dict[str, str]:
+        """A Secret's decoded data (used only for GitHub credentials)."""
+        try:
+            secret = await self.core.read_namespaced_secret(name, namespace)
+        except Exception as err:
+            raise _map(err, f"read Secret {namespace}/{name}") from err
+        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+    # ------------------------------------------------------------------ scale sets
+    async def get_scale_set(self, namespace: str, name: str) -> dict[str, Any]:
+        try:
+            body: dict[str, Any] = await self.custom.get_namespaced_custom_object(
+                c.GROUP, c.VERSION, namespace, c.RUNNER_SCALE_SET_PLURAL, name
+            )
+        except Exception as err:
+            raise _map(err, f"get RunnerScaleSet {namespace}/{name}") from err
+        return body
+
+    async def patch_scale_set_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> None:
+        """Merge-patch the status subresource (the listener's `demand` is never touched)."""
+        try:
+            await self.custom.patch_namespaced_custom_object_status(
+                c.GROUP, c.VERSION, namespace, c.RUNNER_SCALE_SET_PLURAL, name, {"status": status}
+            )
+        except Exception as err:
+            raise _map(err, f"patch status of RunnerScaleSet {namespace}/{name}") from err
+
+    async def event(self, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        """Post a core/v1 Event about `involved` (best effort: failures are not raised)."""
+        meta = involved["metadata"]
+        now = dt.datetime.now(dt.UTC)
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(
+                generate_name=f"{meta['name']}.", namespace=meta["namespace"]
+            ),
+            involved_object=client.V1ObjectReference(
+                api_version=involved.get("apiVersion", c.API_VERSION),
+                kind=involved.get("kind", c.RUNNER_SCALE_SET_KIND),
+                name=meta["name"],
+                namespace=meta["namespace"],
+                uid=meta.get("uid"),
+            ),
+            type=kind,
+            reason=reason,
+            message=message[:1024],
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            source=client.V1EventSource(component="runnerfleet"),
+            reporting_component="runnerfleet.dev/operator",
+        )
+        try:
+            await self.core.create_namespaced_event(meta["namespace"], body)
+        except (ApiException, aiohttp.ClientError, TimeoutError):
+            return
+
+    # ------------------------------------------------------------------ watching
+    async def watch_runner_pods(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Stream (event type, pod) for every runnerfleet runner pod, in all namespaces.
+
+        The label selector is applied by the apiserver (kopf's own watches filter on the
+        client), so unrelated pods never reach the operator.
+        """
+        selector = (
+            f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY_VALUE},{c.LABEL_COMPONENT}={c.COMPONENT_RUNNER}"
+        )
+        w = watch.Watch()
+        try:
+            async for event in w.stream(
+                self.core.list_pod_for_all_namespaces,
+                label_selector=selector,
+                timeout_seconds=300,
+            ):
+                obj = event["object"]
+                pod = obj if isinstance(obj, dict) else self.api.sanitize_for_serialization(obj)
+                yield str(event["type"]), pod
+        except Exception as err:
+            raise _map(err, "watch runner pods") from err
+        finally:
+            w.stop()
+
+
+def pod_epoch(timestamp: str | None) -> float | None:
+    """RFC 3339 from the API -> epoch seconds (None stays None)."""
+    return _epoch(timestamp)

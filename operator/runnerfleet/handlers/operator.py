@@ -1,0 +1,90 @@
+"""kopf wiring for the operator: settings, one reconcile loop per RunnerScaleSet, the finalizer,
+and a server-side-filtered watch of runner pods that wakes the right loop.
+
+Handlers are adapters: they parse what kopf hands them and call one service function.
+
+Layer: handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+import kopf
+
+from runnerfleet import conventions as c
+from runnerfleet.gateways.github import GitHubError
+from runnerfleet.gateways.kubernetes import KubeError, KubeGateway, connect
+from runnerfleet.services import scale_set as service
+
+log = logging.getLogger("runnerfleet.operator")
+RSS = (c.GROUP, c.VERSION, c.RUNNER_SCALE_SET_PLURAL)
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Our finalizer name, not kopf's default, so `kubectl get -o yaml` says whose it is.
+    settings.persistence.finalizer = c.FINALIZER
+    # Progress lives in status, so GitOps tools diffing metadata see no operator writes.
+    settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=c.GROUP, key="last-handled-configuration"
+    )
+    # Events are posted by the services where they mean something; kopf's own are noise.
+    settings.posting.level = logging.WARNING
+    # Watches that go silent are restarted (see kopf's watching docs; needs Python >= 3.11).
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.inactivity_timeout = 600
+    settings.execution.max_workers = 4
+    api = await connect(os.environ.get("RUNNERFLEET_KUBECONFIG"))
+    memo.runtime = service.Runtime(kube=KubeGateway(api))
+    memo.api = api
+    memo.pod_watch = asyncio.create_task(_watch_pods(memo.runtime))
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    memo.pod_watch.cancel()
+    await memo.api.close()
+
+
+async def _watch_pods(runtime: service.Runtime) -> None:
+    """Wake a scale set's loop whenever one of its runner pods changes."""
+    delay = 1.0
+    while True:
+        try:
+            async for _event, pod in runtime.kube.watch_runner_pods():
+                meta = pod.get("metadata", {})
+                owner = meta.get("labels", {}).get(c.LABEL_SCALE_SET)
+                if owner:
+                    runtime.wake(meta.get("namespace", ""), owner)
+                delay = 1.0
+        except KubeError as err:
+            log.warning("runner pod watch broke (%s); re-listing in %.0fs", err, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+@kopf.daemon(*RSS, cancellation_timeout=10.0)
+async def run_scale_set(
+    stopped: kopf.DaemonStopped, name: str, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    await service.run(memo.runtime, namespace or "", name, lambda: bool(stopped))
+
+
+@kopf.on.event(*RSS)
+def wake_on_change(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    if hasattr(memo, "runtime"):
+        memo.runtime.wake(namespace or "", name)
+
+
+@kopf.on.delete(*RSS, backoff=5.0)
+async def finalize_scale_set(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    try:
+        await service.finalize(memo.runtime, dict(body))
+    except (GitHubError, KubeError) as err:
+        raise kopf.TemporaryError(f"cleanup pending: {err}", delay=5.0) from err

@@ -1,0 +1,147 @@
+"""Status of a RunnerScaleSet as a pure fold over the plan and the round's problems.
+
+Layer: planning. Pure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from runnerfleet.planning.observe import epoch
+from runnerfleet.planning.runners import FAILING_AFTER, Memory, Plan, State
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something that kept this round from converging, for a condition (and an Event)."""
+
+    condition: str  # condition type it sets to False/True
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    plan: Plan | None  # None when nothing could be planned (bad config, GitHub down)
+    problems: list[Problem] = field(default_factory=list)
+    scaled: bool = False
+
+
+def rfc3339(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def memory_from_status(status: dict[str, Any]) -> Memory:
+    return Memory(
+        scale_down_pending_since=epoch(status.get("scaleDownPendingSince")),
+        consecutive_failures=int(status.get("consecutiveFailures", 0)),
+        last_failure_at=epoch(status.get("lastFailureTime")),
+    )
+
+
+def _condition(
+    previous: list[dict[str, Any]],
+    ctype: str,
+    ok: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    now: float,
+) -> dict[str, Any]:
+    status = "True" if ok else "False"
+    old = next((c for c in previous if c.get("type") == ctype), None)
+    if old is None or old.get("status") != status:
+        since = rfc3339(now)
+    else:
+        since = str(old.get("lastTransitionTime") or rfc3339(now))
+    return {
+        "type": ctype,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+        "lastTransitionTime": since,
+    }
+
+
+def build_status(
+    outcome: RoundOutcome, previous: dict[str, Any], generation: int, now: float
+) -> dict[str, Any]:
+    """The status patch for this round (never includes `demand`: the listener owns it)."""
+    prev_conditions: list[dict[str, Any]] = previous.get("conditions", []) or []
+    by_type = {p.condition: p for p in outcome.problems}
+    plan = outcome.plan
+    status: dict[str, Any] = {"observedGeneration": generation}
+
+    def cond(ctype: str, ok_reason: str, ok_message: str) -> dict[str, Any]:
+        problem = by_type.get(ctype)
+        if problem:
+            return _condition(
+                prev_conditions, ctype, False, problem.reason, problem.message, generation, now
+            )
+        return _condition(prev_conditions, ctype, True, ok_reason, ok_message, generation, now)
+
+    conditions = [
+        cond("ConfigValid", "Valid", "spec and credentials are usable"),
+        cond("GitHubReachable", "Reachable", "GitHub answered the last round"),
+        cond("PodsAdmitted", "Admitted", "runner pods are accepted by the apiserver"),
+    ]
+    if plan is not None:
+        counts = plan.counts
+        status.update(
+            desired=plan.desired,
+            pending=counts[State.REGISTERING] + counts[State.STARTING] + counts[State.PENDING],
+            idle=counts[State.IDLE],
+            busy=counts[State.BUSY],
+            failed=counts[State.FAILED] + counts[State.KEPT],
+            consecutiveFailures=plan.memory.consecutive_failures,
+            lastFailureTime=_opt(plan.memory.last_failure_at),
+            scaleDownPendingSince=_opt(plan.memory.scale_down_pending_since),
+        )
+        failing = plan.memory.consecutive_failures >= FAILING_AFTER
+        last = plan.failures[-1][1] if plan.failures else previous.get("lastFailureReason", "")
+        if plan.failures:
+            status["lastFailureReason"] = last
+        conditions.append(
+            _condition(
+                prev_conditions,
+                "RunnersHealthy",
+                not failing,
+                "RunnersFailing" if failing else "Healthy",
+                (
+                    f"{plan.memory.consecutive_failures} runner failures in a row (last: {last}); "
+                    "new runners are created with backoff"
+                )
+                if failing
+                else "runners register and run",
+                generation,
+                now,
+            )
+        )
+        if outcome.scaled:
+            status["lastScaleTime"] = rfc3339(now)
+    healthy = not outcome.problems and plan is not None
+    conditions.insert(
+        0,
+        _condition(
+            prev_conditions,
+            "Ready",
+            healthy,
+            "Reconciled"
+            if healthy
+            else (outcome.problems[0].reason if outcome.problems else "Unknown"),
+            "runners match the desired count"
+            if healthy
+            else (outcome.problems[0].message if outcome.problems else "not reconciled yet"),
+            generation,
+            now,
+        ),
+    )
+    status["conditions"] = conditions
+    return status
+
+
+def _opt(ts: float | None) -> str | None:
+    return rfc3339(ts) if ts is not None else None

@@ -1,0 +1,366 @@
+"""Reconcile one RunnerScaleSet: observe -> plan -> execute -> report, in a loop per object.
+
+Each scale set gets one long-running loop (a kopf daemon), so rounds of the same object never
+overlap; pod events and spec changes wake it early, and it resyncs every few seconds anyway.
+A round that cannot observe GitHub plans nothing (runners would look unregistered and be
+replaced): existing runners are left alone and the round reports GitHubReachable=False.
+
+Layer: services. I/O only through the gateways.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from runnerfleet import conventions as c
+from runnerfleet.builders.runner import (
+    ScaleSetIdentity,
+    build_runner_pod,
+    build_runner_secret,
+    scale_set_selector,
+)
+from runnerfleet.gateways.github import (
+    GitHubError,
+    GitHubGateway,
+    Registration,
+    RunnerBusyError,
+    RunnerNameTakenError,
+)
+from runnerfleet.gateways.kubernetes import (
+    AlreadyExistsError,
+    InvalidError,
+    KubeError,
+    KubeGateway,
+    NotFoundError,
+)
+from runnerfleet.models.base import parse_duration
+from runnerfleet.models.github import GitHubCredentials, InvalidGitHubConfigError, parse_config_url
+from runnerfleet.models.runner_scale_set import RunnerScaleSetSpec, RunnerScaleSetStatus
+from runnerfleet.planning.observe import observe
+from runnerfleet.planning.runners import (
+    Action,
+    CreatePod,
+    CreateRunners,
+    DeletePod,
+    DeleteRegistration,
+    Limits,
+    RegisterRunner,
+    RemoveRunner,
+    plan,
+)
+from runnerfleet.planning.status import Problem, RoundOutcome, build_status, memory_from_status
+
+log = logging.getLogger("runnerfleet.scaleset")
+
+RESYNC_SECONDS = 5.0
+MIN_ROUND_GAP = 0.2
+CONCURRENCY = 16
+
+
+@dataclass
+class Runtime:
+    """Process-wide state shared by every scale set's loop."""
+
+    kube: KubeGateway
+    github_factory: Callable[[Any, GitHubCredentials], GitHubGateway] = GitHubGateway
+    wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    _github: dict[tuple[str, int], GitHubGateway] = field(default_factory=dict)
+
+    def wake(self, namespace: str, name: str) -> None:
+        self.wakeups.setdefault((namespace, name), asyncio.Event()).set()
+
+    def github(self, target: Any, credentials: GitHubCredentials) -> GitHubGateway:
+        key = (target.key, hash((credentials.token, credentials.app_id, credentials.private_key)))
+        if key not in self._github:
+            self._github[key] = self.github_factory(target, credentials)
+        return self._github[key]
+
+
+@dataclass
+class ScaleSet:
+    """The parts of a RunnerScaleSet object a round needs."""
+
+    body: dict[str, Any]
+
+    @property
+    def identity(self) -> ScaleSetIdentity:
+        m = self.body["metadata"]
+        return ScaleSetIdentity(name=m["name"], namespace=m["namespace"], uid=m["uid"])
+
+    @property
+    def spec(self) -> RunnerScaleSetSpec:
+        return RunnerScaleSetSpec.model_validate(self.body.get("spec", {}))
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return dict(self.body.get("status") or {})
+
+    @property
+    def generation(self) -> int:
+        return int(self.body["metadata"].get("generation", 0))
+
+
+def limits_of(spec: RunnerScaleSetSpec) -> Limits:
+    return Limits(
+        min_runners=spec.min_runners,
+        max_runners=spec.max_runners,
+        suspend=spec.suspend,
+        registration_timeout=parse_duration(spec.registration_timeout),
+        max_runner_age=parse_duration(spec.max_runner_age),
+        keep_failed_for=parse_duration(spec.keep_failed_runners_for),
+        scale_down_delay=parse_duration(spec.scale_down_delay),
+    )
+
+
+# ---------------------------------------------------------------------------------- loop
+async def run(runtime: Runtime, namespace: str, name: str, stopped: Callable[[], bool]) -> None:
+    """Reconcile until `stopped()`: after each round, wait for a wake-up or the resync."""
+    wake = runtime.wakeups.setdefault((namespace, name), asyncio.Event())
+    while not stopped():
+        wake.clear()
+        started = time.monotonic()
+        try:
+            await reconcile_once(runtime, namespace, name)
+        except NotFoundError:
+            return
+        except KubeError as err:
+            log.warning("round for %s/%s failed, retrying: %s", namespace, name, err)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), RESYNC_SECONDS)
+        gap = MIN_ROUND_GAP - (time.monotonic() - started)
+        if gap > 0:
+            await asyncio.sleep(gap)  # rate limit: coalesce bursts of pod events into one round
+
+
+async def reconcile_once(runtime: Runtime, namespace: str, name: str) -> RoundOutcome:
+    """One round: observe, plan, execute, and write status (and Events for problems)."""
+    kube = runtime.kube
+    scale_set = ScaleSet(await kube.get_scale_set(namespace, name))
+    if scale_set.body["metadata"].get("deletionTimestamp"):
+        return RoundOutcome(plan=None)
+    outcome = await _round(runtime, scale_set)
+    now = time.time()
+    status = build_status(outcome, scale_set.status, scale_set.generation, now)
+    await kube.patch_scale_set_status(namespace, name, status)
+    await _post_events(kube, scale_set, outcome)
+    return outcome
+
+
+async def _round(runtime: Runtime, scale_set: ScaleSet) -> RoundOutcome:
+    ident = scale_set.identity
+    try:
+        spec = scale_set.spec
+        target = parse_config_url(spec.github.config_url)
+        credentials = GitHubCredentials.from_secret_data(
+            spec.github.secret_ref.name,
+            await runtime.kube.read_secret_data(ident.namespace, spec.github.secret_ref.name),
+        )
+    except InvalidGitHubConfigError as err:
+        return RoundOutcome(None, [Problem("ConfigValid", "InvalidGitHubConfig", str(err))])
+    except NotFoundError:
+        message = f"Secret {spec.github.secret_ref.name} (spec.github.secretRef.name) not found"
+        return RoundOutcome(None, [Problem("ConfigValid", "SecretNotFound", message)])
+    github = runtime.github(target, credentials)
+
+    selector = scale_set_selector(ident)
+    pods, secrets_ = await asyncio.gather(
+        runtime.kube.list_pods(ident.namespace, selector),
+        runtime.kube.list_secrets(ident.namespace, selector),
+    )
+    try:
+        registrations = await github.list_runners()
+    except GitHubError as err:
+        return RoundOutcome(None, [Problem("GitHubReachable", type(err).__name__, str(err))])
+
+    now = time.time()
+    status_model = RunnerScaleSetStatus.model_validate(scale_set.status)
+    runners = observe(ident.name, ident.namespace, pods, secrets_, registrations, now)
+    decided = plan(
+        runners, limits_of(spec), status_model.demand, memory_from_status(scale_set.status), now
+    )
+    problems = await _execute(runtime.kube, github, scale_set, spec, decided.actions)
+    scaled = any(isinstance(a, CreateRunners | RemoveRunner) for a in decided.actions)
+    return RoundOutcome(decided, problems, scaled)
+
+
+async def _post_events(kube: KubeGateway, scale_set: ScaleSet, outcome: RoundOutcome) -> None:
+    previous = {cond.get("type"): cond for cond in scale_set.status.get("conditions", []) or []}
+    for problem in outcome.problems:
+        old = previous.get(problem.condition)
+        if old is None or old.get("status") != "False" or old.get("message") != problem.message:
+            await kube.event(scale_set.body, "Warning", problem.reason, problem.message)
+    if outcome.plan is not None:
+        for runner, reason in outcome.plan.failures:
+            await kube.event(
+                scale_set.body, "Warning", "RunnerFailed", f"runner {runner}: {reason}"
+            )
+
+
+# ---------------------------------------------------------------------------------- execute
+async def _execute(
+    kube: KubeGateway,
+    github: GitHubGateway,
+    scale_set: ScaleSet,
+    spec: RunnerScaleSetSpec,
+    actions: list[Action],
+) -> list[Problem]:
+    """Perform the actions with bounded concurrency; collect problems instead of stopping."""
+    executor = _Executor(kube, github, scale_set.identity, spec)
+    steps: list[Callable[[], Awaitable[None]]] = []
+    for action in actions:
+        if isinstance(action, CreateRunners):
+            steps.extend(executor.create_runner for _ in range(action.count))
+        else:
+            steps.append(lambda a=action: executor.apply(a))  # type: ignore[misc]
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def guarded(step: Callable[[], Awaitable[None]]) -> None:
+        async with gate:
+            try:
+                await step()
+            except InvalidError as err:
+                executor.problems.append(Problem("PodsAdmitted", "PodRejected", str(err)))
+            except GitHubError as err:
+                executor.problems.append(Problem("GitHubReachable", type(err).__name__, str(err)))
+            except KubeError as err:
+                log.warning(
+                    "action failed for %s/%s: %s",
+                    scale_set.identity.namespace,
+                    scale_set.identity.name,
+                    err,
+                )
+
+    await asyncio.gather(*(guarded(s) for s in steps))
+    return _dedupe(executor.problems)
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen: dict[str, Problem] = {}
+    for p in problems:
+        seen.setdefault(p.condition, p)
+    return list(seen.values())
+
+
+@dataclass
+class _Executor:
+    kube: KubeGateway
+    github: GitHubGateway
+    owner: ScaleSetIdentity
+    spec: RunnerScaleSetSpec
+    problems: list[Problem] = field(default_factory=list)
+
+    async def apply(self, action: Action) -> None:
+        match action:
+            case RegisterRunner(name=name, stale_registration_id=stale):
+                if stale is not None:
+                    await self.github.delete_runner(stale, name)
+                await self._register_and_start(name)
+            case CreatePod(name=name):
+                await self._create_pod(name)
+            case RemoveRunner():
+                await self._remove(action)
+            case DeletePod(name=name):
+                await self.kube.delete_pod(self.owner.namespace, name)
+            case DeleteRegistration(name=name, registration_id=reg_id):
+                try:
+                    await self.github.delete_runner(reg_id, name)
+                except RunnerBusyError:
+                    return
+
+    async def create_runner(self) -> None:
+        """Secret first (the intent record), then the JIT registration, then the pod."""
+        name = c.runner_name(self.owner.name, self.owner.namespace, secrets.randbits(40))
+        try:
+            await self.kube.create(build_runner_secret(self.owner, name))
+        except AlreadyExistsError:
+            return  # astronomically unlikely name clash: the next round creates another
+        await self._register_and_start(name)
+
+    async def _register_and_start(self, name: str) -> None:
+        group = await self.github.runner_group_id(self.spec.github.runner_group)
+        try:
+            registration, encoded = await self.github.create_jit_runner(
+                name, list(self.spec.labels), group
+            )
+        except RunnerNameTakenError:
+            # Registered by a round that crashed before storing the JIT config: drop and redo.
+            await self._drop_registration_named(name)
+            registration, encoded = await self.github.create_jit_runner(
+                name, list(self.spec.labels), group
+            )
+        await self.kube.store_jit_config(self.owner.namespace, name, encoded, registration.id)
+        await self._create_pod(name)
+
+    async def _drop_registration_named(self, name: str) -> None:
+        found: list[Registration] = [r for r in await self.github.list_runners() if r.name == name]
+        for reg in found:
+            await self.github.delete_runner(reg.id, name)
+
+    async def _create_pod(self, name: str) -> None:
+        try:
+            await self.kube.create(build_runner_pod(self.owner, self.spec, name))
+        except AlreadyExistsError:
+            return
+
+    async def _remove(self, action: RemoveRunner) -> None:
+        """GitHub first (a busy runner stops the removal), then the pod, then the Secret."""
+        if action.registration_id is not None:
+            try:
+                await self.github.delete_runner(action.registration_id, action.name)
+            except RunnerBusyError:
+                if action.require_idle:
+                    return
+        if action.has_pod and not action.keep_pod:
+            await self.kube.delete_pod(self.owner.namespace, action.name)
+        if action.has_secret:
+            await self.kube.delete_secret(self.owner.namespace, action.name)
+
+
+# ---------------------------------------------------------------------------------- delete
+async def finalize(runtime: Runtime, body: dict[str, Any]) -> None:
+    """On deletion: remove every registration, pod and Secret of the scale set.
+
+    Raises GitHubError while GitHub is unreachable, so the finalizer stays and is retried
+    with backoff (the caller turns it into a temporary error).
+    """
+    scale_set = ScaleSet(body)
+    ident = scale_set.identity
+    spec = scale_set.spec
+    selector = scale_set_selector(ident)
+    try:
+        target = parse_config_url(spec.github.config_url)
+        credentials = GitHubCredentials.from_secret_data(
+            spec.github.secret_ref.name,
+            await runtime.kube.read_secret_data(ident.namespace, spec.github.secret_ref.name),
+        )
+    except (InvalidGitHubConfigError, NotFoundError):
+        log.warning(
+            "%s/%s: no usable GitHub config; removing pods and Secrets only",
+            ident.namespace,
+            ident.name,
+        )
+        github = None
+    else:
+        github = runtime.github(target, credentials)
+    if github is not None:
+        for reg in await github.list_runners():
+            if c.is_runner_of(reg.name, ident.name, ident.namespace):
+                # A busy one's pod goes below; GitHub drops the runner when its job fails.
+                with contextlib.suppress(RunnerBusyError):
+                    await github.delete_runner(reg.id, reg.name)
+    pods, secrets_ = await asyncio.gather(
+        runtime.kube.list_pods(ident.namespace, selector),
+        runtime.kube.list_secrets(ident.namespace, selector),
+    )
+    await asyncio.gather(
+        *(runtime.kube.delete_pod(ident.namespace, p["metadata"]["name"]) for p in pods),
+        *(runtime.kube.delete_secret(ident.namespace, s["metadata"]["name"]) for s in secrets_),
+    )
+    runtime.wakeups.pop((ident.namespace, ident.name), None)

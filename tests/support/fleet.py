@@ -1,0 +1,179 @@
+"""End-to-end harness: the operator as a real subprocess, plus the fake GitHub and simulated
+runners in the test's event loop, all against the session's local control plane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client import ApiClient
+
+from runnerfleet import conventions as c
+from runnerfleet.localcluster import LocalCluster
+from runnerfleet.sim.github import FakeGitHub
+from runnerfleet.sim.runners import SimulatedRunners
+from tests.support.kube import wait_for
+
+ORG = "acme"
+
+
+@dataclass
+class OperatorProcess:
+    """`runnerfleet operator` in a child process, its output captured to a file."""
+
+    kubeconfig: Path
+    namespace: str
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        out = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "runnerfleet.cli", "operator",
+             "--kubeconfig", str(self.kubeconfig), "--namespace", self.namespace],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ},
+        )  # fmt: skip
+        out.close()
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as in a node crash."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass
+class Fleet:
+    kube: ApiClient
+    namespace: str
+    github: FakeGitHub
+    runners: SimulatedRunners
+    operator: OperatorProcess
+    token: str
+
+    @property
+    def config_url(self) -> str:
+        return f"{self.github.url}/{ORG}"
+
+    async def apply_scale_set(self, body: dict[str, Any]) -> dict[str, Any]:
+        api = client.CustomObjectsApi(self.kube)
+        result: dict[str, Any] = await api.create_namespaced_custom_object(
+            c.GROUP, c.VERSION, self.namespace, c.RUNNER_SCALE_SET_PLURAL, body
+        )
+        return result
+
+    async def scale_set(self, name: str) -> dict[str, Any]:
+        api = client.CustomObjectsApi(self.kube)
+        result: dict[str, Any] = await api.get_namespaced_custom_object(
+            c.GROUP, c.VERSION, self.namespace, c.RUNNER_SCALE_SET_PLURAL, name
+        )
+        return result
+
+    async def set_demand(self, name: str, jobs: int, sequence: int) -> None:
+        """Write the demand contract as a TeamListener would (status.demand only)."""
+        api = client.CustomObjectsApi(self.kube)
+        demand = {"assignedJobs": jobs, "sequence": sequence,
+                  "observedAt": "2026-11-21T00:00:00Z", "listener": "test"}  # fmt: skip
+        await api.patch_namespaced_custom_object_status(
+            c.GROUP, c.VERSION, self.namespace, c.RUNNER_SCALE_SET_PLURAL, name,
+            {"status": {"demand": demand}},
+        )  # fmt: skip
+
+    async def pods(self, scale_set: str) -> list[client.V1Pod]:
+        core = client.CoreV1Api(self.kube)
+        pods = await core.list_namespaced_pod(
+            self.namespace, label_selector=f"{c.LABEL_SCALE_SET}={scale_set}"
+        )
+        return list(pods.items)
+
+    async def secrets(self, scale_set: str) -> list[client.V1Secret]:
+        core = client.CoreV1Api(self.kube)
+        found = await core.list_namespaced_secret(
+            self.namespace, label_selector=f"{c.LABEL_SCALE_SET}={scale_set}"
+        )
+        return list(found.items)
+
+    def registrations(self, scale_set: str) -> list[str]:
+        return sorted(
+            r.name for r in self.github.runners.values()
+            if c.is_runner_of(r.name, scale_set, self.namespace)
+        )  # fmt: skip
+
+    async def expect_runners(
+        self, scale_set: str, *, idle: int, busy: int = 0, within: float = 30.0
+    ) -> None:
+        """Wait until the fake GitHub sees exactly `idle` idle and `busy` busy runners of the
+        set, and the cluster has exactly that many live runner pods, each with its Secret."""
+
+        async def observe() -> tuple[int, int, int, int]:
+            runners = [
+                r for r in self.github.runners.values()
+                if c.is_runner_of(r.name, scale_set, self.namespace)
+            ]  # fmt: skip
+            online = [r for r in runners if r.status == "online"]
+            live = [
+                p for p in await self.pods(scale_set) if p.status.phase in ("Pending", "Running")
+            ]
+            secrets_ = await self.secrets(scale_set)
+            return (
+                sum(1 for r in online if not r.busy),
+                sum(1 for r in online if r.busy),
+                len(live),
+                len(secrets_),
+            )
+
+        total = idle + busy
+        await wait_for(
+            observe, lambda got: got == (idle, busy, total, total),
+            what=f"{scale_set}: (idle, busy, live pods, secrets) == {(idle, busy, total, total)}",
+            within=within,
+        )  # fmt: skip
+
+
+@asynccontextmanager
+async def fleet(
+    cluster: LocalCluster, kube: ApiClient, namespace: str, log_dir: Path
+) -> AsyncIterator[Fleet]:
+    github = FakeGitHub()
+    await github.start()
+    token = github.add_token()
+    core = client.CoreV1Api(kube)
+    await core.create_namespaced_secret(namespace, client.V1Secret(
+        metadata=client.V1ObjectMeta(name="github-app"),
+        data={"github_token": base64.b64encode(token.encode()).decode()},
+    ))  # fmt: skip
+    runners = SimulatedRunners(github, kube, namespace)
+    runners.start()
+    operator = OperatorProcess(cluster.kubeconfig, namespace, log_dir / "operator.log")
+    operator.start()
+    try:
+        yield Fleet(kube, namespace, github, runners, operator, token)
+    finally:
+        operator.stop()
+        # Shown by pytest only when the test fails.
+        print(f"---- operator log ({operator.log_path}) ----\n{operator.logs()[-20000:]}")
+        await runners.stop()
+        await github.stop()
+        await asyncio.sleep(0)
