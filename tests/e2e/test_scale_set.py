@@ -1,19 +1,226 @@
-"""RunnerScaleSet end to end: the operator process keeps the right number of one-job runners."""
+"""RunnerScaleSet end to end: the operator process keeps the right number of one-job runners,
+against the real local control plane, the fake GitHub and simulated runners."""
 
 from __future__ import annotations
 
+import asyncio
+
+from kubernetes_asyncio import client
+
+from runnerfleet.gateways.kubernetes import now_rfc3339
 from tests.support.factories import make_scale_set
 from tests.support.fleet import Fleet
+from tests.support.kube import wait_for
+
+LABELS = ["self-hosted", "linux"]
 
 
-async def test_min_runners_become_idle_runners_with_own_secrets(running_fleet: Fleet) -> None:
+async def _restricted(f: Fleet) -> None:
+    core = client.CoreV1Api(f.kube)
+    await core.patch_namespace(
+        f.namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
+    )
+
+
+async def test_min_runners_are_idle_restricted_pods_each_with_own_secret(
+    running_fleet: Fleet,
+) -> None:
     f = running_fleet
+    await _restricted(f)
     await f.apply_scale_set(make_scale_set("linux", config_url=f.config_url, min_runners=3))
     await f.expect_runners("linux", idle=3)
     pods = await f.pods("linux")
     secrets = await f.secrets("linux")
-    assert sorted(p.metadata.name for p in pods) == sorted(s.metadata.name for s in secrets)
-    assert sorted(p.metadata.name for p in pods) == f.registrations("linux")
+    names = sorted(p.metadata.name for p in pods)
+    assert names == sorted(s.metadata.name for s in secrets)
+    assert names == f.registrations("linux")
     for pod in pods:
         env = pod.spec.containers[0].env
         assert env[-1].value_from.secret_key_ref.name == pod.metadata.name
+        assert pod.spec.automount_service_account_token is False
+    status = await wait_for(
+        lambda: f.scale_set("linux"),
+        lambda rss: rss.get("status", {}).get("idle") == 3,
+        what="status.idle == 3",
+    )
+    ready = next(c for c in status["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True"
+
+
+async def test_demand_scales_up_jobs_complete_and_set_returns_to_min(running_fleet: Fleet) -> None:
+    f = running_fleet
+    body = make_scale_set(
+        "linux", config_url=f.config_url, min_runners=3, max_runners=20, scaleDownDelay="1s"
+    )
+    await f.apply_scale_set(body)
+    await f.expect_runners("linux", idle=3)
+    jobs = [f.github.enqueue_job("acme/app", LABELS, duration=3.0) for _ in range(10)]
+    await f.set_demand("linux", 10, sequence=1)
+
+    def busy_and_total() -> tuple[int, int]:
+        mine = [r for r in f.github.runners.values() if r.name.startswith("linux-")]
+        return sum(r.busy for r in mine), len(mine)
+
+    peak = 0
+
+    async def probe() -> int:
+        nonlocal peak
+        busy, total = busy_and_total()
+        peak = max(peak, total)
+        return busy
+
+    await wait_for(probe, lambda busy: busy == 10, what="10 busy runners", within=30)
+    await f.expect_runners("linux", idle=3, busy=10, within=15)
+    assert peak <= 13
+
+    await wait_for(
+        lambda: asyncio.sleep(0, [j.status for j in jobs]),
+        lambda states: states == ["completed"] * 10,
+        what="all 10 jobs completed",
+        within=30,
+    )
+    await f.set_demand("linux", 0, sequence=2)
+    await f.expect_runners("linux", idle=3, within=30)
+    assert all(j.conclusion == "success" for j in jobs)
+    assert f.runners.lost_jobs == []
+    # Every finished runner's registration and Secret are gone; only the 3 idle remain.
+    assert len(f.registrations("linux")) == 3
+    assert len(await f.secrets("linux")) == 3
+    # 13 registrations first; each finished job frees at most one replacement.
+    assert 13 <= len(f.github.jit_issued) <= 13 + 10
+
+
+async def test_demand_drop_never_deletes_busy_runners(running_fleet: Fleet) -> None:
+    f = running_fleet
+    body = make_scale_set(
+        "linux", config_url=f.config_url, min_runners=0, max_runners=10, scaleDownDelay="0s"
+    )
+    await f.apply_scale_set(body)
+    jobs = [f.github.enqueue_job("acme/app", LABELS, duration=8.0) for _ in range(4)]
+    await f.set_demand("linux", 4, sequence=1)
+    await f.expect_runners("linux", idle=0, busy=4, within=30)
+    busy_names = {r.name for r in f.github.runners.values() if r.busy}
+
+    await f.set_demand("linux", 0, sequence=2)
+
+    # While the jobs run, every busy runner keeps its pod, Secret and registration.
+    async def still_there() -> bool:
+        live = {p.metadata.name for p in await f.pods("linux") if p.status.phase == "Running"}
+        return busy_names <= live and busy_names <= set(f.registrations("linux"))
+
+    for _ in range(20):  # sample for ~4 s while demand is 0 and jobs still run
+        assert await still_there(), "a busy runner was removed"
+        await asyncio.sleep(0.2)
+    await wait_for(
+        lambda: asyncio.sleep(0, [j.status for j in jobs]),
+        lambda states: states == ["completed"] * 4,
+        what="the 4 jobs to complete",
+        within=30,
+    )
+    assert all(j.conclusion == "success" for j in jobs)
+    await f.expect_runners("linux", idle=0, busy=0, within=30)
+    assert f.runners.lost_jobs == []
+
+
+async def test_runner_that_never_registers_is_replaced_and_reported(running_fleet: Fleet) -> None:
+    f = running_fleet
+    f.runners.never_register = True
+    body = make_scale_set(
+        "linux", config_url=f.config_url, min_runners=1, registrationTimeout="2s",
+        keepFailedRunnersFor="0s",
+    )  # fmt: skip
+    await f.apply_scale_set(body)
+    rss = await wait_for(
+        lambda: f.scale_set("linux"),
+        lambda r: any(
+            c["type"] == "RunnersHealthy" and c["status"] == "False"
+            for c in r.get("status", {}).get("conditions", [])
+        ),
+        what="RunnersHealthy=False after repeated registration timeouts",
+        within=60,
+    )
+    cond = next(c for c in rss["status"]["conditions"] if c["type"] == "RunnersHealthy")
+    assert "RegistrationTimeout" in cond["message"]
+    assert rss["status"]["consecutiveFailures"] >= 3
+    assert len(f.github.jit_issued) >= 3  # each timed-out runner was replaced
+    # Failed runners' registrations and Secrets are cleaned up.
+    assert len(f.registrations("linux")) <= 1
+
+    events = await client.CoreV1Api(f.kube).list_namespaced_event(f.namespace)
+    reasons = {e.reason for e in events.items if e.involved_object.name == "linux"}
+    assert "RunnerFailed" in reasons
+
+
+async def test_delete_removes_everything_and_waits_for_github(running_fleet: Fleet) -> None:
+    f = running_fleet
+    await f.apply_scale_set(make_scale_set("linux", config_url=f.config_url, min_runners=3))
+    await f.expect_runners("linux", idle=3)
+    f.github.unreachable = True
+    api = client.CustomObjectsApi(f.kube)
+    await api.delete_namespaced_custom_object(
+        "runnerfleet.dev", "v1alpha1", f.namespace, "runnerscalesets", "linux"
+    )
+    # GitHub is down: the finalizer holds the object and the registrations stay.
+    held = await wait_for(
+        lambda: f.scale_set("linux"),
+        lambda r: bool(r["metadata"].get("deletionTimestamp")),
+        what="deletion to be pending",
+    )
+    assert "runnerfleet.dev/cleanup" in held["metadata"]["finalizers"]
+    assert len(f.registrations("linux")) == 3
+
+    f.github.unreachable = False
+    started = now_rfc3339()
+
+    async def leftovers() -> tuple[int, int, int]:
+        return (
+            len(await f.pods("linux")),
+            len(await f.secrets("linux")),
+            len(f.registrations("linux")),
+        )
+
+    await wait_for(
+        leftovers, lambda n: n == (0, 0, 0), what="no pods/Secrets/registrations", within=30
+    )
+    assert started
+
+
+async def test_missing_credentials_secret_is_a_condition_and_deletes_nothing(
+    running_fleet: Fleet,
+) -> None:
+    f = running_fleet
+    await f.apply_scale_set(make_scale_set("linux", config_url=f.config_url, min_runners=2))
+    await f.expect_runners("linux", idle=2)
+    await f.apply_scale_set(
+        make_scale_set("broken", config_url=f.config_url, secret="nope", min_runners=1)
+    )
+    rss = await wait_for(
+        lambda: f.scale_set("broken"),
+        lambda r: any(
+            c["type"] == "ConfigValid" and c["status"] == "False"
+            for c in r.get("status", {}).get("conditions", [])
+        ),
+        what="ConfigValid=False on the broken scale set",
+    )
+    cond = next(c for c in rss["status"]["conditions"] if c["type"] == "ConfigValid")
+    assert "Secret nope" in cond["message"]
+    assert "spec.github.secretRef.name" in cond["message"]
+    await f.expect_runners("linux", idle=2, within=5)
+    assert await f.pods("broken") == []
+
+
+async def test_no_secret_value_reaches_the_operator_log(running_fleet: Fleet) -> None:
+    f = running_fleet
+    await f.apply_scale_set(make_scale_set("linux", config_url=f.config_url, min_runners=2))
+    await f.expect_runners("linux", idle=2)
+    secrets = await f.secrets("linux")
+    jit_values = [s.data["jitconfig"] for s in secrets]
+    f.operator.stop()
+    logs = f.operator.logs()
+    assert logs, "expected captured operator output"
+    assert f.token not in logs
+    for value in jit_values:
+        import base64
+
+        assert value not in logs
+        assert base64.b64decode(value).decode() not in logs

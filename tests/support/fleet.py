@@ -98,7 +98,7 @@ class Fleet:
                   "observedAt": "2026-11-21T00:00:00Z", "listener": "test"}  # fmt: skip
         await api.patch_namespaced_custom_object_status(
             c.GROUP, c.VERSION, self.namespace, c.RUNNER_SCALE_SET_PLURAL, name,
-            {"status": {"demand": demand}},
+            {"status": {"demand": demand}}, _content_type="application/merge-patch+json",
         )  # fmt: skip
 
     async def pods(self, scale_set: str) -> list[client.V1Pod]:

@@ -222,7 +222,13 @@ class KubeGateway:
         """Merge-patch the status subresource (the listener's `demand` is never touched)."""
         try:
             await self.custom.patch_namespaced_custom_object_status(
-                c.GROUP, c.VERSION, namespace, c.RUNNER_SCALE_SET_PLURAL, name, {"status": status}
+                c.GROUP,
+                c.VERSION,
+                namespace,
+                c.RUNNER_SCALE_SET_PLURAL,
+                name,
+                {"status": status},
+                _content_type="application/merge-patch+json",  # type: ignore[call-arg]
             )
         except Exception as err:
             raise _map(err, f"patch status of RunnerScaleSet {namespace}/{name}") from err
