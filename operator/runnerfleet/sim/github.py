@@ -18,6 +18,7 @@ Layer: tooling. Network server on 127.0.0.1.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -115,6 +116,7 @@ class FakeGitHub:
         self.repositories: list[str] = []
         self.rate = RateLimit()
         self.unreachable = False
+        self.latency = 0.0  # seconds added to every API response (simulated network)
         self.requests: Counter[tuple[str, str, int]] = Counter()
         self.jit_issued: list[str] = []
         self.deleted_runners: list[str] = []
@@ -220,6 +222,8 @@ class FakeGitHub:
         if request.path.startswith("/_sim"):
             resp: web.StreamResponse = await handler(request)
             return resp
+        if self.latency:
+            await asyncio.sleep(self.latency)  # simulated network latency
         if self.unreachable:
             return self._error(503, "Service unavailable (fake GitHub set unreachable)")
         resp = await self._authorized(request, handler)
