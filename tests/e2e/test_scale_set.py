@@ -4,10 +4,11 @@ against the real local control plane, the fake GitHub and simulated runners."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
 
-from runnerfleet.gateways.kubernetes import now_rfc3339
 from tests.support.factories import make_scale_set
 from tests.support.fleet import Fleet
 from tests.support.kube import wait_for
@@ -155,7 +156,8 @@ async def test_delete_removes_everything_and_waits_for_github(running_fleet: Fle
     f = running_fleet
     await f.apply_scale_set(make_scale_set("linux", config_url=f.config_url, min_runners=3))
     await f.expect_runners("linux", idle=3)
-    f.github.unreachable = True
+    port = f.github.port
+    await f.github.stop()  # GitHub is gone: connections are refused
     api = client.CustomObjectsApi(f.kube)
     await api.delete_namespaced_custom_object(
         "runnerfleet.dev", "v1alpha1", f.namespace, "runnerscalesets", "linux"
@@ -169,8 +171,7 @@ async def test_delete_removes_everything_and_waits_for_github(running_fleet: Fle
     assert "runnerfleet.dev/cleanup" in held["metadata"]["finalizers"]
     assert len(f.registrations("linux")) == 3
 
-    f.github.unreachable = False
-    started = now_rfc3339()
+    await f.github.start(port)
 
     async def leftovers() -> tuple[int, int, int]:
         return (
@@ -182,7 +183,49 @@ async def test_delete_removes_everything_and_waits_for_github(running_fleet: Fle
     await wait_for(
         leftovers, lambda n: n == (0, 0, 0), what="no pods/Secrets/registrations", within=30
     )
-    assert started
+    await wait_for(
+        _gone(f, "linux"), lambda gone: gone, what="the RunnerScaleSet to be deleted", within=10
+    )
+
+
+def _gone(f: Fleet, name: str) -> Callable[[], Awaitable[bool]]:
+    async def probe() -> bool:
+        try:
+            await f.scale_set(name)
+        except ApiException as err:
+            return err.status == 404
+        return False
+
+    return probe
+
+
+async def test_rate_limit_backs_off_until_reset_and_keeps_runners(running_fleet: Fleet) -> None:
+    f = running_fleet
+    await f.apply_scale_set(make_scale_set("linux", config_url=f.config_url, min_runners=2))
+    await f.expect_runners("linux", idle=2)
+    before = sorted(f.registrations("linux"))
+    f.github.exhaust_rate_limit(reset_in=8)
+    calls_at_block = sum(f.github.requests.values())
+    rss = await wait_for(
+        lambda: f.scale_set("linux"),
+        lambda r: any(
+            c["type"] == "GitHubReachable" and c["reason"] == "RateLimited"
+            for c in r.get("status", {}).get("conditions", [])
+        ),
+        what="GitHubReachable=False (RateLimited)",
+    )
+    assert "existing runners are kept" in next(
+        c["message"] for c in rss["status"]["conditions"] if c["type"] == "GitHubReachable"
+    )
+    # During the block: runners untouched, and at most a couple of refused calls, no storm.
+    for _ in range(10):
+        assert sorted(f.registrations("linux")) == before
+        assert len(await f.pods("linux")) == 2
+        await asyncio.sleep(0.3)
+    assert sum(f.github.requests.values()) - calls_at_block <= 2
+    # After the reset it carries on (a new runner is created on demand).
+    await f.set_demand("linux", 1, sequence=1)
+    await f.expect_runners("linux", idle=3, within=20)
 
 
 async def test_missing_credentials_secret_is_a_condition_and_deletes_nothing(

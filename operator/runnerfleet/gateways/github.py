@@ -79,6 +79,7 @@ def _registration(runner: Any) -> Registration:
 
 
 def _map_error(err: Exception, what: str) -> GitHubError:
+    """githubkit/httpx error -> runnerfleet's GitHubError subclass (no credentials in text)."""
     if isinstance(err, RateLimitExceeded):
         return RateLimitedError(
             f"{what}: GitHub rate limit exceeded", time.time() + err.retry_after.total_seconds()
@@ -128,6 +129,13 @@ class GitHubGateway:
             user_agent="runnerfleet",
         )
         self._group_ids: dict[str, int] = {}
+        self.rate_limited_until = 0.0  # set whenever GitHub says the limit is exhausted
+
+    def _fail(self, err: Exception, what: str) -> GitHubError:
+        mapped = _map_error(err, what)
+        if isinstance(mapped, RateLimitedError):
+            self.rate_limited_until = max(self.rate_limited_until, mapped.reset_at)
+        return mapped
 
     @property
     def _actions(self) -> Any:
@@ -146,7 +154,7 @@ class GitHubGateway:
                 self.target.owner, per_page=100
             )
         except Exception as err:
-            raise _map_error(err, "list runner groups") from err
+            raise self._fail(err, "list runner groups") from err
         for group in resp.parsed_data.runner_groups:
             self._group_ids[group.name] = int(group.id)
         if name not in self._group_ids:
@@ -179,7 +187,7 @@ class GitHubGateway:
                     t.owner, data=body
                 )
         except Exception as err:
-            raise _map_error(err, f"register runner {name}") from err
+            raise self._fail(err, f"register runner {name}") from err
         data = resp.parsed_data
         return _registration(data.runner), str(data.encoded_jit_config)
 
@@ -191,7 +199,7 @@ class GitHubGateway:
             try:
                 resp = await self._list_page(page)
             except Exception as err:
-                raise _map_error(err, "list runners") from err
+                raise self._fail(err, "list runners") from err
             data = resp.parsed_data
             out.extend(_registration(r) for r in data.runners)
             if len(data.runners) < 100 or len(out) >= data.total_count:
@@ -234,9 +242,9 @@ class GitHubGateway:
                 return
             if err.response.status_code == 422:
                 raise RunnerBusyError(f"runner {name} is running a job") from err
-            raise _map_error(err, f"delete runner {name}") from err
+            raise self._fail(err, f"delete runner {name}") from err
         except Exception as err:
-            raise _map_error(err, f"delete runner {name}") from err
+            raise self._fail(err, f"delete runner {name}") from err
 
     async def close(self) -> None:
         """Nothing pooled is kept open between calls by githubkit's default client."""

@@ -29,6 +29,7 @@ from runnerfleet.builders.runner import (
 from runnerfleet.gateways.github import (
     GitHubError,
     GitHubGateway,
+    RateLimitedError,
     Registration,
     RunnerBusyError,
     RunnerNameTakenError,
@@ -55,7 +56,13 @@ from runnerfleet.planning.runners import (
     RemoveRunner,
     plan,
 )
-from runnerfleet.planning.status import Problem, RoundOutcome, build_status, memory_from_status
+from runnerfleet.planning.status import (
+    Problem,
+    RoundOutcome,
+    build_status,
+    memory_from_status,
+    rfc3339,
+)
 
 log = logging.getLogger("runnerfleet.scaleset")
 
@@ -71,6 +78,8 @@ class Runtime:
     kube: KubeGateway
     github_factory: Callable[[Any, GitHubCredentials], GitHubGateway] = GitHubGateway
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    # GitHub target key -> epoch seconds until which its rate limit is exhausted.
+    rate_limited_until: dict[str, float] = field(default_factory=dict)
     _github: dict[tuple[str, int], GitHubGateway] = field(default_factory=dict)
 
     def wake(self, namespace: str, name: str) -> None:
@@ -168,6 +177,9 @@ async def _round(runtime: Runtime, scale_set: ScaleSet) -> RoundOutcome:
         message = f"Secret {spec.github.secret_ref.name} (spec.github.secretRef.name) not found"
         return RoundOutcome(None, [Problem("ConfigValid", "SecretNotFound", message)])
     github = runtime.github(target, credentials)
+    blocked = runtime.rate_limited_until.get(target.key, 0.0)
+    if time.time() < blocked:
+        return RoundOutcome(None, [_rate_limited(blocked)])
 
     selector = scale_set_selector(ident)
     pods, secrets_ = await asyncio.gather(
@@ -176,6 +188,9 @@ async def _round(runtime: Runtime, scale_set: ScaleSet) -> RoundOutcome:
     )
     try:
         registrations = await github.list_runners()
+    except RateLimitedError as err:
+        runtime.rate_limited_until[target.key] = err.reset_at
+        return RoundOutcome(None, [_rate_limited(err.reset_at)])
     except GitHubError as err:
         return RoundOutcome(None, [Problem("GitHubReachable", type(err).__name__, str(err))])
 
@@ -186,8 +201,19 @@ async def _round(runtime: Runtime, scale_set: ScaleSet) -> RoundOutcome:
         runners, limits_of(spec), status_model.demand, memory_from_status(scale_set.status), now
     )
     problems = await _execute(runtime.kube, github, scale_set, spec, decided.actions)
+    if github.rate_limited_until > time.time():
+        runtime.rate_limited_until[target.key] = github.rate_limited_until
     scaled = any(isinstance(a, CreateRunners | RemoveRunner) for a in decided.actions)
     return RoundOutcome(decided, problems, scaled)
+
+
+def _rate_limited(until: float) -> Problem:
+    return Problem(
+        "GitHubReachable",
+        "RateLimited",
+        f"GitHub rate limit exhausted until {rfc3339(until)}; no GitHub calls until then, "
+        "existing runners are kept",
+    )
 
 
 async def _post_events(kube: KubeGateway, scale_set: ScaleSet, outcome: RoundOutcome) -> None:
