@@ -172,33 +172,66 @@ def _print_status(report: dict[str, Any]) -> None:
 
 
 @main.command()
-@_state_dir_option
-@click.option("--nodes", "node_count", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option(
-    "--crds",
-    "crd_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("crds"),
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=50,
     show_default=True,
-    help="Directory of CustomResourceDefinitions to apply.",
+    help="How many jobs to feed through the fleet.",
 )
-def demo(state_dir: Path, node_count: int, crd_dir: Path) -> None:
-    """Bring up the local cluster (or reuse it), apply the CRDs present, and report."""
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the summary as one JSON object on the last line."
+)
+@click.option("--keep", is_flag=True, help="Leave the local cluster running afterwards.")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=lambda: Path.home() / ".cache" / "runnerfleet" / "clusters" / "demo",
+    show_default="~/.cache/runnerfleet/clusters/demo",
+)
+@click.option(
+    "--example",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=Path("examples/runnerscaleset.yaml"),
+    show_default=True,
+)
+def demo(jobs: int, as_json: bool, keep: bool, state_dir: Path, example: Path) -> None:
+    """Local cluster + operator + fake GitHub + simulated runners, fed a stream of jobs.
+
+    Exit code 0 only if every job completed and nothing was left behind.
+    """
+    import asyncio
+
+    from runnerfleet.sim.demo import Demo
+
     cluster_ = LocalCluster(state_dir)
+    started_here = False
+    console = _err if as_json else _out
     try:
         if not any(cluster_.running_components().values()):
-            cluster_.up([NodeSpec(count=node_count)])
-        report = cluster_.status()
-        if not report["healthy"]:
-            _fail(
-                f"the cluster in {state_dir} is not healthy: run `runnerfleet cluster down` first"
-            )
-        applied = cluster_.apply_crds(crd_dir)
+            console.print(f"starting the local control plane in {state_dir} ...")
+            cluster_.up([NodeSpec(count=4)])
+            started_here = True
+        cluster_.apply_crds(Path(__file__).resolve().parents[2] / "crds")
+        result = asyncio.run(
+            Demo(cluster_.kubeconfig, example, jobs, state_dir / "logs", console).run()
+        )
     except ClusterError as err:
         _fail(str(err))
-    _print_status(cluster_.status())
-    _out.print(f"CRDs applied from {crd_dir}: {', '.join(applied) or 'none present yet'}")
-    _out.print(f"stop it with: runnerfleet cluster down --state-dir {state_dir}", markup=False)
+    finally:
+        if started_here and not keep:
+            cluster_.down()
+    summary = result.as_dict()
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        table = Table(title="demo summary")
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        for key, value in summary.items():
+            table.add_row(key, json.dumps(value))
+        _out.print(table)
+    sys.exit(0 if result.ok else 1)
 
 
 @main.command("operator")

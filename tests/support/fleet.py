@@ -21,6 +21,7 @@ from kubernetes_asyncio.client import ApiClient
 
 from runnerfleet import conventions as c
 from runnerfleet.localcluster import LocalCluster
+from runnerfleet.sim.demand import write_demand
 from runnerfleet.sim.github import FakeGitHub
 from runnerfleet.sim.runners import SimulatedRunners
 from tests.support.kube import wait_for
@@ -93,13 +94,7 @@ class Fleet:
 
     async def set_demand(self, name: str, jobs: int, sequence: int) -> None:
         """Write the demand contract as a TeamListener would (status.demand only)."""
-        api = client.CustomObjectsApi(self.kube)
-        demand = {"assignedJobs": jobs, "sequence": sequence,
-                  "observedAt": "2026-11-21T00:00:00Z", "listener": "test"}  # fmt: skip
-        await api.patch_namespaced_custom_object_status(
-            c.GROUP, c.VERSION, self.namespace, c.RUNNER_SCALE_SET_PLURAL, name,
-            {"status": {"demand": demand}}, _content_type="application/merge-patch+json",
-        )  # fmt: skip
+        await write_demand(self.kube, self.namespace, name, jobs, sequence, "test")
 
     async def pods(self, scale_set: str) -> list[client.V1Pod]:
         core = client.CoreV1Api(self.kube)

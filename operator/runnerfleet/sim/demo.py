@@ -1,0 +1,237 @@
+"""`runnerfleet demo`: the whole product on the local control plane, with a simulated GitHub.
+
+It starts the fake GitHub and simulated runners in this process and the operator as a child
+process (`runnerfleet operator`), creates a RunnerScaleSet from examples/, feeds it a stream
+of jobs, and plays the TeamListener's part (writing demand) until that component exists.
+At the end it deletes the scale set and counts what was left behind.
+
+Layer: tooling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import random
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client.exceptions import ApiException
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from runnerfleet import conventions as c
+from runnerfleet.sim.demand import write_demand
+from runnerfleet.sim.github import FakeGitHub, FakeJob
+from runnerfleet.sim.runners import SimulatedRunners
+
+ORG = "acme"
+
+
+@dataclass
+class DemoResult:
+    jobs: int
+    jobs_completed: int
+    jobs_failed: int
+    orphan_registrations: int
+    leftover_pods: int
+    leftover_secrets: int
+    queue_to_running_seconds: dict[str, float]
+    runners_registered: int
+    github_requests: int
+    elapsed_seconds: float
+    lost_jobs: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.jobs_completed == self.jobs
+            and self.jobs_failed == 0
+            and self.orphan_registrations == 0
+            and self.leftover_pods == 0
+            and self.leftover_secrets == 0
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def quantiles(values: list[float]) -> dict[str, float]:
+    """p50 and p95 (nearest-rank), rounded to milliseconds; zeros for no data."""
+    if not values:
+        return {"p50": 0.0, "p95": 0.0}
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
+    return {"p50": round(statistics.median(ordered), 3), "p95": round(p95, 3)}
+
+
+@dataclass
+class Demo:
+    kubeconfig: Path
+    example: Path
+    jobs: int
+    log_dir: Path
+    console: Console
+    seed: int = 7
+    job_seconds: tuple[float, float] = (1.0, 3.0)
+    arrivals_per_second: float = 10.0
+
+    async def run(self) -> DemoResult:
+        cfg = client.Configuration()
+        await config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=cfg)
+        async with ApiClient(configuration=cfg) as api:
+            return await self._run(api)
+
+    async def _run(self, api: ApiClient) -> DemoResult:
+        started = time.monotonic()
+        namespace = f"demo-{uuid.uuid4().hex[:6]}"
+        core = client.CoreV1Api(api)
+        labels = {"pod-security.kubernetes.io/enforce": "restricted"}
+        await core.create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace, labels=labels))
+        )
+        github = FakeGitHub()
+        await github.start()
+        token = github.add_token()
+        await _wait_default_sa(core, namespace)
+        await core.create_namespaced_secret(namespace, client.V1Secret(
+            metadata=client.V1ObjectMeta(name="github-app"),
+            data={"github_token": base64.b64encode(token.encode()).decode()},
+        ))  # fmt: skip
+        sim = SimulatedRunners(github, api, namespace)
+        sim.start()
+        operator = self._start_operator(namespace)
+        try:
+            body = self._scale_set(github)
+            name = body["metadata"]["name"]
+            await client.CustomObjectsApi(api).create_namespaced_custom_object(
+                c.GROUP, c.VERSION, namespace, c.RUNNER_SCALE_SET_PLURAL, body
+            )
+            jobs = await self._drive(api, github, namespace, name, body["spec"]["labels"])
+            leftovers = await self._teardown(api, github, namespace, name)
+        finally:
+            operator.terminate()
+            try:
+                operator.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                operator.kill()
+            await sim.stop()
+            await github.stop()
+            with contextlib.suppress(ApiException):
+                await core.delete_namespace(namespace)
+        waits = [j.started_at - j.created_at for j in jobs if j.started_at is not None]
+        return DemoResult(
+            jobs=len(jobs),
+            jobs_completed=sum(
+                1 for j in jobs if j.status == "completed" and j.conclusion == "success"
+            ),
+            jobs_failed=sum(1 for j in jobs if j.conclusion not in (None, "success")),
+            orphan_registrations=leftovers["registrations"],
+            leftover_pods=leftovers["pods"],
+            leftover_secrets=leftovers["secrets"],
+            queue_to_running_seconds=quantiles(waits),
+            runners_registered=len(github.jit_issued),
+            github_requests=sum(github.requests.values()),
+            elapsed_seconds=round(time.monotonic() - started, 2),
+            lost_jobs=len(sim.lost_jobs),
+        )
+
+    def _start_operator(self, namespace: str) -> subprocess.Popen[bytes]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / "operator-demo.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runnerfleet.cli", "operator",
+             "--kubeconfig", str(self.kubeconfig), "--namespace", namespace],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+        return proc
+
+    def _scale_set(self, github: FakeGitHub) -> dict[str, Any]:
+        body: dict[str, Any] = yaml.safe_load(self.example.read_text())
+        body["spec"]["github"]["configUrl"] = f"{github.url}/{ORG}"
+        return body
+
+    async def _drive(
+        self, api: ApiClient, github: FakeGitHub, namespace: str, name: str, labels: list[str]
+    ) -> list[FakeJob]:
+        rng = random.Random(self.seed)  # noqa: S311 (simulated arrivals, not security)
+        jobs: list[FakeJob] = []
+        sequence = 0
+        last_demand = -1
+        deadline = time.monotonic() + 120 + self.jobs * 0.5
+        next_arrival = time.monotonic()
+        with Live(
+            self._view(github, jobs, name), console=self.console, refresh_per_second=4
+        ) as live:
+            while time.monotonic() < deadline:
+                now = time.monotonic()
+                while len(jobs) < self.jobs and next_arrival <= now:
+                    jobs.append(
+                        github.enqueue_job(f"{ORG}/app", labels, rng.uniform(*self.job_seconds))
+                    )
+                    next_arrival += rng.expovariate(self.arrivals_per_second)
+                demand = sum(1 for j in jobs if j.status != "completed")
+                if demand != last_demand:
+                    sequence += 1
+                    await write_demand(api, namespace, name, demand, sequence, "demo")
+                    last_demand = demand
+                live.update(self._view(github, jobs, name))
+                if len(jobs) == self.jobs and demand == 0:
+                    break
+                await asyncio.sleep(0.1)  # the demo's own tick: arrivals and the view
+        return jobs
+
+    def _view(self, github: FakeGitHub, jobs: list[FakeJob], name: str) -> Table:
+        table = Table(title=f"runnerfleet demo: RunnerScaleSet {name}")
+        for col in ("jobs queued", "running", "completed", "of", "runners online", "busy"):
+            table.add_column(col, justify="right")
+        state = [j.status for j in jobs]
+        online = [r for r in github.runners.values() if r.status == "online"]
+        table.add_row(
+            str(state.count("queued")), str(state.count("in_progress")),
+            str(state.count("completed")), str(self.jobs),
+            str(len(online)), str(sum(r.busy for r in online)),
+        )  # fmt: skip
+        return table
+
+    async def _teardown(
+        self, api: ApiClient, github: FakeGitHub, namespace: str, name: str
+    ) -> dict[str, int]:
+        custom = client.CustomObjectsApi(api)
+        await custom.delete_namespaced_custom_object(
+            c.GROUP, c.VERSION, namespace, c.RUNNER_SCALE_SET_PLURAL, name
+        )
+        core = client.CoreV1Api(api)
+        selector = f"{c.LABEL_SCALE_SET}={name}"
+        deadline = time.monotonic() + 30
+        counts: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            pods = (await core.list_namespaced_pod(namespace, label_selector=selector)).items
+            secrets = (await core.list_namespaced_secret(namespace, label_selector=selector)).items
+            regs = [r for r in github.runners.values() if c.is_runner_of(r.name, name, namespace)]
+            counts = {"pods": len(pods), "secrets": len(secrets), "registrations": len(regs)}
+            if not any(counts.values()):
+                break
+            await asyncio.sleep(0.2)  # polling the cleanup with a deadline
+        return counts
+
+
+async def _wait_default_sa(core: client.CoreV1Api, namespace: str) -> None:
+    for _ in range(100):
+        try:
+            await core.read_namespaced_service_account("default", namespace)
+            return
+        except ApiException:
+            await asyncio.sleep(0.1)  # the controller-manager creates it within moments
