@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
 
-.PHONY: help venv cluster-binaries crds lint format test test-unit test-cluster demo cluster-up cluster-down clean
+
+.PHONY: help venv cluster-binaries crds lint format test bench test-unit test-cluster demo cluster-up cluster-down clean
 
 help:
 	@echo "make demo              local control plane + (as it lands) operator, fake GitHub, runners"
@@ -30,14 +31,14 @@ crds: venv
 
 lint: venv
 	$(BIN)/python tools/gen_crds.py --check
-	$(BIN)/ruff check operator tests tools
-	$(BIN)/ruff format --check operator tests tools
+	$(BIN)/ruff check operator tests tools bench
+	$(BIN)/ruff format --check operator tests tools bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 format: venv
-	$(BIN)/ruff check --fix operator tests tools
-	$(BIN)/ruff format operator tests tools
+	$(BIN)/ruff check --fix operator tests tools bench
+	$(BIN)/ruff format operator tests tools bench
 
 test: lint cluster-binaries
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -50,6 +51,9 @@ test-cluster: venv cluster-binaries
 
 demo: venv cluster-binaries
 	$(BIN)/runnerfleet demo
+
+bench: venv cluster-binaries
+	$(BIN)/python bench/run.py --jobs 200 $(BENCH_ARGS)
 
 cluster-up: venv cluster-binaries
 	$(BIN)/runnerfleet cluster up --nodes 3

@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,46 +19,11 @@ from runnerfleet import conventions as c
 from runnerfleet.localcluster import LocalCluster
 from runnerfleet.sim.demand import write_demand
 from runnerfleet.sim.github import FakeGitHub
+from runnerfleet.sim.operator_process import OperatorProcess
 from runnerfleet.sim.runners import SimulatedRunners
 from tests.support.kube import wait_for
 
 ORG = "acme"
-
-
-@dataclass
-class OperatorProcess:
-    """`runnerfleet operator` in a child process, its output captured to a file."""
-
-    kubeconfig: Path
-    namespace: str
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        out = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runnerfleet.cli", "operator",
-             "--kubeconfig", str(self.kubeconfig), "--namespace", self.namespace],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ},
-        )  # fmt: skip
-        out.close()
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup, as in a node crash."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 @dataclass

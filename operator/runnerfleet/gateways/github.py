@@ -10,7 +10,9 @@ Layer: gateways. Network I/O to GitHub only.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,6 +132,16 @@ class GitHubGateway:
         )
         self._group_ids: dict[str, int] = {}
         self.rate_limited_until = 0.0  # set whenever GitHub says the limit is exhausted
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[None]:
+        """Share one HTTP connection pool among the calls made inside (one reconcile round).
+
+        Without it githubkit opens a client per request; it keeps the shared one per asyncio
+        context, so concurrent rounds of different scale sets each get their own.
+        """
+        async with self._gh:
+            yield
 
     def _fail(self, err: Exception, what: str) -> GitHubError:
         mapped = _map_error(err, what)

@@ -180,7 +180,14 @@ async def _round(runtime: Runtime, scale_set: ScaleSet) -> RoundOutcome:
     blocked = runtime.rate_limited_until.get(target.key, 0.0)
     if time.time() < blocked:
         return RoundOutcome(None, [_rate_limited(blocked)])
+    async with github.session():
+        return await _converge(runtime, scale_set, spec, github, target.key)
 
+
+async def _converge(
+    runtime: Runtime, scale_set: ScaleSet, spec: RunnerScaleSetSpec, github: GitHubGateway, key: str
+) -> RoundOutcome:
+    ident = scale_set.identity
     selector = scale_set_selector(ident)
     pods, secrets_ = await asyncio.gather(
         runtime.kube.list_pods(ident.namespace, selector),
@@ -189,7 +196,7 @@ async def _round(runtime: Runtime, scale_set: ScaleSet) -> RoundOutcome:
     try:
         registrations = await github.list_runners()
     except RateLimitedError as err:
-        runtime.rate_limited_until[target.key] = err.reset_at
+        runtime.rate_limited_until[key] = err.reset_at
         return RoundOutcome(None, [_rate_limited(err.reset_at)])
     except GitHubError as err:
         return RoundOutcome(None, [Problem("GitHubReachable", type(err).__name__, str(err))])
@@ -202,7 +209,7 @@ async def _round(runtime: Runtime, scale_set: ScaleSet) -> RoundOutcome:
     )
     problems = await _execute(runtime.kube, github, scale_set, spec, decided.actions)
     if github.rate_limited_until > time.time():
-        runtime.rate_limited_until[target.key] = github.rate_limited_until
+        runtime.rate_limited_until[key] = github.rate_limited_until
     scaled = any(isinstance(a, CreateRunners | RemoveRunner) for a in decided.actions)
     return RoundOutcome(decided, problems, scaled)
 
@@ -376,11 +383,8 @@ async def finalize(runtime: Runtime, body: dict[str, Any]) -> None:
     else:
         github = runtime.github(target, credentials)
     if github is not None:
-        for reg in await github.list_runners():
-            if c.is_runner_of(reg.name, ident.name, ident.namespace):
-                # A busy one's pod goes below; GitHub drops the runner when its job fails.
-                with contextlib.suppress(RunnerBusyError):
-                    await github.delete_runner(reg.id, reg.name)
+        async with github.session():
+            await _deregister_all(github, ident)
     pods, secrets_ = await asyncio.gather(
         runtime.kube.list_pods(ident.namespace, selector),
         runtime.kube.list_secrets(ident.namespace, selector),
@@ -390,3 +394,11 @@ async def finalize(runtime: Runtime, body: dict[str, Any]) -> None:
         *(runtime.kube.delete_secret(ident.namespace, s["metadata"]["name"]) for s in secrets_),
     )
     runtime.wakeups.pop((ident.namespace, ident.name), None)
+
+
+async def _deregister_all(github: GitHubGateway, ident: ScaleSetIdentity) -> None:
+    for reg in await github.list_runners():
+        if c.is_runner_of(reg.name, ident.name, ident.namespace):
+            # A busy one's pod goes too; GitHub drops the runner when its job fails.
+            with contextlib.suppress(RunnerBusyError):
+                await github.delete_runner(reg.id, reg.name)

@@ -15,8 +15,6 @@ import base64
 import contextlib
 import random
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -34,6 +32,7 @@ from rich.table import Table
 from runnerfleet import conventions as c
 from runnerfleet.sim.demand import write_demand
 from runnerfleet.sim.github import FakeGitHub, FakeJob
+from runnerfleet.sim.operator_process import OperatorProcess
 from runnerfleet.sim.runners import SimulatedRunners
 
 ORG = "acme"
@@ -111,7 +110,8 @@ class Demo:
         ))  # fmt: skip
         sim = SimulatedRunners(github, api, namespace)
         sim.start()
-        operator = self._start_operator(namespace)
+        operator = OperatorProcess(self.kubeconfig, namespace, self.log_dir / "operator-demo.log")
+        operator.start()
         try:
             body = self._scale_set(github)
             name = body["metadata"]["name"]
@@ -121,11 +121,7 @@ class Demo:
             jobs = await self._drive(api, github, namespace, name, body["spec"]["labels"])
             leftovers = await self._teardown(api, github, namespace, name)
         finally:
-            operator.terminate()
-            try:
-                operator.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                operator.kill()
+            operator.stop()
             await sim.stop()
             await github.stop()
             with contextlib.suppress(ApiException):
@@ -146,17 +142,6 @@ class Demo:
             elapsed_seconds=round(time.monotonic() - started, 2),
             lost_jobs=len(sim.lost_jobs),
         )
-
-    def _start_operator(self, namespace: str) -> subprocess.Popen[bytes]:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.log_dir / "operator-demo.log").open("ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "runnerfleet.cli", "operator",
-             "--kubeconfig", str(self.kubeconfig), "--namespace", namespace],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        log.close()
-        return proc
 
     def _scale_set(self, github: FakeGitHub) -> dict[str, Any]:
         body: dict[str, Any] = yaml.safe_load(self.example.read_text())
