@@ -16,5 +16,15 @@ from tests.support.fleet import Fleet, fleet
 async def running_fleet(
     local_cluster: LocalCluster, crds: list[str], kube: ApiClient, namespace: str, tmp_path: Path
 ) -> AsyncIterator[Fleet]:
+    """Token credentials."""
     async with fleet(local_cluster, kube, namespace, tmp_path) as f:
+        yield f
+
+
+@pytest.fixture
+async def app_fleet(
+    local_cluster: LocalCluster, crds: list[str], kube: ApiClient, namespace: str, tmp_path: Path
+) -> AsyncIterator[Fleet]:
+    """GitHub App credentials (JWT -> installation token)."""
+    async with fleet(local_cluster, kube, namespace, tmp_path, auth="app") as f:
         yield f

@@ -4,6 +4,7 @@ against the real local control plane, the fake GitHub and simulated runners."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Awaitable, Callable
 
 from kubernetes_asyncio import client
@@ -252,18 +253,69 @@ async def test_missing_credentials_secret_is_a_condition_and_deletes_nothing(
     assert await f.pods("broken") == []
 
 
-async def test_no_secret_value_reaches_the_operator_log(running_fleet: Fleet) -> None:
-    f = running_fleet
+async def test_no_secret_value_reaches_the_operator_log(app_fleet: Fleet) -> None:
+    """GitHub App flow end to end; then scan the operator's output for every secret value:
+    the App private key, installation tokens the fake issued, and each JIT config."""
+    f = app_fleet
     await f.apply_scale_set(make_scale_set("linux", config_url=f.config_url, min_runners=2))
     await f.expect_runners("linux", idle=2)
+    assert f.github.tokens, "the operator exchanged its App JWT for an installation token"
     secrets = await f.secrets("linux")
     jit_values = [s.data["jitconfig"] for s in secrets]
     f.operator.stop()
     logs = f.operator.logs()
-    assert logs, "expected captured operator output"
-    assert f.token not in logs
+    assert "Activity 'configure' succeeded" in logs  # the log really was captured
+    key_body = "".join(f.token.strip().splitlines()[1:-1])
+    for needle in [*f.github.tokens, key_body[:64], key_body[-64:]]:
+        assert needle not in logs
     for value in jit_values:
-        import base64
-
         assert value not in logs
         assert base64.b64decode(value).decode() not in logs
+
+
+async def test_oom_killed_runner_is_replaced_and_its_pod_kept(running_fleet: Fleet) -> None:
+    f = running_fleet
+    body = make_scale_set(
+        "linux", config_url=f.config_url, min_runners=2, keepFailedRunnersFor="1h"
+    )
+    await f.apply_scale_set(body)
+    await f.expect_runners("linux", idle=2)
+    victim = sorted(f.registrations("linux"))[0]
+    await client.CoreV1Api(f.kube).patch_namespaced_pod_status(victim, f.namespace, {"status": {
+        "phase": "Failed",
+        "containerStatuses": [{
+            "name": "runner", "ready": False, "restartCount": 0, "image": "x", "imageID": "",
+            "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
+        }],
+    }})  # fmt: skip
+    await f.expect_runners("linux", idle=2, within=30)  # a replacement is online
+    assert victim not in f.registrations("linux")
+    kept = [p for p in await f.pods("linux") if p.metadata.name == victim]
+    assert [p.status.phase for p in kept] == ["Failed"]  # kept for `kubectl logs`
+    assert victim not in [s.metadata.name for s in await f.secrets("linux")]
+    rss = await wait_for(
+        lambda: f.scale_set("linux"),
+        lambda r: r.get("status", {}).get("lastFailureReason") == "OOMKilled",
+        what="status.lastFailureReason == OOMKilled",
+    )
+    assert rss["status"]["failed"] == 1
+
+
+async def test_orphan_registration_is_removed(running_fleet: Fleet) -> None:
+    f = running_fleet
+    await f.apply_scale_set(make_scale_set("linux", config_url=f.config_url, min_runners=1))
+    await f.expect_runners("linux", idle=1)
+    # A registration of this scale set's name pattern with no pod and no Secret, as left
+    # behind by a crash after a pod and Secret were deleted but before deregistration.
+    orphan = f.registrations("linux")[0][:-5] + "zzzzz"
+    f.github.enqueue_job  # noqa: B018  (fake in use)
+    from runnerfleet.sim.github import FakeRunner
+
+    f.github.runners[999_999] = FakeRunner(999_999, orphan, "org/acme", ["linux"], 1, "online")
+    await wait_for(
+        lambda: asyncio.sleep(0, orphan in f.registrations("linux")),
+        lambda present: not present,
+        what="the orphan registration to be deleted",
+    )
+    assert orphan in f.github.deleted_runners
+    await f.expect_runners("linux", idle=1, within=10)

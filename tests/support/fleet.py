@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
 
@@ -108,17 +110,43 @@ class Fleet:
         )  # fmt: skip
 
 
+def _app_key() -> tuple[str, str]:
+    """A fresh GitHub App key pair: (private PEM, public PEM)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()  # fmt: skip
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
 @asynccontextmanager
 async def fleet(
-    cluster: LocalCluster, kube: ApiClient, namespace: str, log_dir: Path
+    cluster: LocalCluster, kube: ApiClient, namespace: str, log_dir: Path, auth: str = "token"
 ) -> AsyncIterator[Fleet]:
+    """Start everything; `auth` is "token" (github_token) or "app" (GitHub App JWT flow)."""
     github = FakeGitHub()
     await github.start()
-    token = github.add_token()
+    if auth == "app":
+        private, github.app_public_key = _app_key()
+        token = private  # the secret value that must never be logged
+        data = {"github_app_id": _b64("42"), "github_app_installation_id": _b64("7"),
+                "github_app_private_key": _b64(private)}  # fmt: skip
+    else:
+        token = github.add_token()
+        data = {"github_token": _b64(token)}
     core = client.CoreV1Api(kube)
     await core.create_namespaced_secret(namespace, client.V1Secret(
-        metadata=client.V1ObjectMeta(name="github-app"),
-        data={"github_token": base64.b64encode(token.encode()).decode()},
+        metadata=client.V1ObjectMeta(name="github-app"), data=data,
     ))  # fmt: skip
     runners = SimulatedRunners(github, kube, namespace)
     runners.start()

@@ -190,3 +190,25 @@ async def test_bad_token_is_401_and_unreachable_is_503(fake: FakeGitHub) -> None
     fake.unreachable = True
     status, _, _ = await _call(fake, "GET", f"/orgs/{ORG}/actions/runners")
     assert status == 503
+
+
+async def test_enterprise_scope_and_control_api(fake: FakeGitHub) -> None:
+    status, body, _ = await _call(
+        fake, "POST", "/enterprises/big/actions/runners/generate-jitconfig",
+        {"name": "e-1", "runner_group_id": 1, "labels": ["linux"]},
+    )  # fmt: skip
+    assert status == 201
+    _valid(m.OrgsOrgActionsRunnersGenerateJitconfigPostResponse201, body)
+    status, body, _ = await _call(fake, "GET", "/enterprises/big/actions/runners")
+    assert [r["name"] for r in body["runners"]] == ["e-1"]
+    status, body, _ = await _call(fake, "GET", f"/orgs/{ORG}/actions/runners")
+    assert body["runners"] == []
+
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            fake.url + "/_sim/jobs", json={"repo": "acme/app", "labels": ["linux"], "count": 2}
+        ) as resp:
+            assert resp.status == 201
+        async with session.get(fake.url + "/_sim/jobs") as resp:
+            jobs = await resp.json()
+    assert [j["status"] for j in jobs] == ["queued", "queued"]

@@ -126,3 +126,11 @@ def test_config_urls() -> None:
     assert (ent.scope, ent.owner) == ("enterprise", "big")
     with pytest.raises(ValueError, match=r"spec\.github\.configUrl"):
         parse_config_url("github.com/acme")
+
+
+async def test_enterprise_scope(fake: FakeGitHub) -> None:
+    gh = _gateway(fake, "enterprises/big")
+    reg, _ = await gh.create_jit_runner("e-1", ["linux"], 1)
+    assert [r.name for r in await gh.list_runners()] == ["e-1"]
+    await gh.delete_runner(reg.id, "e-1")
+    assert await gh.list_runners() == []

@@ -43,3 +43,16 @@ def test_counts_come_from_the_plan() -> None:
     status = build_status(RoundOutcome(decided, scaled=True), {}, 1, 0.0)
     assert (status["desired"], status["idle"], status["busy"], status["pending"]) == (2, 0, 0, 0)
     assert status["lastScaleTime"] == "1970-01-01T00:00:00Z"
+
+
+def test_every_status_key_written_is_in_the_crd_schema() -> None:
+    """The apiserver prunes unknown status fields: anything the fold writes must be declared."""
+    from runnerfleet.builders.crds import RUNNER_SCALE_SET, build_crd
+    from runnerfleet.planning.runners import ObservedRunner
+
+    schema = build_crd(RUNNER_SCALE_SET)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    declared = set(schema["properties"]["status"]["properties"])
+    failed = ObservedRunner("r", 0.0, has_secret=True, pod_phase="Failed", pod_reason="OOMKilled")
+    decided = plan([failed], LIMITS, None, Memory(scale_down_pending_since=1.0), 10.0)
+    status = build_status(RoundOutcome(decided, scaled=True), {}, 1, 10.0)
+    assert set(status) <= declared, set(status) - declared

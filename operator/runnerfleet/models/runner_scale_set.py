@@ -107,7 +107,16 @@ class RunnerScaleSetStatus(CrdModel):
         default=None, description="Since when the desired count has been lower."
     )
     consecutive_failures: int = Field(default=0, description="Runner failures in a row.")
+    last_failure_time: str | None = Field(
+        default=None, description="When the last runner failed (backoff counts from here)."
+    )
+    last_failure_reason: str | None = Field(
+        default=None, description="Why the last runner failed (e.g. OOMKilled)."
+    )
     conditions: list[Condition] = Field(default_factory=list, description="Status conditions.")
     demand: Demand | None = Field(
         default=None, description="Demand contract: written by the team listener only."
+    )
+    kopf: dict[str, Any] = Field(
+        default_factory=dict, description="Handler progress kept by kopf (internal)."
     )

@@ -284,7 +284,7 @@ class FakeGitHub:
         r = app.router
         r.add_post(p + "/app/installations/{installation_id}/access_tokens", self._access_token)
         r.add_get(p + "/orgs/{org}/actions/runner-groups", self._runner_groups)
-        for scope in ("/orgs/{org}", "/repos/{org}/{repo}"):
+        for scope in ("/orgs/{org}", "/repos/{org}/{repo}", "/enterprises/{enterprise}"):
             r.add_post(p + scope + "/actions/runners/generate-jitconfig", self._jitconfig)
             r.add_get(p + scope + "/actions/runners", self._list_runners)
             r.add_get(p + scope + "/actions/runners/{runner_id}", self._get_runner)
@@ -294,10 +294,14 @@ class FakeGitHub:
         r.add_get(p + "/repos/{org}/{repo}/actions/runs/{run_id}/jobs", self._list_jobs)
         r.add_get(p + "/rate_limit", self._rate_limit)
         r.add_get("/_sim/summary", self._sim_summary)
+        r.add_post("/_sim/jobs", self._sim_enqueue)
+        r.add_get("/_sim/jobs", self._sim_jobs)
 
     @staticmethod
     def _scope(request: web.Request) -> str:
         info = request.match_info
+        if "enterprise" in info:
+            return f"enterprise/{info['enterprise']}"
         return f"repo/{info['org']}/{info['repo']}" if "repo" in info else f"org/{info['org']}"
 
     # ------------------------------------------------------------------ handlers
@@ -428,6 +432,22 @@ class FakeGitHub:
 
     async def _sim_summary(self, request: web.Request) -> web.Response:
         return web.json_response(self.summary())
+
+    async def _sim_enqueue(self, request: web.Request) -> web.Response:
+        """Control API: {"repo": "acme/app", "labels": [...], "duration": 2.0, "count": 1}."""
+        body = await request.json()
+        jobs = [
+            self.enqueue_job(body["repo"], body["labels"], float(body.get("duration", 1.0)))
+            for _ in range(int(body.get("count", 1)))
+        ]
+        return web.json_response({"ids": [j.id for j in jobs]}, status=201)
+
+    async def _sim_jobs(self, request: web.Request) -> web.Response:
+        return web.json_response([
+            {"id": j.id, "repo": j.repo, "labels": j.labels, "status": j.status,
+             "conclusion": j.conclusion, "runner_name": j.runner_name}
+            for j in self.jobs.values()
+        ])  # fmt: skip
 
 
 _REPO_LINKS = (
