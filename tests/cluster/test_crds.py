@@ -10,7 +10,7 @@ from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from runnerfleet import conventions as c
-from tests.support.factories import make_scale_set
+from tests.support.factories import make_scale_set, make_team_listener
 
 
 async def _create(kube: ApiClient, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -67,3 +67,42 @@ async def test_defaults_are_applied_by_the_apiserver(kube: ApiClient, namespace:
 async def test_overlong_name_is_rejected(kube: ApiClient, namespace: str) -> None:
     body = await _rejected(kube, namespace, make_scale_set(name="x" * 41))
     assert "metadata.name must be at most 40 characters" in body
+
+
+async def _create_tl(kube: ApiClient, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    api = client.CustomObjectsApi(kube)
+    result: dict[str, Any] = await api.create_namespaced_custom_object(
+        c.GROUP, c.VERSION, namespace, c.TEAM_LISTENER_PLURAL, body
+    )
+    return result
+
+
+@pytest.mark.usefixtures("crds")
+@pytest.mark.parametrize(
+    ("override", "field", "text"),
+    [
+        ({"repositories": []}, "spec.repositories", "either names or all"),
+        (
+            {"repositories": ["app"], "webhook": {"enabled": True}},
+            "spec.webhook.secretRef",
+            "required when spec.webhook.enabled",
+        ),
+        ({"team": "Team A"}, "spec.team", "should match"),
+        ({"pollInterval": "soon"}, "spec.pollInterval", "should match"),
+    ],
+)
+async def test_team_listener_rules(
+    kube: ApiClient, namespace: str, override: dict[str, Any], field: str, text: str
+) -> None:
+    with pytest.raises(ApiException) as err:
+        await _create_tl(kube, namespace, make_team_listener(**override))
+    assert err.value.status == 422
+    assert field in str(err.value.body)
+    assert text in str(err.value.body)
+
+
+@pytest.mark.usefixtures("crds")
+async def test_team_listener_defaults(kube: ApiClient, namespace: str) -> None:
+    created = await _create_tl(kube, namespace, make_team_listener())
+    assert created["spec"]["pollInterval"] == "15s"
+    assert created["spec"]["repositories"]["all"] is False

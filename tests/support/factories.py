@@ -30,3 +30,25 @@ def make_scale_set(
         },
     }
     return body
+
+
+def make_team_listener(
+    name: str = "team-a",
+    *,
+    team: str = "team-a",
+    config_url: str = "https://github.com/acme",
+    secret: str = "github-app",
+    repositories: list[str] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": c.TEAM_LISTENER_KIND,
+        "metadata": {"name": name},
+        "spec": {
+            "team": team,
+            "github": {"configUrl": config_url, "secretRef": {"name": secret}},
+            "repositories": {"names": repositories if repositories is not None else ["app"]},
+            **spec,
+        },
+    }

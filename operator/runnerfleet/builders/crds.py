@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from runnerfleet import conventions as c
 from runnerfleet.models.runner_scale_set import RunnerScaleSetSpec, RunnerScaleSetStatus
+from runnerfleet.models.team_listener import TeamListenerSpec, TeamListenerStatus
 
 _DROP = {"title", "x-runnerfleet-duration"}
 
@@ -180,7 +181,47 @@ RUNNER_SCALE_SET = KindSpec(
     ],
 )
 
-ALL_KINDS: tuple[KindSpec, ...] = (RUNNER_SCALE_SET,)
+TEAM_LISTENER = KindSpec(
+    kind=c.TEAM_LISTENER_KIND,
+    plural=c.TEAM_LISTENER_PLURAL,
+    singular="teamlistener",
+    short_names=["tl"],
+    spec_model=TeamListenerSpec,
+    status_model=TeamListenerStatus,
+    spec_rules=[
+        {
+            "rule": (
+                "self.repositories.all != "
+                "(has(self.repositories.names) && size(self.repositories.names) > 0)"
+            ),
+            "message": "spec.repositories needs either names or all: true (not both)",
+            "fieldPath": ".repositories",
+            "reason": "FieldValueInvalid",
+        },
+        {
+            "rule": ("!has(self.webhook) || !self.webhook.enabled || has(self.webhook.secretRef)"),
+            "message": "spec.webhook.secretRef is required when spec.webhook.enabled is true",
+            "fieldPath": ".webhook.secretRef",
+            "reason": "FieldValueRequired",
+        },
+    ],
+    root_rules=[
+        {
+            "rule": f"self.metadata.name.size() <= {c.MAX_SCALE_SET_NAME}",
+            "message": f"metadata.name must be at most {c.MAX_SCALE_SET_NAME} characters",
+            "reason": "FieldValueInvalid",
+        }
+    ],
+    printer_columns=[
+        {"name": "Team", "type": "string", "jsonPath": ".spec.team"},
+        {"name": "Ready", "type": "boolean", "jsonPath": ".status.listenerReady"},
+        _int_column("Queued", ".status.poll.queuedJobs", "Queued or running jobs seen"),
+        {"name": "Last Poll", "type": "date", "jsonPath": ".status.poll.lastSuccessfulPoll"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ],
+)
+
+ALL_KINDS: tuple[KindSpec, ...] = (RUNNER_SCALE_SET, TEAM_LISTENER)
 
 
 def render_crd_yaml(kind: KindSpec) -> str:
