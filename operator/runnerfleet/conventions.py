@@ -70,3 +70,9 @@ def is_runner_of(name: str, scale_set: str, namespace: str) -> bool:
         and len(suffix) == 5
         and all(ch in _SUFFIX_ALPHABET for ch in suffix)
     )
+
+
+COMPONENT_LISTENER: Final = "listener"
+LABEL_LISTENER: Final = f"{LABEL_PREFIX}/listener"
+ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"
+DEFAULT_OPERATOR_IMAGE: Final = "ghcr.io/runnerfleet/runnerfleet:0.1.0"

@@ -105,3 +105,9 @@ def test_runner_names_are_owned_by_exactly_one_scale_set() -> None:
     gpu = c.runner_name("linux-gpu", "team-a", 1)
     assert not c.is_runner_of(gpu, "linux", "team-a")
     assert len(c.runner_name("x" * c.MAX_SCALE_SET_NAME, "ns", 2**40)) <= 63
+
+
+def test_team_label_is_copied_to_runner_pods() -> None:
+    owner = ScaleSetIdentity(name="linux", namespace="team-a", uid="1", team="team-a")
+    pod = build_runner_pod(owner, _spec(), "linux-abcd12345")
+    assert pod["metadata"]["labels"][c.LABEL_TEAM] == "team-a"

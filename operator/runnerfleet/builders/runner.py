@@ -24,15 +24,19 @@ class ScaleSetIdentity:
     name: str
     namespace: str
     uid: str
+    team: str | None = None  # from the scale set's `runnerfleet.dev/team` label
 
 
 def runner_labels(owner: ScaleSetIdentity, runner: str) -> dict[str, str]:
-    return {
+    labels = {
         c.LABEL_MANAGED_BY: c.MANAGED_BY_VALUE,
         c.LABEL_COMPONENT: c.COMPONENT_RUNNER,
         c.LABEL_SCALE_SET: owner.name,
         c.LABEL_RUNNER: runner,
     }
+    if owner.team:
+        labels[c.LABEL_TEAM] = owner.team  # selects the team's NetworkPolicy
+    return labels
 
 
 def scale_set_selector(owner: ScaleSetIdentity) -> str:

@@ -101,7 +101,8 @@ class ScaleSet:
     @property
     def identity(self) -> ScaleSetIdentity:
         m = self.body["metadata"]
-        return ScaleSetIdentity(name=m["name"], namespace=m["namespace"], uid=m["uid"])
+        team = (m.get("labels") or {}).get(c.LABEL_TEAM)
+        return ScaleSetIdentity(m["name"], m["namespace"], m["uid"], team)
 
     @property
     def spec(self) -> RunnerScaleSetSpec:

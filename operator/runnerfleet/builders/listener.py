@@ -1,0 +1,209 @@
+"""Pure builders for a TeamListener's children: ServiceAccount, Role, RoleBinding, Deployment
+(running `runnerfleet listen`), Service (webhook + metrics) and the team's NetworkPolicy.
+
+Layer: builders. Pure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from runnerfleet import conventions as c
+from runnerfleet.models.team_listener import TeamListenerSpec
+
+WEBHOOK_PORT = 8080
+METRICS_PORT = 9090
+METADATA_CIDR = "169.254.169.254/32"
+
+
+@dataclass(frozen=True)
+class ListenerIdentity:
+    name: str
+    namespace: str
+    uid: str
+    image: str
+
+    @property
+    def child_name(self) -> str:
+        return f"{self.name}-listener"
+
+
+def _meta(owner: ListenerIdentity, spec: TeamListenerSpec, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": listener_labels(owner, spec),
+        "ownerReferences": [{
+            "apiVersion": c.API_VERSION, "kind": c.TEAM_LISTENER_KIND, "name": owner.name,
+            "uid": owner.uid, "controller": True, "blockOwnerDeletion": True,
+        }],
+    }  # fmt: skip
+
+
+def listener_labels(owner: ListenerIdentity, spec: TeamListenerSpec) -> dict[str, str]:
+    return {
+        c.LABEL_MANAGED_BY: c.MANAGED_BY_VALUE,
+        c.LABEL_COMPONENT: c.COMPONENT_LISTENER,
+        c.LABEL_LISTENER: owner.name,
+        c.LABEL_TEAM: spec.team,
+    }
+
+
+def build_service_account(owner: ListenerIdentity, spec: TeamListenerSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _meta(owner, spec, owner.child_name),
+        "automountServiceAccountToken": True,
+    }
+
+
+def build_role(owner: ListenerIdentity, spec: TeamListenerSpec) -> dict[str, Any]:
+    """Least privilege: read the namespace's scale sets, write only their status (demand),
+    read its own TeamListener and write only its status (the poll report). No Secrets."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _meta(owner, spec, owner.child_name),
+        "rules": [
+            {"apiGroups": [c.GROUP], "resources": [c.RUNNER_SCALE_SET_PLURAL],
+             "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [c.GROUP], "resources": [f"{c.RUNNER_SCALE_SET_PLURAL}/status"],
+             "verbs": ["get", "patch"]},
+            {"apiGroups": [c.GROUP], "resources": [c.TEAM_LISTENER_PLURAL],
+             "resourceNames": [owner.name], "verbs": ["get", "watch"]},
+            {"apiGroups": [c.GROUP], "resources": [f"{c.TEAM_LISTENER_PLURAL}/status"],
+             "resourceNames": [owner.name], "verbs": ["get", "patch"]},
+        ],
+    }  # fmt: skip
+
+
+def build_role_binding(owner: ListenerIdentity, spec: TeamListenerSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _meta(owner, spec, owner.child_name),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                    "name": owner.child_name},
+        "subjects": [{"kind": "ServiceAccount", "name": owner.child_name,
+                      "namespace": owner.namespace}],
+    }  # fmt: skip
+
+
+def spec_hash(spec: TeamListenerSpec) -> str:
+    """Changes whenever the spec does: put on the pod template, it rolls the Deployment."""
+    text = json.dumps(spec.to_wire(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def build_deployment(owner: ListenerIdentity, spec: TeamListenerSpec) -> dict[str, Any]:
+    labels = listener_labels(owner, spec)
+    env: list[dict[str, Any]] = [
+        {"name": "RUNNERFLEET_LISTENER_NAMESPACE", "value": owner.namespace},
+        {"name": "RUNNERFLEET_LISTENER_NAME", "value": owner.name},
+    ]
+    if spec.webhook.enabled and spec.webhook.secret_ref is not None:
+        env.append({"name": "RUNNERFLEET_WEBHOOK_SECRET", "valueFrom": {"secretKeyRef": {
+            "name": spec.webhook.secret_ref.name, "key": "github_webhook_secret"}}})  # fmt: skip
+    container = {
+        "name": "listener",
+        "image": owner.image,
+        "command": ["runnerfleet", "listen"],
+        "env": env,
+        # GitHub credentials arrive as env from the Secret (github_token or the App keys).
+        "envFrom": [{"secretRef": {"name": spec.github.secret_ref.name}}],
+        "ports": [
+            {"name": "webhook", "containerPort": WEBHOOK_PORT},
+            {"name": "metrics", "containerPort": METRICS_PORT},
+        ],
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "metrics"},
+                           "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "metrics"},
+                          "periodSeconds": 20, "failureThreshold": 6},
+        "resources": spec.resources or {
+            "requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": "256Mi"}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True, "readOnlyRootFilesystem": True,
+            "seccompProfile": {"type": "RuntimeDefault"}},
+    }  # fmt: skip
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(owner, spec, owner.child_name),
+        "spec": {
+            "replicas": 0 if spec.suspend else 1,
+            "selector": {"matchLabels": {c.LABEL_LISTENER: owner.name,
+                                         c.LABEL_COMPONENT: c.COMPONENT_LISTENER}},
+            # Never two listeners at once: the old one stops before the new one starts.
+            "strategy": {"type": "Recreate"},
+            "template": {
+                "metadata": {"labels": labels,
+                             "annotations": {c.ANNOTATION_SPEC_HASH: spec_hash(spec)}},
+                "spec": {
+                    "serviceAccountName": owner.child_name,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 65532,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [container],
+                },
+            },
+        },
+    }  # fmt: skip
+
+
+def build_service(owner: ListenerIdentity, spec: TeamListenerSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(owner, spec, owner.child_name),
+        "spec": {
+            "selector": {c.LABEL_LISTENER: owner.name, c.LABEL_COMPONENT: c.COMPONENT_LISTENER},
+            "ports": [
+                {"name": "webhook", "port": 80, "targetPort": "webhook"},
+                {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"},
+            ],
+        },
+    }
+
+
+def build_network_policy(owner: ListenerIdentity, spec: TeamListenerSpec) -> dict[str, Any]:
+    """Runner pods of the team: no ingress; egress only DNS, 443 (not the cloud metadata
+    address), and the spec's extra allowlist."""
+    dns = {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+    https = {
+        "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": [METADATA_CIDR]}}],
+        "ports": [{"protocol": "TCP", "port": 443}],
+    }
+    extra = []
+    for rule in spec.extra_egress:
+        entry: dict[str, Any] = {"to": [{"ipBlock": {"cidr": rule.cidr}}]}
+        if rule.ports:
+            entry["ports"] = [{"protocol": "TCP", "port": p} for p in rule.ports]
+        extra.append(entry)
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(owner, spec, f"{owner.name}-runners"),
+        "spec": {
+            "podSelector": {"matchLabels": {
+                c.LABEL_TEAM: spec.team, c.LABEL_COMPONENT: c.COMPONENT_RUNNER}},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [],
+            "egress": [dns, https, *extra],
+        },
+    }  # fmt: skip
+
+
+def build_all(owner: ListenerIdentity, spec: TeamListenerSpec) -> list[dict[str, Any]]:
+    """Every child, in apply order (RBAC before the pods that use it)."""
+    return [
+        build_service_account(owner, spec),
+        build_role(owner, spec),
+        build_role_binding(owner, spec),
+        build_service(owner, spec),
+        build_network_policy(owner, spec),
+        build_deployment(owner, spec),
+    ]
