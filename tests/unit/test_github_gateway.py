@@ -134,3 +134,23 @@ async def test_enterprise_scope(fake: FakeGitHub) -> None:
     assert [r.name for r in await gh.list_runners()] == ["e-1"]
     await gh.delete_runner(reg.id, "e-1")
     assert await gh.list_runners() == []
+
+
+async def test_queue_reads_are_conditional_and_304s_are_free(fake: FakeGitHub) -> None:
+    gh = _gateway(fake)
+    job = fake.enqueue_job("acme/app", ["self-hosted", "linux"])
+    assert await gh.active_run_ids("acme", "app") == [job.run_id]
+    jobs = await gh.run_jobs("acme", "app", job.run_id)
+    assert [(j.id, j.labels, j.status) for j in jobs] == [
+        (job.id, ("self-hosted", "linux"), "queued")
+    ]
+    used = fake.rate.used
+    for _ in range(3):
+        assert await gh.active_run_ids("acme", "app") == [job.run_id]
+        assert len(await gh.run_jobs("acme", "app", job.run_id)) == 1
+    assert fake.rate.used == used, "unchanged queue must cost nothing (all 304)"
+    assert gh.requests[("repos/actions/runs", 304)] == 6
+    assert gh.rate_limit_remaining == fake.rate.limit - used
+
+    fake.enqueue_job("acme/app", ["linux"])
+    assert len(await gh.active_run_ids("acme", "app")) == 2  # a change is seen at once

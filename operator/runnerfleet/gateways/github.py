@@ -70,6 +70,18 @@ class Registration:
     labels: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class QueuedJob:
+    """A workflow job as the listener needs it."""
+
+    id: int
+    run_id: int
+    labels: tuple[str, ...]
+    status: str
+    created_at: float | None
+    started_at: float | None
+
+
 def _registration(runner: Any) -> Registration:
     return Registration(
         id=int(runner.id),
@@ -132,6 +144,10 @@ class GitHubGateway:
         )
         self._group_ids: dict[str, int] = {}
         self.rate_limited_until = 0.0  # set whenever GitHub says the limit is exhausted
+        self.rate_limit_remaining: int | None = None
+        # URL key -> (ETag, parsed value): conditional GETs answered 304 cost no rate limit.
+        self._etag_cache: dict[str, tuple[str, Any]] = {}
+        self.requests: dict[tuple[str, int], int] = {}  # (endpoint, status) -> count
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[None]:
@@ -257,6 +273,77 @@ class GitHubGateway:
             raise self._fail(err, f"delete runner {name}") from err
         except Exception as err:
             raise self._fail(err, f"delete runner {name}") from err
+
+    # ------------------------------------------------------------------ queue (listener)
+    async def _conditional(self, key: str, endpoint: str, call: Any, parse: Any) -> Any:
+        """GET with If-None-Match; on 304 return the value cached with that ETag."""
+        cached = self._etag_cache.get(key)
+        headers = {"If-None-Match": cached[0]} if cached else {}
+        try:
+            resp = await call(headers)
+        except Exception as err:
+            status = getattr(getattr(err, "response", None), "status_code", 0)
+            self._count(endpoint, status)
+            raise self._fail(err, endpoint) from err
+        self._count(endpoint, resp.status_code)
+        remaining = resp.headers.get("x-ratelimit-remaining")
+        if remaining is not None:
+            self.rate_limit_remaining = int(remaining)
+        if resp.status_code == 304 and cached is not None:
+            return cached[1]
+        value = parse(resp.parsed_data)
+        etag = resp.headers.get("etag")
+        if etag:
+            self._etag_cache[key] = (etag, value)
+        return value
+
+    def _count(self, endpoint: str, status: int) -> None:
+        self.requests[(endpoint, status)] = self.requests.get((endpoint, status), 0) + 1
+
+    async def installation_repositories(self) -> list[str]:
+        """Full names of every repository the App installation can see (first 100)."""
+        return list(await self._conditional(
+            "installation/repositories", "installation/repositories",
+            lambda h: self._gh.rest.apps.async_list_repos_accessible_to_installation(
+                per_page=100, headers=h),
+            lambda data: [str(r.full_name) for r in data.repositories],
+        ))  # fmt: skip
+
+    async def active_run_ids(self, owner: str, repo: str) -> list[int]:
+        """Ids of the repo's queued and in-progress workflow runs (two conditional GETs)."""
+        ids: list[int] = []
+        for status in ("queued", "in_progress"):
+            ids += await self._conditional(
+                f"runs/{owner}/{repo}/{status}", "repos/actions/runs",
+                lambda h, st=status: self._actions.async_list_workflow_runs_for_repo(
+                    owner, repo, status=st, per_page=100, headers=h),
+                lambda data: [int(r.id) for r in data.workflow_runs],
+            )  # fmt: skip
+        return sorted(set(ids))
+
+    async def run_jobs(self, owner: str, repo: str, run_id: int) -> list[QueuedJob]:
+        """The latest attempt's jobs of one run (conditional GET)."""
+
+        def parse(data: Any) -> list[QueuedJob]:
+            return [
+                QueuedJob(
+                    id=int(j.id), run_id=int(j.run_id), labels=tuple(j.labels),
+                    status=str(j.status),
+                    created_at=j.created_at.timestamp() if j.created_at else None,
+                    started_at=j.started_at.timestamp() if j.started_at else None,
+                )
+                for j in data.jobs
+            ]  # fmt: skip
+
+        return list(await self._conditional(
+            f"jobs/{owner}/{repo}/{run_id}", "repos/actions/runs/jobs",
+            lambda h: self._actions.async_list_jobs_for_workflow_run(
+                owner, repo, run_id, filter_="latest", per_page=100, headers=h),
+            parse,
+        ))  # fmt: skip
+
+    def forget_run(self, owner: str, repo: str, run_id: int) -> None:
+        self._etag_cache.pop(f"jobs/{owner}/{repo}/{run_id}", None)
 
     async def close(self) -> None:
         """Nothing pooled is kept open between calls by githubkit's default client."""
