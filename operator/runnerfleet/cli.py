@@ -266,5 +266,30 @@ def run_operator(namespaces: tuple[str, ...], kubeconfig: str | None, verbose: b
     )
 
 
+@main.command("listen")
+@click.option("--namespace", envvar="RUNNERFLEET_LISTENER_NAMESPACE", required=True)
+@click.option(
+    "--name",
+    envvar="RUNNERFLEET_LISTENER_NAME",
+    required=True,
+    help="The TeamListener this process serves.",
+)
+@click.option("--kubeconfig", envvar="RUNNERFLEET_KUBECONFIG", default=None)
+@click.option("--webhook-port", envvar="RUNNERFLEET_WEBHOOK_PORT", type=int, default=8080)
+@click.option("--metrics-port", envvar="RUNNERFLEET_METRICS_PORT", type=int, default=9090)
+def listen(
+    namespace: str, name: str, kubeconfig: str | None, webhook_port: int, metrics_port: int
+) -> None:
+    """Run a team's listener: poll GitHub, serve webhooks, write demand."""
+    import asyncio
+    import logging
+
+    from runnerfleet.listener.main import ListenerOptions, serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    options = ListenerOptions(namespace, name, kubeconfig, webhook_port, metrics_port)
+    asyncio.run(serve(options))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,8 +123,14 @@ def _map_error(err: Exception, what: str) -> GitHubError:
 class GitHubGateway:
     """GitHub for one target (org, repo or enterprise) with one set of credentials."""
 
-    def __init__(self, target: GitHubTarget, credentials: GitHubCredentials) -> None:
+    def __init__(
+        self,
+        target: GitHubTarget,
+        credentials: GitHubCredentials,
+        on_request: Callable[[str, int], None] | None = None,
+    ) -> None:
         self.target = target
+        self._on_request = on_request  # (endpoint, status) of every queue read, for metrics
         auth: TokenAuthStrategy | AppInstallationAuthStrategy
         if credentials.token:
             auth = TokenAuthStrategy(credentials.token)
@@ -299,6 +305,8 @@ class GitHubGateway:
 
     def _count(self, endpoint: str, status: int) -> None:
         self.requests[(endpoint, status)] = self.requests.get((endpoint, status), 0) + 1
+        if self._on_request is not None:
+            self._on_request(endpoint, status)
 
     async def installation_repositories(self) -> list[str]:
         """Full names of every repository the App installation can see (first 100)."""

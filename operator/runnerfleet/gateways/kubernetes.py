@@ -233,6 +233,82 @@ class KubeGateway:
         except Exception as err:
             raise _map(err, f"patch status of RunnerScaleSet {namespace}/{name}") from err
 
+    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply (field manager `runnerfleet`, conflicts forced): create or update
+        a namespaced object of any kind in one idempotent call."""
+        path = _object_path(manifest)
+        meta = manifest["metadata"]
+        what = f"apply {manifest['kind']} {meta['namespace']}/{meta['name']}"
+        try:
+            resp = await self.api.call_api(
+                path, "PATCH",
+                query_params=[("fieldManager", c.FIELD_MANAGER), ("force", "true")],
+                header_params={"Content-Type": "application/apply-patch+yaml",
+                               "Accept": "application/json"},
+                body=manifest, auth_settings=["BearerToken"], _preload_content=False,
+            )  # fmt: skip
+        except Exception as err:
+            raise _map(err, what) from err
+        result: dict[str, Any] = await resp.json()
+        return result
+
+    async def get_deployment_status(self, namespace: str, name: str) -> dict[str, Any] | None:
+        apps = client.AppsV1Api(self.api)
+        try:
+            resp = await apps.read_namespaced_deployment(name, namespace, _preload_content=False)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise _map(err, f"read Deployment {namespace}/{name}") from err
+        except Exception as err:
+            raise _map(err, f"read Deployment {namespace}/{name}") from err
+        body: dict[str, Any] = await resp.json()  # type: ignore[attr-defined]
+        status: dict[str, Any] = body.get("status", {})
+        return status
+
+    async def list_scale_sets(self, namespace: str) -> list[dict[str, Any]]:
+        try:
+            body: dict[str, Any] = await self.custom.list_namespaced_custom_object(
+                c.GROUP, c.VERSION, namespace, c.RUNNER_SCALE_SET_PLURAL
+            )
+        except Exception as err:
+            raise _map(err, f"list RunnerScaleSets in {namespace}") from err
+        items: list[dict[str, Any]] = body.get("items", [])
+        return items
+
+    async def write_demand(
+        self, namespace: str, name: str, demand: dict[str, Any], resource_version: str
+    ) -> None:
+        """Patch status.demand only, on the version read (ConflictError if it moved)."""
+        body = {"metadata": {"resourceVersion": resource_version}, "status": {"demand": demand}}
+        try:
+            await self.custom.patch_namespaced_custom_object_status(
+                c.GROUP, c.VERSION, namespace, c.RUNNER_SCALE_SET_PLURAL, name, body,
+                _content_type="application/merge-patch+json",  # type: ignore[call-arg]
+            )  # fmt: skip
+        except Exception as err:
+            raise _map(err, f"write demand of RunnerScaleSet {namespace}/{name}") from err
+
+    async def get_team_listener(self, namespace: str, name: str) -> dict[str, Any]:
+        try:
+            body: dict[str, Any] = await self.custom.get_namespaced_custom_object(
+                c.GROUP, c.VERSION, namespace, c.TEAM_LISTENER_PLURAL, name
+            )
+        except Exception as err:
+            raise _map(err, f"get TeamListener {namespace}/{name}") from err
+        return body
+
+    async def patch_team_listener_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> None:
+        try:
+            await self.custom.patch_namespaced_custom_object_status(
+                c.GROUP, c.VERSION, namespace, c.TEAM_LISTENER_PLURAL, name, {"status": status},
+                _content_type="application/merge-patch+json",  # type: ignore[call-arg]
+            )  # fmt: skip
+        except Exception as err:
+            raise _map(err, f"patch status of TeamListener {namespace}/{name}") from err
+
     async def event(self, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
         """Post a core/v1 Event about `involved` (best effort: failures are not raised)."""
         meta = involved["metadata"]
@@ -286,6 +362,21 @@ class KubeGateway:
             raise _map(err, "watch runner pods") from err
         finally:
             w.stop()
+
+
+_PLURALS = {
+    "ServiceAccount": "serviceaccounts", "Service": "services", "Secret": "secrets",
+    "ConfigMap": "configmaps", "Pod": "pods", "Role": "roles", "RoleBinding": "rolebindings",
+    "Deployment": "deployments", "NetworkPolicy": "networkpolicies",
+}  # fmt: skip
+
+
+def _object_path(manifest: dict[str, Any]) -> str:
+    api_version: str = manifest["apiVersion"]
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    meta = manifest["metadata"]
+    plural = _PLURALS[manifest["kind"]]
+    return f"{base}/namespaces/{meta['namespace']}/{plural}/{meta['name']}"
 
 
 def pod_epoch(timestamp: str | None) -> float | None:

@@ -19,9 +19,11 @@ from runnerfleet import conventions as c
 from runnerfleet.gateways.github import GitHubError
 from runnerfleet.gateways.kubernetes import KubeError, KubeGateway, connect
 from runnerfleet.services import scale_set as service
+from runnerfleet.services import team_listener as listener_service
 
 log = logging.getLogger("runnerfleet.operator")
 RSS = (c.GROUP, c.VERSION, c.RUNNER_SCALE_SET_PLURAL)
+TL = (c.GROUP, c.VERSION, c.TEAM_LISTENER_PLURAL)
 
 
 @kopf.on.startup()
@@ -88,3 +90,19 @@ async def finalize_scale_set(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None
         await service.finalize(memo.runtime, dict(body))
     except (GitHubError, KubeError) as err:
         raise kopf.TemporaryError(f"cleanup pending: {err}", delay=5.0) from err
+
+
+@kopf.daemon(*TL, cancellation_timeout=10.0)
+async def run_team_listener(
+    stopped: kopf.DaemonStopped, name: str, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    wake = memo.runtime.listener_wakeups.setdefault((namespace or "", name), asyncio.Event())
+    await listener_service.run(
+        memo.runtime.kube, namespace or "", name, lambda: bool(stopped), wake
+    )
+
+
+@kopf.on.event(*TL)
+def wake_listener(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    if hasattr(memo, "runtime"):
+        memo.runtime.listener_wakeups.setdefault((namespace or "", name), asyncio.Event()).set()

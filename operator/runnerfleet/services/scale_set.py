@@ -78,6 +78,7 @@ class Runtime:
     kube: KubeGateway
     github_factory: Callable[[Any, GitHubCredentials], GitHubGateway] = GitHubGateway
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    listener_wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     # GitHub target key -> epoch seconds until which its rate limit is exhausted.
     rate_limited_until: dict[str, float] = field(default_factory=dict)
     _github: dict[tuple[str, int], GitHubGateway] = field(default_factory=dict)

@@ -1,0 +1,122 @@
+"""`runnerfleet listen`: the per-team listener process.
+
+Serves `POST /webhook` (signed `workflow_job` deliveries) on the webhook port and
+`/metrics` + `/healthz` on the metrics port, and polls GitHub every `pollInterval`.
+GitHub credentials come from the environment (the Deployment maps the team's Secret in with
+envFrom: `github_token`, or `github_app_id` + `github_app_installation_id` +
+`github_app_private_key`); the webhook secret from RUNNERFLEET_WEBHOOK_SECRET.
+
+Layer: listener (an adapter, like the kopf handlers): parses input, calls the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from runnerfleet.gateways.github import GitHubGateway
+from runnerfleet.gateways.kubernetes import KubeGateway, connect
+from runnerfleet.listener.signature import verify
+from runnerfleet.metrics import ListenerMetrics
+from runnerfleet.models.github import GitHubCredentials, parse_config_url
+from runnerfleet.models.team_listener import TeamListenerSpec
+from runnerfleet.services.listener import Listener
+
+log = logging.getLogger("runnerfleet.listener")
+CREDENTIAL_KEYS = ("github_token", "github_app_id", "github_app_installation_id",
+                   "github_app_private_key")  # fmt: skip
+
+
+@dataclass
+class ListenerOptions:
+    namespace: str
+    name: str
+    kubeconfig: str | None
+    webhook_port: int
+    metrics_port: int
+
+
+async def serve(options: ListenerOptions) -> None:
+    api = await connect(options.kubeconfig)
+    kube = KubeGateway(api)
+    body = await kube.get_team_listener(options.namespace, options.name)
+    spec = TeamListenerSpec.model_validate(body["spec"])
+    target = parse_config_url(spec.github.config_url)
+    credentials = GitHubCredentials.from_secret_data(
+        spec.github.secret_ref.name, {k: os.environ[k] for k in CREDENTIAL_KEYS if k in os.environ}
+    )
+    metrics = ListenerMetrics.create()
+
+    def count(endpoint: str, status: int) -> None:
+        metrics.github_requests.labels(endpoint, str(status)).inc()
+
+    github = GitHubGateway(target, credentials, on_request=count)
+    listener = Listener(kube, github, target, options.namespace, options.name, spec, metrics)
+    secret = os.environ.get("RUNNERFLEET_WEBHOOK_SECRET", "").encode()
+    wake = asyncio.Event()
+    lock = asyncio.Lock()
+
+    async def webhook(request: web.Request) -> web.Response:
+        raw = await request.read()
+        event = request.headers.get("X-GitHub-Event", "unknown")
+        if not verify(secret, raw, request.headers.get("X-Hub-Signature-256")):
+            metrics.webhook_deliveries.labels(event, "unauthorized").inc()
+            return web.Response(status=401, text="bad or missing X-Hub-Signature-256\n")
+        if event != "workflow_job":
+            metrics.webhook_deliveries.labels(event, "ignored").inc()
+            return web.Response(status=202, text="ignored\n")
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            metrics.webhook_deliveries.labels(event, "malformed").inc()
+            return web.Response(status=400, text="body is not JSON\n")
+        if listener.on_workflow_job(payload):
+            async with lock:
+                await listener.publish()
+        metrics.webhook_deliveries.labels(event, "accepted").inc()
+        return web.Response(status=200, text="ok\n")
+
+    async def metrics_page(request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    hook_app = web.Application()
+    hook_app.router.add_post("/webhook", webhook)
+    ops_app = web.Application()
+    ops_app.router.add_get("/metrics", metrics_page)
+    ops_app.router.add_get("/healthz", healthz)
+    runners = []
+    for app, port, enabled in (
+        (hook_app, options.webhook_port, spec.webhook.enabled),
+        (ops_app, options.metrics_port, True),
+    ):
+        if not enabled:
+            continue
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104 (a pod's own ports)
+        runners.append(runner)
+    log.info("listener %s/%s up: team %s, poll every %s", options.namespace, options.name,
+             spec.team, spec.poll_interval)  # fmt: skip
+    try:
+        while True:
+            wake.clear()
+            async with lock:
+                await listener.poll()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), listener.poll_interval)
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+        await api.close()

@@ -1,0 +1,85 @@
+"""Prometheus metric families of the listener and the operator (`runnerfleet_` prefix).
+
+Labels stay bounded: namespace, scale set, team, endpoint, status code. Never a job id or a
+runner name. Each process builds its families on its own registry (tests run several).
+
+Layer: bottom (like conventions): no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+QUEUE_WAIT_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
+
+
+@dataclass
+class ListenerMetrics:
+    registry: CollectorRegistry
+    queued_jobs: Gauge
+    demand: Gauge
+    unmatched_jobs: Gauge
+    github_requests: Counter
+    rate_limit_remaining: Gauge
+    polls: Counter
+    webhook_deliveries: Counter
+    queue_wait: Histogram
+    jobs_started: Counter
+    jobs_completed: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> ListenerMetrics:
+        r = registry or CollectorRegistry()
+        ss = ["namespace", "scale_set"]
+        return cls(
+            registry=r,
+            queued_jobs=Gauge("runnerfleet_listener_queued_jobs",
+                              "Queued or running jobs matched to a scale set", ss, registry=r),
+            demand=Gauge("runnerfleet_listener_demand",
+                         "Demand last written for a scale set", ss, registry=r),
+            unmatched_jobs=Gauge("runnerfleet_listener_unmatched_jobs",
+                                 "Jobs whose labels no scale set covers", ["team"], registry=r),
+            github_requests=Counter("runnerfleet_github_requests",
+                                    "GitHub API requests", ["endpoint", "status"], registry=r),
+            rate_limit_remaining=Gauge("runnerfleet_github_rate_limit_remaining",
+                                       "GitHub rate limit remaining", ["team"], registry=r),
+            polls=Counter("runnerfleet_listener_polls", "Queue polls", ["result"], registry=r),
+            webhook_deliveries=Counter("runnerfleet_webhook_deliveries",
+                                       "Webhook deliveries", ["event", "result"], registry=r),
+            queue_wait=Histogram("runnerfleet_job_queue_wait_seconds",
+                                 "Time from job queued to runner assigned", ss,
+                                 buckets=QUEUE_WAIT_BUCKETS, registry=r),
+            jobs_started=Counter("runnerfleet_jobs_started", "Jobs seen starting", ss, registry=r),
+            jobs_completed=Counter("runnerfleet_jobs_completed", "Jobs seen completing", ss,
+                                   registry=r),
+        )  # fmt: skip
+
+
+@dataclass
+class OperatorMetrics:
+    registry: CollectorRegistry
+    runners: Gauge
+    desired: Gauge
+    min_runners: Gauge
+    max_runners: Gauge
+    runner_failures: Counter
+    reconcile_seconds: Histogram
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> OperatorMetrics:
+        r = registry or CollectorRegistry()
+        ss = ["namespace", "scale_set"]
+        return cls(
+            registry=r,
+            runners=Gauge("runnerfleet_runners", "Runners by state",
+                          [*ss, "state"], registry=r),
+            desired=Gauge("runnerfleet_desired_runners", "Runners wanted", ss, registry=r),
+            min_runners=Gauge("runnerfleet_min_runners", "spec.minRunners", ss, registry=r),
+            max_runners=Gauge("runnerfleet_max_runners", "spec.maxRunners", ss, registry=r),
+            runner_failures=Counter("runnerfleet_runner_failures", "Runner failures",
+                                    [*ss, "reason"], registry=r),
+            reconcile_seconds=Histogram("runnerfleet_reconcile_seconds",
+                                        "Duration of one reconcile round", ss, registry=r),
+        )  # fmt: skip
