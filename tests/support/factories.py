@@ -15,12 +15,13 @@ def make_scale_set(
     labels: list[str] | None = None,
     min_runners: int = 0,
     max_runners: int = 10,
+    team: str | None = None,
     **spec: Any,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "apiVersion": c.API_VERSION,
         "kind": c.RUNNER_SCALE_SET_KIND,
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": {c.LABEL_TEAM: team} if team else {}},
         "spec": {
             "github": {"configUrl": config_url, "secretRef": {"name": secret}},
             "labels": labels if labels is not None else ["self-hosted", "linux"],

@@ -21,6 +21,7 @@ from runnerfleet import conventions as c
 from runnerfleet.localcluster import LocalCluster
 from runnerfleet.sim.demand import write_demand
 from runnerfleet.sim.github import FakeGitHub
+from runnerfleet.sim.kubelet import ListenerKubelet, ListenerProcess
 from runnerfleet.sim.operator_process import OperatorProcess
 from runnerfleet.sim.runners import SimulatedRunners
 from tests.support.kube import wait_for
@@ -36,6 +37,7 @@ class Fleet:
     runners: SimulatedRunners
     operator: OperatorProcess
     token: str
+    kubelet: ListenerKubelet
 
     @property
     def config_url(self) -> str:
@@ -47,6 +49,30 @@ class Fleet:
             c.GROUP, c.VERSION, self.namespace, c.RUNNER_SCALE_SET_PLURAL, body
         )
         return result
+
+    async def apply_team_listener(self, body: dict[str, Any]) -> dict[str, Any]:
+        api = client.CustomObjectsApi(self.kube)
+        result: dict[str, Any] = await api.create_namespaced_custom_object(
+            c.GROUP, c.VERSION, self.namespace, c.TEAM_LISTENER_PLURAL, body
+        )
+        return result
+
+    async def team_listener(self, name: str) -> dict[str, Any]:
+        api = client.CustomObjectsApi(self.kube)
+        result: dict[str, Any] = await api.get_namespaced_custom_object(
+            c.GROUP, c.VERSION, self.namespace, c.TEAM_LISTENER_PLURAL, name
+        )
+        return result
+
+    async def listener_process(self, within: float = 30.0) -> ListenerProcess:
+        """The running listener process (started by the stand-in kubelet for its pod)."""
+        procs = await wait_for(
+            lambda: asyncio.sleep(0, self.kubelet.running()),
+            lambda running: len(running) == 1,
+            what="exactly one running listener process",
+            within=within,
+        )
+        return procs[0]
 
     async def scale_set(self, name: str) -> dict[str, Any]:
         api = client.CustomObjectsApi(self.kube)
@@ -152,12 +178,16 @@ async def fleet(
     runners.start()
     operator = OperatorProcess(cluster.kubeconfig, namespace, log_dir / "operator.log")
     operator.start()
+    kubelet = ListenerKubelet(kube, cluster.kubeconfig, namespace, log_dir)
+    kubelet.start()
     try:
-        yield Fleet(kube, namespace, github, runners, operator, token)
+        yield Fleet(kube, namespace, github, runners, operator, token, kubelet)
     finally:
+        await kubelet.stop()
         operator.stop()
         # Shown by pytest only when the test fails.
         print(f"---- operator log ({operator.log_path}) ----\n{operator.logs()[-20000:]}")
+        print(f"---- listener logs ----\n{kubelet.logs()[-20000:]}")
         await runners.stop()
         await github.stop()
         await asyncio.sleep(0)

@@ -1,0 +1,171 @@
+"""A stand-in kubelet for TeamListener pods on kwok nodes.
+
+kwok marks pods Running but runs no container. For listener pods this runs the container's
+real program, `runnerfleet listen`, as a local process, the way a kubelet would: the env is
+resolved from the pod spec (values, `secretKeyRef`, `envFrom` Secrets), and the process
+authenticates with a token of the pod's own ServiceAccount (TokenRequest API), so it has
+exactly the listener's RBAC. When the pod goes away, the process is killed.
+
+Layer: tooling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes_asyncio import client, watch
+from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from runnerfleet import conventions as c
+
+log = logging.getLogger("runnerfleet.sim.kubelet")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ListenerProcess:
+    pod: str
+    proc: subprocess.Popen[bytes]
+    webhook_port: int
+    metrics_port: int
+    log_path: Path
+
+
+@dataclass
+class ListenerKubelet:
+    api: ApiClient
+    admin_kubeconfig: Path
+    namespace: str
+    work_dir: Path
+    processes: dict[str, ListenerProcess] = field(default_factory=dict)
+    started: int = 0
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._watch())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for name in list(self.processes):
+            self._kill(name)
+
+    def running(self) -> list[ListenerProcess]:
+        return [p for p in self.processes.values() if p.proc.poll() is None]
+
+    def logs(self) -> str:
+        return "\n".join(p.log_path.read_text(errors="replace") for p in self.processes.values())
+
+    async def _watch(self) -> None:
+        core = client.CoreV1Api(self.api)
+        selector = f"{c.LABEL_COMPONENT}={c.COMPONENT_LISTENER}"
+        while True:
+            w = watch.Watch()
+            try:
+                async for event in w.stream(
+                    core.list_namespaced_pod, self.namespace, label_selector=selector
+                ):
+                    await self._on_pod(str(event["type"]), event["object"])
+            except (ApiException, OSError) as err:
+                log.debug("kubelet watch restarted: %s", err)
+            finally:
+                w.stop()
+
+    async def _on_pod(self, kind: str, pod: Any) -> None:
+        name = pod.metadata.name
+        if kind == "DELETED" or pod.metadata.deletion_timestamp:
+            self._kill(name)
+            return
+        if pod.status.phase == "Running" and name not in self.processes:
+            await self._spawn(pod)
+
+    def _kill(self, name: str) -> None:
+        entry = self.processes.get(name)
+        if entry and entry.proc.poll() is None:
+            entry.proc.terminate()
+            try:
+                entry.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                entry.proc.kill()
+
+    async def _spawn(self, pod: Any) -> None:
+        container = pod.spec.containers[0]
+        env = await self._resolve_env(container)
+        kubeconfig = await self._token_kubeconfig(pod)
+        hook, metrics = _free_port(), _free_port()
+        env.update(
+            RUNNERFLEET_KUBECONFIG=str(kubeconfig),
+            RUNNERFLEET_WEBHOOK_PORT=str(hook),
+            RUNNERFLEET_METRICS_PORT=str(metrics),
+        )
+        log_path = self.work_dir / f"{pod.metadata.name}.log"
+        with log_path.open("ab") as out:
+            proc = subprocess.Popen(  # noqa: ASYNC220 (returns at once; lifetime managed here)
+                [sys.executable, "-m", "runnerfleet.cli", *container.command[1:]],
+                env={"PATH": "/usr/bin:/bin", **env}, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        self.processes[pod.metadata.name] = ListenerProcess(
+            pod.metadata.name, proc, hook, metrics, log_path
+        )
+        self.started += 1
+
+    async def _resolve_env(self, container: Any) -> dict[str, str]:
+        core = client.CoreV1Api(self.api)
+        env: dict[str, str] = {}
+        for source in container.env_from or []:
+            if source.secret_ref:
+                secret = await core.read_namespaced_secret(source.secret_ref.name, self.namespace)
+                env.update(
+                    {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+                )
+        for var in container.env or []:
+            if var.value is not None:
+                env[var.name] = var.value
+            elif var.value_from and var.value_from.secret_key_ref:
+                ref = var.value_from.secret_key_ref
+                secret = await core.read_namespaced_secret(ref.name, self.namespace)
+                env[var.name] = base64.b64decode((secret.data or {})[ref.key]).decode()
+        return env
+
+    async def _token_kubeconfig(self, pod: Any) -> Path:
+        """A kubeconfig carrying a fresh token of the pod's ServiceAccount (and nothing else)."""
+        core = client.CoreV1Api(self.api)
+        request = client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+        )
+        token = await core.create_namespaced_service_account_token(
+            pod.spec.service_account_name, self.namespace, request
+        )
+        admin = yaml.safe_load(self.admin_kubeconfig.read_text())
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": admin["clusters"],
+            "users": [{"name": "sa", "user": {"token": token.status.token}}],
+            "contexts": [{"name": "sa", "context": {
+                "cluster": admin["clusters"][0]["name"], "user": "sa",
+                "namespace": self.namespace}}],
+            "current-context": "sa",
+        }  # fmt: skip
+        path = self.work_dir / f"{pod.metadata.name}.kubeconfig"
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path

@@ -1,0 +1,281 @@
+"""TeamListener end to end: the operator runs a listener Deployment; a stand-in kubelet runs
+its pod's real program (`runnerfleet listen`) with the pod's own ServiceAccount token."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import aiohttp
+import pytest
+from kubernetes_asyncio import client
+
+from runnerfleet import conventions as c
+from runnerfleet.listener.signature import sign
+from tests.support.factories import make_scale_set, make_team_listener
+from tests.support.fleet import Fleet
+from tests.support.kube import wait_for
+
+TEAM_A = ["self-hosted", "linux", "team-a"]
+
+
+async def _team_a(f: Fleet, poll: str = "2s", **listener: object) -> None:
+    await f.apply_scale_set(make_scale_set(
+        "team-a-linux", config_url=f.config_url, team="team-a", labels=TEAM_A,
+        min_runners=1, max_runners=20, scaleDownDelay="1s",
+    ))  # fmt: skip
+    await f.apply_team_listener(make_team_listener(
+        "team-a", team="team-a", config_url=f.config_url, repositories=["app"],
+        scaleSetSelector={"matchLabels": {c.LABEL_TEAM: "team-a"}}, pollInterval=poll,
+        **listener,
+    ))  # fmt: skip
+
+
+async def test_listener_children_and_readiness(running_fleet: Fleet) -> None:
+    f = running_fleet
+    await _team_a(f)
+    tl = await wait_for(
+        lambda: f.team_listener("team-a"),
+        lambda t: t.get("status", {}).get("listenerReady") is True,
+        what="TeamListener listenerReady",
+    )
+    assert (
+        next(c_ for c_ in tl["status"]["conditions"] if c_["type"] == "Ready")["status"] == "True"
+    )
+    net = client.NetworkingV1Api(f.kube)
+    policy = await net.read_namespaced_network_policy("team-a-runners", f.namespace)
+    assert policy.spec.pod_selector.match_labels == {
+        c.LABEL_TEAM: "team-a", c.LABEL_COMPONENT: c.COMPONENT_RUNNER,
+    }  # fmt: skip
+    assert policy.spec.ingress == [] or policy.spec.ingress is None
+    https = policy.spec.egress[1]
+    assert https.ports[0].port == 443
+    assert https.to[0].ip_block._except == ["169.254.169.254/32"]
+    # The team's runner pods are the ones the policy selects.
+    await f.expect_runners("team-a-linux", idle=1)
+    pods = await f.pods("team-a-linux")
+    assert all(p.metadata.labels[c.LABEL_TEAM] == "team-a" for p in pods)
+
+
+async def test_queued_jobs_become_busy_runners_and_other_teams_do_not(running_fleet: Fleet) -> None:
+    f = running_fleet
+    await _team_a(f)
+    await f.expect_runners("team-a-linux", idle=1)
+    await f.listener_process()
+    other = [f.github.enqueue_job("acme/app", ["self-hosted", "linux", "team-b"], 1.0)
+             for _ in range(3)]  # fmt: skip
+    jobs = [f.github.enqueue_job("acme/app", TEAM_A, 6.0) for _ in range(7)]
+    started = time.monotonic()
+    await f.expect_runners("team-a-linux", idle=1, busy=7, within=2 + 5 + 10)
+    elapsed = time.monotonic() - started
+    await wait_for(
+        lambda: asyncio.sleep(0, [j.status for j in jobs]),
+        lambda s: s == ["completed"] * 7, what="team-a's 7 jobs to complete", within=30,
+    )  # fmt: skip
+    await f.expect_runners("team-a-linux", idle=1, within=30)
+    assert all(j.status == "queued" for j in other), "team-b's jobs must never run on team-a"
+    tl = await f.team_listener("team-a")
+    assert tl["status"]["poll"]["unmatchedJobs"] == 3
+    print(f"7 jobs busy after {elapsed:.1f}s")
+
+
+async def test_most_specific_scale_set_gets_the_job(running_fleet: Fleet) -> None:
+    f = running_fleet
+    for name, labels in (("plain", ["linux"]), ("gpu", ["linux", "gpu"])):
+        await f.apply_scale_set(make_scale_set(
+            name, config_url=f.config_url, team="team-a", labels=labels, max_runners=5,
+        ))  # fmt: skip
+    await f.apply_team_listener(make_team_listener(
+        "team-a", team="team-a", config_url=f.config_url, pollInterval="1s",
+    ))  # fmt: skip
+    gpu_job = f.github.enqueue_job("acme/app", ["linux", "gpu"], 30.0)
+    plain_job = f.github.enqueue_job("acme/app", ["linux"], 30.0)
+    await f.expect_runners("gpu", idle=0, busy=1, within=20)
+    await f.expect_runners("plain", idle=0, busy=1, within=20)
+    assert (gpu_job.runner_name or "").startswith("gpu-")
+    assert (plain_job.runner_name or "").startswith("plain-")
+
+
+async def test_idle_polling_costs_no_rate_limit(running_fleet: Fleet) -> None:
+    f = running_fleet
+    await _team_a(f, poll="1s")
+    await f.listener_process()
+    await wait_for(
+        lambda: f.team_listener("team-a"),
+        lambda t: bool(t.get("status", {}).get("poll", {}).get("lastSuccessfulPoll")),
+        what="a first successful poll",
+    )
+    runs = "/api/v3/repos/{org}/{repo}/actions/runs"
+
+    def counted() -> tuple[int, int]:
+        return (
+            sum(
+                n
+                for (_, path, status), n in f.github.requests.items()
+                if path == runs and status != 304
+            ),
+            sum(
+                n
+                for (_, path, status), n in f.github.requests.items()
+                if path == runs and status == 304
+            ),
+        )
+
+    before, _ = counted()
+    _, not_modified_before = counted()
+    await wait_for(
+        lambda: asyncio.sleep(0, counted()[1] - not_modified_before),
+        lambda n: n >= 16, what="8 more idle polls (2 conditional requests each)", within=30,
+    )  # fmt: skip
+    assert counted()[0] == before, "idle polls must all be answered 304"
+
+
+async def test_webhook_signature_and_instant_reaction(running_fleet: Fleet) -> None:
+    f = running_fleet
+    core = client.CoreV1Api(f.kube)
+    await core.create_namespaced_secret(f.namespace, client.V1Secret(
+        metadata=client.V1ObjectMeta(name="hook"),
+        string_data={"github_webhook_secret": "It's a Secret to Everybody"},
+    ))  # fmt: skip
+    await _team_a(f, poll="10m", webhook={"enabled": True, "secretRef": {"name": "hook"}})
+    await f.expect_runners("team-a-linux", idle=1)
+    proc = await f.listener_process()
+    url = f"http://127.0.0.1:{proc.webhook_port}/webhook"
+    await wait_for(
+        lambda: f.team_listener("team-a"),
+        lambda t: bool(t.get("status", {}).get("poll", {}).get("lastSuccessfulPoll")),
+        what="the first poll (the next one is 10 minutes away)",
+    )
+    job = f.github.enqueue_job("acme/app", TEAM_A, 30.0)
+    payload = json.dumps({
+        "action": "queued",
+        "workflow_job": {"id": job.id, "run_id": job.run_id, "labels": TEAM_A, "status": "queued"},
+        "repository": {"full_name": "acme/app"},
+    }).encode()  # fmt: skip
+    headers = {"X-GitHub-Event": "workflow_job", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as session:
+        await wait_for(
+            lambda: _post(session, url, b"{}", headers), lambda s: s is not None,
+            what="the webhook port to answer",
+        )  # fmt: skip
+        assert await _post(session, url, payload, headers) == 401  # unsigned
+        bad = {**headers, "X-Hub-Signature-256": sign(b"wrong", payload)}
+        assert await _post(session, url, payload, bad) == 401
+        rss = await f.scale_set("team-a-linux")
+        assert (rss["status"].get("demand") or {}).get("assignedJobs", 0) == 0  # no state change
+        good = {**headers, "X-Hub-Signature-256": sign(b"It's a Secret to Everybody", payload)}
+        sent = time.monotonic()
+        assert await _post(session, url, payload, good) == 200
+    await f.expect_runners("team-a-linux", idle=1, busy=1, within=2.0 + 3.0)
+    print(f"webhook -> busy runner in {time.monotonic() - sent:.2f}s")
+
+
+async def _post(
+    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]
+) -> int | None:
+    try:
+        async with session.post(url, data=body, headers=headers) as resp:
+            return resp.status
+    except aiohttp.ClientConnectionError:
+        return None
+
+
+async def test_rate_limit_makes_listener_back_off_and_report(running_fleet: Fleet) -> None:
+    f = running_fleet
+    await _team_a(f, poll="1s")
+    await f.expect_runners("team-a-linux", idle=1)
+    await f.listener_process()
+    before = f.registrations("team-a-linux")
+    f.github.exhaust_rate_limit(reset_in=20)
+    tl = await wait_for(
+        lambda: f.team_listener("team-a"),
+        lambda t: any(c_["type"] == "Polling" and c_["reason"] == "RateLimited"
+                      for c_ in t.get("status", {}).get("conditions", [])),
+        what="TeamListener Polling=False (RateLimited)", within=20,
+    )  # fmt: skip
+    assert tl["status"]["poll"]["rateLimitedUntil"]
+    refused = sum(n for (_, _, s), n in f.github.requests.items() if s == 403)
+    for _ in range(10):  # the listener waits for the reset instead of retrying every poll
+        assert f.registrations("team-a-linux") == before
+        await asyncio.sleep(0.3)
+    assert sum(n for (_, _, s), n in f.github.requests.items() if s == 403) - refused <= 2
+
+
+async def test_deleted_listener_pod_comes_back_and_demand_flows(running_fleet: Fleet) -> None:
+    f = running_fleet
+    await _team_a(f, poll="1s")
+    first = await f.listener_process()
+    core = client.CoreV1Api(f.kube)
+    await core.delete_namespaced_pod(first.pod, f.namespace, grace_period_seconds=0)
+    second = await wait_for(
+        lambda: asyncio.sleep(0, f.kubelet.running()),
+        lambda running: len(running) == 1 and running[0].pod != first.pod,
+        what="a new listener pod's process", within=30,
+    )  # fmt: skip
+    assert second
+    f.github.enqueue_job("acme/app", TEAM_A, 30.0)
+    await f.expect_runners("team-a-linux", idle=1, busy=1, within=15)
+
+
+async def test_listener_token_cannot_touch_other_namespaces_or_secrets(
+    running_fleet: Fleet,
+) -> None:
+    f = running_fleet
+    await _team_a(f)
+    proc = await f.listener_process()
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    from tests.support.kube import api_client
+
+    kubeconfig = f.kubelet.work_dir / f"{proc.pod}.kubeconfig"
+    async with api_client(kubeconfig) as as_listener:
+        custom = client.CustomObjectsApi(as_listener)
+        core = client.CoreV1Api(as_listener)
+        # Its own namespace's scale sets: readable.
+        await custom.list_namespaced_custom_object(
+            c.GROUP, c.VERSION, f.namespace, "runnerscalesets"
+        )
+        for call in (
+            custom.list_namespaced_custom_object(c.GROUP, c.VERSION, "default", "runnerscalesets"),
+            custom.patch_namespaced_custom_object_status(
+                c.GROUP, c.VERSION, "default", "runnerscalesets", "x", {"status": {}}),
+            core.list_namespaced_secret(f.namespace),
+            core.read_namespaced_secret("github-app", f.namespace),
+            core.create_namespaced_pod(f.namespace, {"metadata": {"name": "x"},
+                                       "spec": {"containers": [{"name": "x", "image": "x"}]}}),
+            custom.patch_namespaced_custom_object(
+                c.GROUP, c.VERSION, f.namespace, "runnerscalesets", "team-a-linux",
+                {"spec": {"maxRunners": 99}}),
+        ):  # fmt: skip
+            with pytest.raises(ApiException) as err:
+                await call
+            assert err.value.status == 403, err.value
+
+
+async def test_listener_metrics_expose_the_families(running_fleet: Fleet) -> None:
+    f = running_fleet
+    await _team_a(f, poll="1s")
+    proc = await f.listener_process()
+    f.github.enqueue_job("acme/app", TEAM_A, 2.0)
+    await f.expect_runners("team-a-linux", idle=1, busy=1, within=20)
+
+    async def scrape() -> str:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(f"http://127.0.0.1:{proc.metrics_port}/metrics") as resp,
+        ):
+            return await resp.text()
+
+    text = await wait_for(
+        scrape, lambda t: "runnerfleet_job_queue_wait_seconds_count" in t and
+        'runnerfleet_job_queue_wait_seconds_count{namespace=' in t, what="queue wait observed",
+        within=20,
+    )  # fmt: skip
+    for family in (
+        "runnerfleet_listener_queued_jobs", "runnerfleet_listener_demand",
+        "runnerfleet_listener_unmatched_jobs", "runnerfleet_github_requests_total",
+        "runnerfleet_github_rate_limit_remaining", "runnerfleet_listener_polls_total",
+        "runnerfleet_job_queue_wait_seconds_bucket",
+    ):  # fmt: skip
+        assert family in text, family
