@@ -319,3 +319,30 @@ async def test_orphan_registration_is_removed(running_fleet: Fleet) -> None:
     )
     assert orphan in f.github.deleted_runners
     await f.expect_runners("linux", idle=1, within=10)
+
+
+async def test_operator_metrics_expose_runner_states(running_fleet: Fleet) -> None:
+    import aiohttp
+
+    f = running_fleet
+    await f.apply_scale_set(make_scale_set("linux", config_url=f.config_url, min_runners=2))
+    await f.expect_runners("linux", idle=2)
+    url = f"http://127.0.0.1:{f.operator.metrics_port}/metrics"
+
+    async def scrape() -> str:
+        async with aiohttp.ClientSession() as s, s.get(url) as resp:
+            return await resp.text()
+
+    labels = f'namespace="{f.namespace}",scale_set="linux"'
+    text = await wait_for(
+        scrape, lambda t: f'runnerfleet_runners{{{labels},state="idle"}} 2.0' in t,
+        what="runnerfleet_runners idle == 2",
+    )  # fmt: skip
+    for family in (
+        f"runnerfleet_desired_runners{{{labels}}} 2.0",
+        f"runnerfleet_min_runners{{{labels}}} 2.0",
+        f"runnerfleet_max_runners{{{labels}}} 10.0",
+        f'runnerfleet_runners{{{labels},state="busy"}} 0.0',
+        "runnerfleet_reconcile_seconds_bucket",
+    ):  # fmt: skip
+        assert family in text, family

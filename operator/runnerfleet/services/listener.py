@@ -54,6 +54,7 @@ class Listener:
     started_seen: set[int] = field(default_factory=set)
     last_poll_ok: float | None = None
     unmatched: int = 0
+    assignment: dict[int, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def poll_interval(self) -> float:
@@ -88,11 +89,14 @@ class Listener:
             return
         finally:
             self._export_github_counters()
+        finished = [
+            self.assignment[j] for j in self.jobs if j not in table and j in self.assignment
+        ]
         self.jobs = table
         self.last_poll_ok = self.clock()
         self.metrics.polls.labels("ok").inc()
-        self._observe_starts(table.values())
         await self.publish()
+        self._observe(table.values(), finished)
         await self.report()
 
     async def _repositories(self) -> list[tuple[str, str]]:
@@ -120,13 +124,19 @@ class Listener:
                 self.github.rate_limit_remaining
             )
 
-    def _observe_starts(self, jobs: Any) -> None:
+    def _observe(self, jobs: Any, finished: list[tuple[str, str]]) -> None:
+        """Jobs started (with their queue wait) and jobs gone from the queue since last poll."""
+        for done in finished:
+            self.metrics.jobs_completed.labels(*done).inc()
         for job in jobs:
-            if job.status == "in_progress" and job.id not in self.started_seen:
-                self.started_seen.add(job.id)
-                if job.created_at and job.started_at:
-                    wait = max(0.0, job.started_at - job.created_at)
-                    self.metrics.queue_wait.labels(self.namespace, "").observe(wait)
+            owner = self.assignment.get(job.id)
+            if job.status != "in_progress" or job.id in self.started_seen or owner is None:
+                continue
+            self.started_seen.add(job.id)
+            self.metrics.jobs_started.labels(*owner).inc()
+            if job.created_at and job.started_at:
+                wait = max(0.0, job.started_at - job.created_at)
+                self.metrics.queue_wait.labels(*owner).observe(wait)
 
     # ------------------------------------------------------------------ webhooks
     def on_workflow_job(self, payload: dict[str, Any]) -> bool:
@@ -163,6 +173,7 @@ class Listener:
         ]
         jobs = [Job(j.id, j.labels, j.status) for j in self.jobs.values() if j.status in COUNTED]
         result = match(jobs, labels)
+        self.assignment.update(result.assignment)
         self.unmatched = len(result.unmatched)
         self.metrics.unmatched_jobs.labels(self.spec.team).set(self.unmatched)
         for key, demand in result.demand.items():

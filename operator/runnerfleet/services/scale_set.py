@@ -41,6 +41,7 @@ from runnerfleet.gateways.kubernetes import (
     KubeGateway,
     NotFoundError,
 )
+from runnerfleet.metrics import OperatorMetrics
 from runnerfleet.models.base import parse_duration
 from runnerfleet.models.github import GitHubCredentials, InvalidGitHubConfigError, parse_config_url
 from runnerfleet.models.runner_scale_set import RunnerScaleSetSpec, RunnerScaleSetStatus
@@ -81,6 +82,7 @@ class Runtime:
     listener_wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     # GitHub target key -> epoch seconds until which its rate limit is exhausted.
     rate_limited_until: dict[str, float] = field(default_factory=dict)
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics.create)
     _github: dict[tuple[str, int], GitHubGateway] = field(default_factory=dict)
 
     def wake(self, namespace: str, name: str) -> None:
@@ -156,7 +158,9 @@ async def reconcile_once(runtime: Runtime, namespace: str, name: str) -> RoundOu
     scale_set = ScaleSet(await kube.get_scale_set(namespace, name))
     if scale_set.body["metadata"].get("deletionTimestamp"):
         return RoundOutcome(plan=None)
+    started = time.monotonic()
     outcome = await _round(runtime, scale_set)
+    _record(runtime.metrics, scale_set, outcome, time.monotonic() - started)
     now = time.time()
     status = build_status(outcome, scale_set.status, scale_set.generation, now)
     await kube.patch_scale_set_status(namespace, name, status)
@@ -214,6 +218,24 @@ async def _converge(
         runtime.rate_limited_until[key] = github.rate_limited_until
     scaled = any(isinstance(a, CreateRunners | RemoveRunner) for a in decided.actions)
     return RoundOutcome(decided, problems, scaled)
+
+
+def _record(
+    metrics: OperatorMetrics, scale_set: ScaleSet, outcome: RoundOutcome, took: float
+) -> None:
+    ident = scale_set.identity
+    key = (ident.namespace, ident.name)
+    metrics.reconcile_seconds.labels(*key).observe(took)
+    spec = scale_set.body.get("spec", {})
+    metrics.min_runners.labels(*key).set(spec.get("minRunners", 0))
+    metrics.max_runners.labels(*key).set(spec.get("maxRunners", 0))
+    if outcome.plan is None:
+        return
+    metrics.desired.labels(*key).set(outcome.plan.desired)
+    for state, count in outcome.plan.counts.items():
+        metrics.runners.labels(*key, state.value.lower()).set(count)
+    for _, reason in outcome.plan.failures:
+        metrics.runner_failures.labels(*key, reason).inc()
 
 
 def _rate_limited(until: float) -> Problem:

@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -22,6 +29,7 @@ class OperatorProcess:
     namespace: str
     log_path: Path
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    metrics_port: int = field(default_factory=lambda: _free_port())
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -29,7 +37,8 @@ class OperatorProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "runnerfleet.cli", "operator",
                  "--kubeconfig", str(self.kubeconfig), "--namespace", self.namespace],
-                stdout=out, stderr=subprocess.STDOUT, env={**os.environ},
+                stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, "RUNNERFLEET_METRICS_PORT": str(self.metrics_port)},
             )  # fmt: skip
 
     def kill(self) -> None:
