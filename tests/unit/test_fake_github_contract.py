@@ -6,6 +6,8 @@ passes here cannot drift from GitHub's schema for the fields runnerfleet relies 
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -212,3 +214,49 @@ async def test_enterprise_scope_and_control_api(fake: FakeGitHub) -> None:
         async with session.get(fake.url + "/_sim/jobs") as resp:
             jobs = await resp.json()
     assert [j["status"] for j in jobs] == ["queued", "queued"]
+
+
+async def test_webhook_deliveries_are_signed_and_valid() -> None:
+    from aiohttp import web
+
+    from runnerfleet.listener.signature import verify
+
+    received: list[tuple[bytes, str]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append((await request.read(), request.headers["X-Hub-Signature-256"]))
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    gh = FakeGitHub(tokens={"ghs_test"})
+    await gh.start()
+    try:
+        gh.webhook_url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+        gh.webhook_secret = b"s3cret"
+        job = gh.enqueue_job("acme/app", ["linux"])
+        created = await _jit(gh, "r-1", ["linux"])
+        registered = gh.runner_from_jit(created["encoded_jit_config"])
+        assert registered is not None
+        gh.go_online(registered)
+        gh.acquire_job(registered)
+        gh.complete_job(registered)
+        for _ in range(100):
+            if len(received) == 3:
+                break
+            await asyncio.sleep(0.02)  # deliveries are asynchronous, as on GitHub
+    finally:
+        await gh.stop()
+        await runner.cleanup()
+    assert len(received) == 3, (gh.deliveries, [json.loads(b)["action"] for b, _ in received])
+    models = [m.WebhookWorkflowJobQueued, m.WebhookWorkflowJobInProgress,
+              m.WebhookWorkflowJobCompleted]  # fmt: skip
+    for (body, signature), model in zip(received, models, strict=True):
+        assert verify(b"s3cret", body, signature)
+        event = _valid(model, json.loads(body))
+        assert event.workflow_job.id == job.id  # type: ignore[attr-defined]
+    assert gh.deliveries[200] == 3

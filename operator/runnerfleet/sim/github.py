@@ -22,6 +22,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import hmac
 import itertools
 import json
 import secrets
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import jwt
 from aiohttp import web
 
@@ -121,6 +123,11 @@ class FakeGitHub:
         self.jit_issued: list[str] = []
         self.deleted_runners: list[str] = []
         self._ids = itertools.count(1000)
+        # Webhook subscription (as an org webhook for `workflow_job`): URL and secret.
+        self.webhook_url: str | None = None
+        self.webhook_secret: bytes = b""
+        self.deliveries: Counter[int] = Counter()  # HTTP status -> count
+        self._pending: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -140,6 +147,8 @@ class FakeGitHub:
         self.port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
+        for task in list(self._pending):
+            task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -155,6 +164,7 @@ class FakeGitHub:
         self.jobs[job.id] = job
         if repo not in self.repositories:
             self.repositories.append(repo)
+        self._deliver("queued", job)
         return job
 
     def exhaust_rate_limit(self, reset_in: float) -> None:
@@ -191,6 +201,7 @@ class FakeGitHub:
                     time.time(),
                 )
                 runner.busy, runner.job_id = True, job.id
+                self._deliver("in_progress", job)
                 return job
         return None
 
@@ -199,7 +210,42 @@ class FakeGitHub:
         job = self.jobs.get(runner.job_id or -1)
         if job is not None:
             job.status, job.conclusion, job.completed_at = "completed", conclusion, time.time()
+            self._deliver("completed", job)
         self.runners.pop(runner.id, None)
+
+    def _deliver(self, action: str, job: FakeJob) -> None:
+        """POST a signed `workflow_job` delivery, as GitHub does, without blocking the caller."""
+        if self.webhook_url is None:
+            return
+        payload = {
+            "action": action,
+            "workflow_job": _job(self.url, job),
+            "repository": _repository(1, job.repo, self.url),
+            "sender": _user("github-actions", self.url),
+        }
+        body = json.dumps(payload).encode()
+        digest = hmac.new(self.webhook_secret, body, hashlib.sha256).hexdigest()
+        headers = {
+            "Content-Type": "application/json",
+            "X-GitHub-Event": "workflow_job",
+            "X-GitHub-Delivery": secrets.token_hex(8),
+            "X-Hub-Signature-256": f"sha256={digest}",
+        }
+        task = asyncio.get_running_loop().create_task(self._post(self.webhook_url, body, headers))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> None:
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(
+                    url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=10)
+                ) as resp,
+            ):
+                self.deliveries[resp.status] += 1
+        except (aiohttp.ClientError, TimeoutError):
+            self.deliveries[0] += 1  # GitHub records a failed delivery and moves on
 
     def summary(self) -> dict[str, Any]:
         states = Counter(j.status for j in self.jobs.values())
@@ -583,6 +629,7 @@ def _job(base: str, job: FakeJob) -> dict[str, Any]:
         "runner_group_id": 1 if job.runner_name else None,
         "runner_group_name": "Default" if job.runner_name else None,
         "workflow_name": "ci",
+        "run_attempt": 1,
     }
 
 
