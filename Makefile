@@ -54,6 +54,7 @@ demo: venv cluster-binaries
 
 bench: venv cluster-binaries
 	$(BIN)/python bench/run.py --jobs 200 $(BENCH_ARGS)
+	$(BIN)/python bench/latency.py --jobs 100
 
 cluster-up: venv cluster-binaries
 	$(BIN)/runnerfleet cluster up --nodes 3

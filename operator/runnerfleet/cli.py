@@ -195,7 +195,18 @@ def _print_status(report: dict[str, Any]) -> None:
     default=Path("examples/runnerscaleset.yaml"),
     show_default=True,
 )
-def demo(jobs: int, as_json: bool, keep: bool, state_dir: Path, example: Path) -> None:
+@click.option(
+    "--listener-example",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=Path("examples/teamlistener.yaml"),
+    show_default=True,
+)
+@click.option("--poll-only", is_flag=True, help="No webhooks: the listener only polls.")
+@click.option("--poll-interval", default="15s", show_default=True)
+def demo(
+    jobs: int, as_json: bool, keep: bool, state_dir: Path, example: Path,
+    listener_example: Path, poll_only: bool, poll_interval: str,
+) -> None:  # fmt: skip
     """Local cluster + operator + fake GitHub + simulated runners, fed a stream of jobs.
 
     Exit code 0 only if every job completed and nothing was left behind.
@@ -213,9 +224,11 @@ def demo(jobs: int, as_json: bool, keep: bool, state_dir: Path, example: Path) -
             cluster_.up([NodeSpec(count=4)])
             started_here = True
         cluster_.apply_crds(Path(__file__).resolve().parents[2] / "crds")
-        result = asyncio.run(
-            Demo(cluster_.kubeconfig, example, jobs, state_dir / "logs", console).run()
-        )
+        demo_ = Demo(
+            cluster_.kubeconfig, example, listener_example, jobs, state_dir / "logs", console,
+            webhooks=not poll_only, poll_interval=poll_interval,
+        )  # fmt: skip
+        result = asyncio.run(demo_.run())
     except ClusterError as err:
         _fail(str(err))
     finally:

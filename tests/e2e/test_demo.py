@@ -15,6 +15,7 @@ def test_demo_completes_every_job_and_leaves_nothing(tmp_path: Path) -> None:
     done = run_cli(
         "demo", "--jobs", "50", "--json", "--state-dir", str(state),
         "--example", str(ROOT / "examples" / "runnerscaleset.yaml"),
+        "--listener-example", str(ROOT / "examples" / "teamlistener.yaml"),
         timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -27,4 +28,5 @@ def test_demo_completes_every_job_and_leaves_nothing(tmp_path: Path) -> None:
     assert (
         0 < summary["queue_to_running_seconds"]["p50"] <= summary["queue_to_running_seconds"]["p95"]
     )
+    assert summary["demand_source"].startswith("TeamListener: webhooks")
     assert orphans(state) == []  # the demo's own cluster is down again

@@ -279,3 +279,23 @@ async def test_listener_metrics_expose_the_families(running_fleet: Fleet) -> Non
         "runnerfleet_job_queue_wait_seconds_bucket",
     ):  # fmt: skip
         assert family in text, family
+
+
+async def test_spec_change_rolls_the_listener(running_fleet: Fleet) -> None:
+    f = running_fleet
+    await _team_a(f, poll="5s")
+    first = await f.listener_process()
+    api = client.CustomObjectsApi(f.kube)
+    await api.patch_namespaced_custom_object(
+        c.GROUP, c.VERSION, f.namespace, c.TEAM_LISTENER_PLURAL, "team-a",
+        {"spec": {"pollInterval": "1s"}},
+        _content_type="application/merge-patch+json",  # type: ignore[call-arg]
+    )  # fmt: skip
+    second = await wait_for(
+        lambda: asyncio.sleep(0, f.kubelet.running()),
+        lambda running: len(running) == 1 and running[0].pod != first.pod,
+        what="the listener to roll to a new pod", within=30,
+    )  # fmt: skip
+    assert second[0].pod != first.pod
+    f.github.enqueue_job("acme/app", TEAM_A, 30.0)
+    await f.expect_runners("team-a-linux", idle=1, busy=1, within=10)

@@ -1,9 +1,10 @@
 """`runnerfleet demo`: the whole product on the local control plane, with a simulated GitHub.
 
-It starts the fake GitHub and simulated runners in this process and the operator as a child
-process (`runnerfleet operator`), creates a RunnerScaleSet from examples/, feeds it a stream
-of jobs, and plays the TeamListener's part (writing demand) until that component exists.
-At the end it deletes the scale set and counts what was left behind.
+It starts the fake GitHub and simulated runners in this process, the operator as a child
+process (`runnerfleet operator`), and the listener pod's program through a stand-in kubelet;
+creates the RunnerScaleSet and TeamListener from examples/, and feeds the fake GitHub a stream
+of jobs, which reach the listener as signed webhooks (or by polling only, with
+`webhooks=False`). At the end it deletes the scale set and counts what was left behind.
 
 Layer: tooling.
 """
@@ -30,8 +31,8 @@ from rich.live import Live
 from rich.table import Table
 
 from runnerfleet import conventions as c
-from runnerfleet.sim.demand import write_demand
 from runnerfleet.sim.github import FakeGitHub, FakeJob
+from runnerfleet.sim.kubelet import ListenerKubelet
 from runnerfleet.sim.operator_process import OperatorProcess
 from runnerfleet.sim.runners import SimulatedRunners
 
@@ -51,6 +52,7 @@ class DemoResult:
     github_requests: int
     elapsed_seconds: float
     lost_jobs: int = 0
+    demand_source: str = ""
 
     @property
     def ok(self) -> bool:
@@ -79,12 +81,16 @@ def quantiles(values: list[float]) -> dict[str, float]:
 class Demo:
     kubeconfig: Path
     example: Path
+    listener_example: Path
     jobs: int
     log_dir: Path
     console: Console
     seed: int = 7
     job_seconds: tuple[float, float] = (1.0, 3.0)
     arrivals_per_second: float = 10.0
+    webhooks: bool = True  # False: the listener only polls (every poll_interval)
+    poll_interval: str = "15s"
+    min_runners: int | None = None  # override the example's warm pool
 
     async def run(self) -> DemoResult:
         cfg = client.Configuration()
@@ -108,19 +114,32 @@ class Demo:
             metadata=client.V1ObjectMeta(name="github-app"),
             data={"github_token": base64.b64encode(token.encode()).decode()},
         ))  # fmt: skip
+        hook_secret = uuid.uuid4().hex
+        await core.create_namespaced_secret(namespace, client.V1Secret(
+            metadata=client.V1ObjectMeta(name="github-webhook"),
+            string_data={"github_webhook_secret": hook_secret},
+        ))  # fmt: skip
         sim = SimulatedRunners(github, api, namespace)
         sim.start()
         operator = OperatorProcess(self.kubeconfig, namespace, self.log_dir / "operator-demo.log")
         operator.start()
+        kubelet = ListenerKubelet(api, self.kubeconfig, namespace, self.log_dir)
+        kubelet.start()
+        custom = client.CustomObjectsApi(api)
         try:
             body = self._scale_set(github)
             name = body["metadata"]["name"]
-            await client.CustomObjectsApi(api).create_namespaced_custom_object(
+            await custom.create_namespaced_custom_object(
                 c.GROUP, c.VERSION, namespace, c.RUNNER_SCALE_SET_PLURAL, body
             )
-            jobs = await self._drive(api, github, namespace, name, body["spec"]["labels"])
+            await custom.create_namespaced_custom_object(
+                c.GROUP, c.VERSION, namespace, c.TEAM_LISTENER_PLURAL, self._listener(github)
+            )
+            await self._connect_webhooks(github, kubelet, hook_secret)
+            jobs = await self._drive(github, name, body["spec"]["labels"])
             leftovers = await self._teardown(api, github, namespace, name)
         finally:
+            await kubelet.stop()
             operator.stop()
             await sim.stop()
             await github.stop()
@@ -141,20 +160,47 @@ class Demo:
             github_requests=sum(github.requests.values()),
             elapsed_seconds=round(time.monotonic() - started, 2),
             lost_jobs=len(sim.lost_jobs),
+            demand_source=(
+                f"TeamListener: webhooks + polls every {self.poll_interval}"
+                if self.webhooks
+                else f"TeamListener: polls every {self.poll_interval}"
+            ),
         )
 
     def _scale_set(self, github: FakeGitHub) -> dict[str, Any]:
         body: dict[str, Any] = yaml.safe_load(self.example.read_text())
         body["spec"]["github"]["configUrl"] = f"{github.url}/{ORG}"
+        if self.min_runners is not None:
+            body["spec"]["minRunners"] = self.min_runners
         return body
 
-    async def _drive(
-        self, api: ApiClient, github: FakeGitHub, namespace: str, name: str, labels: list[str]
-    ) -> list[FakeJob]:
+    def _listener(self, github: FakeGitHub) -> dict[str, Any]:
+        listener: dict[str, Any] = yaml.safe_load(self.listener_example.read_text())
+        spec = listener["spec"]
+        spec["github"]["configUrl"] = f"{github.url}/{ORG}"
+        spec["pollInterval"] = self.poll_interval
+        spec["webhook"]["enabled"] = self.webhooks
+        return listener
+
+    async def _connect_webhooks(
+        self, github: FakeGitHub, kubelet: ListenerKubelet, secret: str
+    ) -> None:
+        """Wait for the listener's process; point the fake's org webhook at it (in a cluster
+        that would be the listener's Service behind an ingress)."""
+        for _ in range(600):
+            running = kubelet.running()
+            if running:
+                if self.webhooks:
+                    github.webhook_url = f"http://127.0.0.1:{running[0].webhook_port}/webhook"
+                    github.webhook_secret = secret.encode()
+                return
+            await asyncio.sleep(0.1)  # waiting for the operator to roll out the listener
+        raise RuntimeError("the listener never started: see the operator log")
+
+    async def _drive(self, github: FakeGitHub, name: str, labels: list[str]) -> list[FakeJob]:
+        """Feed jobs with random arrivals; the TeamListener turns them into demand."""
         rng = random.Random(self.seed)  # noqa: S311 (simulated arrivals, not security)
         jobs: list[FakeJob] = []
-        sequence = 0
-        last_demand = -1
         deadline = time.monotonic() + 120 + self.jobs * 0.5
         next_arrival = time.monotonic()
         with Live(
@@ -163,17 +209,11 @@ class Demo:
             while time.monotonic() < deadline:
                 now = time.monotonic()
                 while len(jobs) < self.jobs and next_arrival <= now:
-                    jobs.append(
-                        github.enqueue_job(f"{ORG}/app", labels, rng.uniform(*self.job_seconds))
-                    )
+                    duration = rng.uniform(*self.job_seconds)
+                    jobs.append(github.enqueue_job(f"{ORG}/app", labels, duration))
                     next_arrival += rng.expovariate(self.arrivals_per_second)
-                demand = sum(1 for j in jobs if j.status != "completed")
-                if demand != last_demand:
-                    sequence += 1
-                    await write_demand(api, namespace, name, demand, sequence, "demo")
-                    last_demand = demand
                 live.update(self._view(github, jobs, name))
-                if len(jobs) == self.jobs and demand == 0:
+                if len(jobs) == self.jobs and all(j.status == "completed" for j in jobs):
                     break
                 await asyncio.sleep(0.1)  # the demo's own tick: arrivals and the view
         return jobs

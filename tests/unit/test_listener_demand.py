@@ -1,0 +1,93 @@
+"""The listener's demand writes (service layer, gateways substituted): sequence numbers never
+go backwards, a newer report is never overwritten, conflicts are retried next round."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from runnerfleet.gateways.kubernetes import ConflictError
+from runnerfleet.metrics import ListenerMetrics
+from runnerfleet.models.github import parse_config_url
+from runnerfleet.models.team_listener import TeamListenerSpec
+from runnerfleet.services.listener import Listener
+
+
+@dataclass
+class StubKube:
+    scale_sets: list[dict[str, Any]]
+    writes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    conflict: bool = False
+
+    async def list_scale_sets(self, namespace: str) -> list[dict[str, Any]]:
+        return self.scale_sets
+
+    async def write_demand(self, ns: str, name: str, demand: dict[str, Any], rv: str) -> None:
+        if self.conflict:
+            raise ConflictError("moved", 409)
+        self.writes.append((name, demand))
+
+
+def _scale_set(
+    name: str, labels: list[str], demand: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "ns", "resourceVersion": "7", "labels": {}},
+        "spec": {"labels": labels},
+        "status": {"demand": demand} if demand else {},
+    }
+
+
+def _listener(kube: StubKube, now: float = 1_000.0) -> Listener:
+    spec = TeamListenerSpec.model_validate({
+        "team": "a", "github": {"configUrl": "https://github.com/acme", "secretRef": {"name": "g"}},
+        "repositories": {"names": ["app"]},
+    })  # fmt: skip
+    return Listener(
+        kube, None, parse_config_url("https://github.com/acme"), "ns", "a", spec,  # type: ignore[arg-type]
+        ListenerMetrics.create(), clock=lambda: now,
+    )  # fmt: skip
+
+
+def _job(job_id: int, labels: tuple[str, ...]) -> Any:
+    from runnerfleet.gateways.github import QueuedJob
+
+    return QueuedJob(job_id, 1, labels, "queued", None, None)
+
+
+async def test_writes_demand_with_increasing_sequence() -> None:
+    kube = StubKube([_scale_set("linux", ["linux"])])
+    lis = _listener(kube)  # type: ignore[arg-type]
+    lis.jobs = {1: _job(1, ("linux",)), 2: _job(2, ("linux",))}
+    await lis.publish()
+    lis.jobs.pop(1)
+    kube.scale_sets = [_scale_set("linux", ["linux"], kube.writes[-1][1])]
+    await lis.publish()
+    assert [w[1]["assignedJobs"] for w in kube.writes] == [2, 1]
+    assert kube.writes[0][1]["sequence"] < kube.writes[1][1]["sequence"]
+
+
+async def test_unchanged_demand_is_not_rewritten_until_heartbeat() -> None:
+    kube = StubKube([_scale_set("linux", ["linux"])])
+    lis = _listener(kube)  # type: ignore[arg-type]
+    await lis.publish()
+    kube.scale_sets = [_scale_set("linux", ["linux"], kube.writes[-1][1])]
+    await lis.publish()
+    assert len(kube.writes) == 1
+
+
+async def test_a_newer_report_is_never_overwritten() -> None:
+    newer = {"assignedJobs": 5, "sequence": 10**15, "observedAt": "x", "listener": "new"}
+    kube = StubKube([_scale_set("linux", ["linux"], newer)])
+    lis = _listener(kube)  # type: ignore[arg-type]
+    await lis.publish()
+    assert kube.writes == []
+
+
+async def test_conflict_is_left_for_the_next_round() -> None:
+    kube = StubKube([_scale_set("linux", ["linux"])], conflict=True)
+    lis = _listener(kube)  # type: ignore[arg-type]
+    await lis.publish()  # no exception
+    kube.conflict = False
+    await lis.publish()
+    assert len(kube.writes) == 1
