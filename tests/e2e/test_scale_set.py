@@ -346,3 +346,35 @@ async def test_operator_metrics_expose_runner_states(running_fleet: Fleet) -> No
         "runnerfleet_reconcile_seconds_bucket",
     ):  # fmt: skip
         assert family in text, family
+
+
+async def test_forbidden_template_is_a_condition_and_event_not_a_hot_loop(
+    running_fleet: Fleet,
+) -> None:
+    """A privileged (docker-in-docker style) template in a `restricted` namespace."""
+    f = running_fleet
+    await _restricted(f)
+    template = {"spec": {"containers": [{
+        "name": "runner", "securityContext": {"privileged": True, "allowPrivilegeEscalation": True},
+    }]}}  # fmt: skip
+    await f.apply_scale_set(
+        make_scale_set("dind", config_url=f.config_url, min_runners=2, template=template)
+    )
+    rss = await wait_for(
+        lambda: f.scale_set("dind"),
+        lambda r: any(
+            c["type"] == "PodsAdmitted" and c["status"] == "False"
+            for c in r.get("status", {}).get("conditions", [])
+        ),
+        what="PodsAdmitted=False",
+    )
+    cond = next(c for c in rss["status"]["conditions"] if c["type"] == "PodsAdmitted")
+    assert "privileged" in cond["message"]
+    assert "restricted" in cond["message"]
+    events = await client.CoreV1Api(f.kube).list_namespaced_event(f.namespace)
+    assert any(e.reason == "PodRejected" and e.involved_object.name == "dind" for e in events.items)
+    # No hot loop: the two runners wait (Secrets + registrations kept, no new ones per round).
+    issued = len(f.github.jit_issued)
+    await asyncio.sleep(5)  # an observation window (a negative property), not synchronisation
+    assert len(f.github.jit_issued) == issued == 2
+    assert await f.pods("dind") == []

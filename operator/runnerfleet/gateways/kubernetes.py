@@ -206,32 +206,53 @@ class KubeGateway:
             raise _map(err, f"read Secret {namespace}/{name}") from err
         return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
-    # ------------------------------------------------------------------ scale sets
-    async def get_scale_set(self, namespace: str, name: str) -> dict[str, Any]:
+    # ------------------------------------------------------------------ our custom objects
+    async def _get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
         try:
             body: dict[str, Any] = await self.custom.get_namespaced_custom_object(
-                c.GROUP, c.VERSION, namespace, c.RUNNER_SCALE_SET_PLURAL, name
+                c.GROUP, c.VERSION, namespace, plural, name
             )
         except Exception as err:
-            raise _map(err, f"get RunnerScaleSet {namespace}/{name}") from err
+            raise _map(err, f"get {plural} {namespace}/{name}") from err
         return body
+
+    async def _patch_custom_status(
+        self, plural: str, namespace: str, name: str, body: dict[str, Any]
+    ) -> None:
+        """JSON merge patch of the status subresource (only the keys given change)."""
+        try:
+            await self.custom.patch_namespaced_custom_object_status(
+                c.GROUP, c.VERSION, namespace, plural, name, body,
+                _content_type="application/merge-patch+json",  # type: ignore[call-arg]
+            )  # fmt: skip
+        except Exception as err:
+            raise _map(err, f"patch status of {plural} {namespace}/{name}") from err
+
+    async def get_scale_set(self, namespace: str, name: str) -> dict[str, Any]:
+        return await self._get_custom(c.RUNNER_SCALE_SET_PLURAL, namespace, name)
 
     async def patch_scale_set_status(
         self, namespace: str, name: str, status: dict[str, Any]
     ) -> None:
-        """Merge-patch the status subresource (the listener's `demand` is never touched)."""
-        try:
-            await self.custom.patch_namespaced_custom_object_status(
-                c.GROUP,
-                c.VERSION,
-                namespace,
-                c.RUNNER_SCALE_SET_PLURAL,
-                name,
-                {"status": status},
-                _content_type="application/merge-patch+json",  # type: ignore[call-arg]
-            )
-        except Exception as err:
-            raise _map(err, f"patch status of RunnerScaleSet {namespace}/{name}") from err
+        """The operator's status keys (never `demand`: the listener owns it)."""
+        await self._patch_custom_status(
+            c.RUNNER_SCALE_SET_PLURAL, namespace, name, {"status": status}
+        )
+
+    async def write_demand(
+        self, namespace: str, name: str, demand: dict[str, Any], resource_version: str
+    ) -> None:
+        """Patch status.demand only, on the version read (ConflictError if it moved)."""
+        body = {"metadata": {"resourceVersion": resource_version}, "status": {"demand": demand}}
+        await self._patch_custom_status(c.RUNNER_SCALE_SET_PLURAL, namespace, name, body)
+
+    async def get_team_listener(self, namespace: str, name: str) -> dict[str, Any]:
+        return await self._get_custom(c.TEAM_LISTENER_PLURAL, namespace, name)
+
+    async def patch_team_listener_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> None:
+        await self._patch_custom_status(c.TEAM_LISTENER_PLURAL, namespace, name, {"status": status})
 
     async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply (field manager `runnerfleet`, conflicts forced): create or update
@@ -275,39 +296,6 @@ class KubeGateway:
             raise _map(err, f"list RunnerScaleSets in {namespace}") from err
         items: list[dict[str, Any]] = body.get("items", [])
         return items
-
-    async def write_demand(
-        self, namespace: str, name: str, demand: dict[str, Any], resource_version: str
-    ) -> None:
-        """Patch status.demand only, on the version read (ConflictError if it moved)."""
-        body = {"metadata": {"resourceVersion": resource_version}, "status": {"demand": demand}}
-        try:
-            await self.custom.patch_namespaced_custom_object_status(
-                c.GROUP, c.VERSION, namespace, c.RUNNER_SCALE_SET_PLURAL, name, body,
-                _content_type="application/merge-patch+json",  # type: ignore[call-arg]
-            )  # fmt: skip
-        except Exception as err:
-            raise _map(err, f"write demand of RunnerScaleSet {namespace}/{name}") from err
-
-    async def get_team_listener(self, namespace: str, name: str) -> dict[str, Any]:
-        try:
-            body: dict[str, Any] = await self.custom.get_namespaced_custom_object(
-                c.GROUP, c.VERSION, namespace, c.TEAM_LISTENER_PLURAL, name
-            )
-        except Exception as err:
-            raise _map(err, f"get TeamListener {namespace}/{name}") from err
-        return body
-
-    async def patch_team_listener_status(
-        self, namespace: str, name: str, status: dict[str, Any]
-    ) -> None:
-        try:
-            await self.custom.patch_namespaced_custom_object_status(
-                c.GROUP, c.VERSION, namespace, c.TEAM_LISTENER_PLURAL, name, {"status": status},
-                _content_type="application/merge-patch+json",  # type: ignore[call-arg]
-            )  # fmt: skip
-        except Exception as err:
-            raise _map(err, f"patch status of TeamListener {namespace}/{name}") from err
 
     async def event(self, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
         """Post a core/v1 Event about `involved` (best effort: failures are not raised)."""

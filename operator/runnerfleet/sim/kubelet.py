@@ -15,7 +15,6 @@ import asyncio
 import base64
 import contextlib
 import logging
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -28,14 +27,9 @@ from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from runnerfleet import conventions as c
+from runnerfleet.localcluster.ports import free_ports
 
 log = logging.getLogger("runnerfleet.sim.kubelet")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -110,7 +104,7 @@ class ListenerKubelet:
         container = pod.spec.containers[0]
         env = await self._resolve_env(container)
         kubeconfig = await self._token_kubeconfig(pod)
-        hook, metrics = _free_port(), _free_port()
+        hook, metrics = free_ports(2)
         env.update(
             RUNNERFLEET_KUBECONFIG=str(kubeconfig),
             RUNNERFLEET_WEBHOOK_PORT=str(hook),

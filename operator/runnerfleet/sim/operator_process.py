@@ -8,17 +8,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from runnerfleet.localcluster.ports import free_ports
 
 
 @dataclass
@@ -29,7 +24,7 @@ class OperatorProcess:
     namespace: str
     log_path: Path
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-    metrics_port: int = field(default_factory=lambda: _free_port())
+    metrics_port: int = field(default_factory=lambda: free_ports(1)[0])
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
