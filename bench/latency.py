@@ -38,15 +38,18 @@ def main() -> int:
             cluster.apply_crds(ROOT / "crds")
             # A steady stream (2 jobs/s) with and without a warm pool, and a burst of all
             # jobs at once after the listener has been idle (where the poll interval shows).
-            modes = [(f"stream/{delivery}/min{warm}", delivery == "webhook", warm, 2.0)
+            modes = [(f"stream/{delivery}/min{warm}", delivery == "webhook", warm, 2.0, 0.0)
                      for warm in (0, 2) for delivery in ("webhook", "poll")]  # fmt: skip
-            modes += [(f"burst/{d}/min0", d == "webhook", 0, 1000.0) for d in ("webhook", "poll")]
-            for mode, webhooks, warm, rate in modes:
+            # The burst lands 7 s after a poll: mid-interval, as an unlucky real burst would.
+            modes += [
+                (f"burst/{d}/min0", d == "webhook", 0, 1000.0, 7.0) for d in ("webhook", "poll")
+            ]
+            for mode, webhooks, warm, rate, idle in modes:
                 demo = Demo(
                     cluster.kubeconfig, ROOT / "examples" / "runnerscaleset.yaml",
                     ROOT / "examples" / "teamlistener.yaml", args.jobs, Path(tmp) / "logs",
                     console, webhooks=webhooks, poll_interval=args.poll_interval,
-                    arrivals_per_second=rate, min_runners=warm,
+                    arrivals_per_second=rate, min_runners=warm, idle_before=idle,
                 )  # fmt: skip
                 result = asyncio.run(demo.run())
                 rows[mode] = {

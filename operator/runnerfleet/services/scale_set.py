@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from runnerfleet import conventions as c
 from runnerfleet.builders.runner import (
     ScaleSetIdentity,
@@ -172,6 +174,13 @@ async def _round(runtime: Runtime, scale_set: ScaleSet) -> RoundOutcome:
     ident = scale_set.identity
     try:
         spec = scale_set.spec
+    except ValidationError as err:  # the CRD admitted it, so this is a model/CRD mismatch
+        first = err.errors()[0]
+        where = "spec." + ".".join(str(p) for p in first["loc"])
+        return RoundOutcome(
+            None, [Problem("ConfigValid", "InvalidSpec", f"{where}: {first['msg']}")]
+        )
+    try:
         target = parse_config_url(spec.github.config_url)
         credentials = GitHubCredentials.from_secret_data(
             spec.github.secret_ref.name,

@@ -91,6 +91,7 @@ class Demo:
     webhooks: bool = True  # False: the listener only polls (every poll_interval)
     poll_interval: str = "15s"
     min_runners: int | None = None  # override the example's warm pool
+    idle_before: float = 0.0  # after the listener's first poll, wait this long before jobs
 
     async def run(self) -> DemoResult:
         cfg = client.Configuration()
@@ -136,6 +137,9 @@ class Demo:
                 c.GROUP, c.VERSION, namespace, c.TEAM_LISTENER_PLURAL, self._listener(github)
             )
             await self._connect_webhooks(github, kubelet, hook_secret)
+            if self.idle_before:
+                await self._first_poll(custom, namespace)
+                await asyncio.sleep(self.idle_before)  # jobs arrive mid poll interval
             jobs = await self._drive(github, name, body["spec"]["labels"])
             leftovers = await self._teardown(api, github, namespace, name)
         finally:
@@ -196,6 +200,17 @@ class Demo:
                 return
             await asyncio.sleep(0.1)  # waiting for the operator to roll out the listener
         raise RuntimeError("the listener never started: see the operator log")
+
+    async def _first_poll(self, custom: client.CustomObjectsApi, namespace: str) -> None:
+        name = yaml.safe_load(self.listener_example.read_text())["metadata"]["name"]
+        for _ in range(600):
+            tl = await custom.get_namespaced_custom_object(
+                c.GROUP, c.VERSION, namespace, c.TEAM_LISTENER_PLURAL, name
+            )
+            if (tl.get("status") or {}).get("poll", {}).get("lastSuccessfulPoll"):
+                return
+            await asyncio.sleep(0.1)  # waiting for the listener's first poll
+        raise RuntimeError("the listener never completed a poll")
 
     async def _drive(self, github: FakeGitHub, name: str, labels: list[str]) -> list[FakeJob]:
         """Feed jobs with random arrivals; the TeamListener turns them into demand."""
