@@ -17,15 +17,21 @@ from runnerfleet.services.listener import Listener
 class StubKube:
     scale_sets: list[dict[str, Any]]
     writes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    conflict: bool = False
+    conflicts: int = 0  # how many writes to refuse with 409 first
+    reads: int = 0
 
     async def list_scale_sets(self, namespace: str) -> list[dict[str, Any]]:
         return self.scale_sets
 
     async def write_demand(self, ns: str, name: str, demand: dict[str, Any], rv: str) -> None:
-        if self.conflict:
+        if self.conflicts:
+            self.conflicts -= 1
             raise ConflictError("moved", 409)
         self.writes.append((name, demand))
+
+    async def get_scale_set(self, ns: str, name: str) -> dict[str, Any]:
+        self.reads += 1
+        return next(s for s in self.scale_sets if s["metadata"]["name"] == name)
 
 
 def _scale_set(
@@ -84,10 +90,17 @@ async def test_a_newer_report_is_never_overwritten() -> None:
     assert kube.writes == []
 
 
-async def test_conflict_is_left_for_the_next_round() -> None:
-    kube = StubKube([_scale_set("linux", ["linux"])], conflict=True)
+async def test_conflict_is_retried_at_once_on_a_fresh_read() -> None:
+    kube = StubKube([_scale_set("linux", ["linux"])], conflicts=2)
     lis = _listener(kube)  # type: ignore[arg-type]
-    await lis.publish()  # no exception
-    kube.conflict = False
+    lis.jobs = {1: _job(1, ("linux",))}
     await lis.publish()
-    assert len(kube.writes) == 1
+    assert [w[1]["assignedJobs"] for w in kube.writes] == [1]
+    assert kube.reads == 2
+
+
+async def test_endless_conflicts_give_up_without_raising() -> None:
+    kube = StubKube([_scale_set("linux", ["linux"])], conflicts=99)
+    lis = _listener(kube)  # type: ignore[arg-type]
+    await lis.publish()
+    assert kube.writes == []

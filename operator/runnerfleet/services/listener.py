@@ -31,6 +31,7 @@ from runnerfleet.planning.matching import COUNTED, Job, ScaleSetLabels, match
 
 log = logging.getLogger("runnerfleet.listener")
 HEARTBEAT_SECONDS = 60.0
+CONFLICT_RETRIES = 5
 
 
 def _rfc3339(ts: float) -> str:
@@ -186,30 +187,48 @@ class Listener:
         return all(have.get(k) == v for k, v in wanted.items())
 
     async def _write(self, scale_set: dict[str, Any], demand: int) -> None:
+        """Write one scale set's demand; on a 409 re-read it and try again (bounded).
+
+        The operator patches the same object's status often, so conflicts are normal; leaving
+        the write to the next publish could mean waiting a whole poll interval.
+        """
         meta = scale_set["metadata"]
         key = (meta["namespace"], meta["name"])
+        for _ in range(CONFLICT_RETRIES):
+            report = self._report(key, scale_set, demand)
+            if report is None:
+                return
+            try:
+                await self.kube.write_demand(key[0], key[1], report, meta["resourceVersion"])
+            except ConflictError:
+                scale_set = await self.kube.get_scale_set(*key)
+                meta = scale_set["metadata"]
+                continue
+            self.last_written[key] = (demand, self.clock())
+            self.metrics.demand.labels(*key).set(demand)
+            return
+        log.warning("%s/%s: demand not written after %d conflicts", *key, CONFLICT_RETRIES)
+
+    def _report(
+        self, key: tuple[str, str], scale_set: dict[str, Any], demand: int
+    ) -> dict[str, Any] | None:
+        """The demand report to write, or None if there is nothing (new) to say."""
         now = self.clock()
         current = (scale_set.get("status") or {}).get("demand") or {}
         previous = self.last_written.get(key)
         fresh = previous is not None and now - previous[1] < HEARTBEAT_SECONDS
         if current.get("assignedJobs") == demand and fresh:
-            return
+            return None
         if int(current.get("sequence", 0)) >= max(self.sequence, int(now * 1000)) + 1:
             log.warning("%s/%s has a newer demand report; not overwriting it", *key)
-            return
+            return None
         self.sequence = max(self.sequence + 1, int(now * 1000), int(current.get("sequence", 0)) + 1)
-        report = {
+        return {
             "assignedJobs": demand,
             "sequence": self.sequence,
             "observedAt": _rfc3339(now),
             "listener": f"{self.namespace}/{self.name}",
         }
-        try:
-            await self.kube.write_demand(key[0], key[1], report, meta["resourceVersion"])
-        except ConflictError:
-            return  # the object moved; the next publish re-reads it
-        self.last_written[key] = (demand, now)
-        self.metrics.demand.labels(*key).set(demand)
 
     # ------------------------------------------------------------------ status
     async def report(self) -> None:
