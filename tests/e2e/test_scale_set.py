@@ -378,3 +378,32 @@ async def test_forbidden_template_is_a_condition_and_event_not_a_hot_loop(
     await asyncio.sleep(5)  # an observation window (a negative property), not synchronisation
     assert len(f.github.jit_issued) == issued == 2
     assert await f.pods("dind") == []
+
+
+async def test_deleted_busy_runner_pod_is_replaced_and_its_registration_cleaned(
+    running_fleet: Fleet,
+) -> None:
+    """Reliability #16: someone deletes a busy runner's pod (or its node is evicted)."""
+    f = running_fleet
+    body = make_scale_set("linux", config_url=f.config_url, min_runners=1, scaleDownDelay="1s")
+    await f.apply_scale_set(body)
+    job = f.github.enqueue_job("acme/app", LABELS, 60.0)
+    await f.set_demand("linux", 1, sequence=1)
+    await f.expect_runners("linux", idle=1, busy=1, within=30)
+    victim = job.runner_name
+    assert victim is not None
+    await client.CoreV1Api(f.kube).delete_namespaced_pod(victim, f.namespace)
+    # The job is lost with its pod (as on GitHub); the demand for it goes away.
+    await f.set_demand("linux", 0, sequence=2)
+    await f.expect_runners("linux", idle=1, within=30)
+    assert victim not in [s.metadata.name for s in await f.secrets("linux")]
+    assert f.runners.lost_jobs == [job.id]
+    # It was recognised as lost (not restarted with its spent JIT config) ...
+    rss = await f.scale_set("linux")
+    assert rss["status"]["lastFailureReason"] == "PodLost"
+    # ... and its registration, busy until GitHub noticed, is removed once it is not.
+    await wait_for(
+        lambda: asyncio.sleep(0, victim in f.registrations("linux")),
+        lambda present: not present, what="the lost runner's registration removed", within=30,
+    )  # fmt: skip
+    assert victim in f.github.deleted_runners

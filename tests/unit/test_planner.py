@@ -155,3 +155,12 @@ def test_idle_runner_past_max_age_is_replaced() -> None:
     p = plan([old], replace(LIMITS, min_runners=1), None, Memory(), NOW)
     assert RemoveRunner("old", "MaxRunnerAge", 1, require_idle=True) in p.actions
     assert CreateRunners(1) in p.actions
+
+
+def test_runner_whose_pod_vanished_after_registering_is_replaced_not_restarted() -> None:
+    lost = replace(runner("lost", "busy"), pod_phase=None)
+    p = plan([lost], replace(LIMITS, min_runners=1), None, Memory(), NOW)
+    assert p.failures == [("lost", "PodLost")]
+    removal = next(a for a in p.actions if isinstance(a, RemoveRunner))
+    assert (removal.name, removal.has_pod, removal.require_idle) == ("lost", False, False)
+    assert not any(isinstance(a, CreatePod) for a in p.actions)

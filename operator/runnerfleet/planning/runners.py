@@ -159,12 +159,15 @@ def classify(runner: ObservedRunner, now: float, limits: Limits) -> tuple[State,
         if not runner.has_secret:
             return State.KEPT, runner.pod_reason or "PodFailed"
         return State.FAILED, runner.pod_reason or "PodFailed"
-    if reg is not None and reg.busy:
-        return State.BUSY, ""
     if phase is None:
         if not runner.has_secret:
             return State.FINISHED, "Orphaned"  # only a registration is left
+        if reg is not None and (reg.online or reg.busy):
+            # It ran (its one-use JIT config is spent) and its pod is gone: deleted or evicted.
+            return State.FAILED, "PodLost"
         return (State.STARTING, "") if runner.has_jit else (State.REGISTERING, "")
+    if reg is not None and reg.busy:
+        return State.BUSY, ""
     if reg is not None and reg.online:
         return State.IDLE, ""
     if now - runner.created_at > limits.registration_timeout:

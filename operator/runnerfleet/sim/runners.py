@@ -45,6 +45,7 @@ class SimulatedRunners:
     namespace: str | None = None
     startup_delay: float = 0.0  # seconds a runner takes to come online after Running
     never_register: bool = False  # simulate a broken image
+    lost_runner_after: float = 2.0  # how long GitHub takes to notice a runner died mid-job
     records: dict[str, RunnerRecord] = field(default_factory=dict)
     lost_jobs: list[int] = field(default_factory=list)
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -115,14 +116,23 @@ class SimulatedRunners:
             self.fake.complete_job(runner)
             await self._exit(namespace, name)
         except asyncio.CancelledError:
-            if runner is not None and runner.busy and record.job is not None:
-                if record.job.status != "completed":
-                    self.lost_jobs.append(record.job.id)
-                    record.job.status, record.job.conclusion = "completed", "failure"
-                self.fake.runners.pop(runner.id, None)
+            job = record.job
+            if runner is not None and runner.busy and job is not None and job.status != "completed":
+                self._lose(runner, job)
             raise
         finally:
             self._tasks.pop(name, None)
+
+    def _lose(self, runner: FakeRunner, job: FakeJob) -> None:
+        """The pod died mid-job. As on GitHub, the registration stays busy until the service
+        notices the runner is gone; then the job fails and the runner shows offline."""
+        self.lost_jobs.append(job.id)
+
+        def noticed() -> None:
+            job.status, job.conclusion = "completed", "failure"
+            runner.busy, runner.status, runner.job_id = False, "offline", None
+
+        asyncio.get_running_loop().call_later(self.lost_runner_after, noticed)
 
     async def _connect(self, namespace: str, name: str) -> FakeRunner | None:
         core = client.CoreV1Api(self.api)
