@@ -132,17 +132,9 @@ async def test_runner_that_never_registers_is_replaced_and_reported(running_flee
         keepFailedRunnersFor="0s",
     )  # fmt: skip
     await f.apply_scale_set(body)
-    rss = await wait_for(
-        lambda: f.scale_set("linux"),
-        lambda r: any(
-            c["type"] == "RunnersHealthy" and c["status"] == "False"
-            for c in r.get("status", {}).get("conditions", [])
-        ),
-        what="RunnersHealthy=False after repeated registration timeouts",
-        within=60,
-    )
-    cond = next(c for c in rss["status"]["conditions"] if c["type"] == "RunnersHealthy")
+    cond = await f.wait_condition("rss", "linux", "RunnersHealthy", within=60)
     assert "RegistrationTimeout" in cond["message"]
+    rss = await f.scale_set("linux")
     assert rss["status"]["consecutiveFailures"] >= 3
     assert len(f.github.jit_issued) >= 3  # each timed-out runner was replaced
     # Failed runners' registrations and Secrets are cleaned up.
@@ -207,17 +199,8 @@ async def test_rate_limit_backs_off_until_reset_and_keeps_runners(running_fleet:
     before = sorted(f.registrations("linux"))
     f.github.exhaust_rate_limit(reset_in=8)
     calls_at_block = sum(f.github.requests.values())
-    rss = await wait_for(
-        lambda: f.scale_set("linux"),
-        lambda r: any(
-            c["type"] == "GitHubReachable" and c["reason"] == "RateLimited"
-            for c in r.get("status", {}).get("conditions", [])
-        ),
-        what="GitHubReachable=False (RateLimited)",
-    )
-    assert "existing runners are kept" in next(
-        c["message"] for c in rss["status"]["conditions"] if c["type"] == "GitHubReachable"
-    )
+    cond = await f.wait_condition("rss", "linux", "GitHubReachable", reason="RateLimited")
+    assert "existing runners are kept" in cond["message"]
     # During the block: runners untouched, and at most a couple of refused calls, no storm.
     for _ in range(10):
         assert sorted(f.registrations("linux")) == before
@@ -238,15 +221,7 @@ async def test_missing_credentials_secret_is_a_condition_and_deletes_nothing(
     await f.apply_scale_set(
         make_scale_set("broken", config_url=f.config_url, secret="nope", min_runners=1)
     )
-    rss = await wait_for(
-        lambda: f.scale_set("broken"),
-        lambda r: any(
-            c["type"] == "ConfigValid" and c["status"] == "False"
-            for c in r.get("status", {}).get("conditions", [])
-        ),
-        what="ConfigValid=False on the broken scale set",
-    )
-    cond = next(c for c in rss["status"]["conditions"] if c["type"] == "ConfigValid")
+    cond = await f.wait_condition("rss", "broken", "ConfigValid")
     assert "Secret nope" in cond["message"]
     assert "spec.github.secretRef.name" in cond["message"]
     await f.expect_runners("linux", idle=2, within=5)
@@ -360,15 +335,7 @@ async def test_forbidden_template_is_a_condition_and_event_not_a_hot_loop(
     await f.apply_scale_set(
         make_scale_set("dind", config_url=f.config_url, min_runners=2, template=template)
     )
-    rss = await wait_for(
-        lambda: f.scale_set("dind"),
-        lambda r: any(
-            c["type"] == "PodsAdmitted" and c["status"] == "False"
-            for c in r.get("status", {}).get("conditions", [])
-        ),
-        what="PodsAdmitted=False",
-    )
-    cond = next(c for c in rss["status"]["conditions"] if c["type"] == "PodsAdmitted")
+    cond = await f.wait_condition("rss", "dind", "PodsAdmitted")
     assert "privileged" in cond["message"]
     assert "restricted" in cond["message"]
     events = await client.CoreV1Api(f.kube).list_namespaced_event(f.namespace)

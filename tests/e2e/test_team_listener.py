@@ -195,12 +195,8 @@ async def test_rate_limit_makes_listener_back_off_and_report(running_fleet: Flee
     await f.listener_process()
     before = f.registrations("team-a-linux")
     f.github.exhaust_rate_limit(reset_in=20)
-    tl = await wait_for(
-        lambda: f.team_listener("team-a"),
-        lambda t: any(c_["type"] == "Polling" and c_["reason"] == "RateLimited"
-                      for c_ in t.get("status", {}).get("conditions", [])),
-        what="TeamListener Polling=False (RateLimited)", within=20,
-    )  # fmt: skip
+    await f.wait_condition("tl", "team-a", "Polling", reason="RateLimited", within=20)
+    tl = await f.team_listener("team-a")
     assert tl["status"]["poll"]["rateLimitedUntil"]
     refused = sum(n for (_, _, s), n in f.github.requests.items() if s == 403)
     for _ in range(10):  # the listener waits for the reset instead of retrying every poll

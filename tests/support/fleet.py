@@ -85,6 +85,34 @@ class Fleet:
         """Write the demand contract as a TeamListener would (status.demand only)."""
         await write_demand(self.kube, self.namespace, name, jobs, sequence, "test")
 
+    async def wait_condition(
+        self,
+        kind: str,
+        name: str,
+        ctype: str,
+        status: str = "False",
+        reason: str | None = None,
+        within: float = 30.0,
+    ) -> dict[str, Any]:
+        """Wait until the object's condition `ctype` has `status` (and `reason`); return it."""
+        read = self.scale_set if kind == "rss" else self.team_listener
+
+        def matches(obj: dict[str, Any]) -> bool:
+            return any(
+                c_["type"] == ctype and c_["status"] == status
+                and (reason is None or c_["reason"] == reason)
+                for c_ in obj.get("status", {}).get("conditions", [])
+            )  # fmt: skip
+
+        obj = await wait_for(
+            lambda: read(name), matches, what=f"{kind} {name}: {ctype}={status} {reason or ''}",
+            within=within,
+        )  # fmt: skip
+        found: dict[str, Any] = next(
+            c_ for c_ in obj["status"]["conditions"] if c_["type"] == ctype
+        )
+        return found
+
     async def pods(self, scale_set: str) -> list[client.V1Pod]:
         core = client.CoreV1Api(self.kube)
         pods = await core.list_namespaced_pod(

@@ -142,6 +142,15 @@ def build_crd(kind: KindSpec) -> dict[str, Any]:
     }
 
 
+def _name_length_rule(why: str) -> dict[str, str]:
+    limit = c.MAX_SCALE_SET_NAME
+    return {
+        "rule": f"self.metadata.name.size() <= {limit}",
+        "message": f"metadata.name must be at most {limit} characters ({why})",
+        "reason": "FieldValueInvalid",
+    }
+
+
 def _int_column(name: str, path: str, description: str) -> dict[str, Any]:
     return {"name": name, "type": "integer", "jsonPath": path, "description": description}
 
@@ -161,16 +170,7 @@ RUNNER_SCALE_SET = KindSpec(
             "reason": "FieldValueInvalid",
         },
     ],
-    root_rules=[
-        {
-            "rule": f"self.metadata.name.size() <= {c.MAX_SCALE_SET_NAME}",
-            "message": (
-                f"metadata.name must be at most {c.MAX_SCALE_SET_NAME} characters "
-                "(runner names and labels derive from it)"
-            ),
-            "reason": "FieldValueInvalid",
-        }
-    ],
+    root_rules=[_name_length_rule("runner names and labels derive from it")],
     printer_columns=[
         _int_column("Desired", ".status.desired", "Runners wanted now"),
         _int_column("Idle", ".status.idle", "Online runners without a job"),
@@ -205,13 +205,7 @@ TEAM_LISTENER = KindSpec(
             "reason": "FieldValueRequired",
         },
     ],
-    root_rules=[
-        {
-            "rule": f"self.metadata.name.size() <= {c.MAX_SCALE_SET_NAME}",
-            "message": f"metadata.name must be at most {c.MAX_SCALE_SET_NAME} characters",
-            "reason": "FieldValueInvalid",
-        }
-    ],
+    root_rules=[_name_length_rule("child object names derive from it")],
     printer_columns=[
         {"name": "Team", "type": "string", "jsonPath": ".spec.team"},
         {"name": "Ready", "type": "boolean", "jsonPath": ".status.listenerReady"},
