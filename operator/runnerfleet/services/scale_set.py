@@ -66,6 +66,7 @@ from runnerfleet.planning.status import (
     memory_from_status,
     rfc3339,
 )
+from runnerfleet.services.loop import reconcile_loop
 
 log = logging.getLogger("runnerfleet.scaleset")
 
@@ -138,20 +139,11 @@ def limits_of(spec: RunnerScaleSetSpec) -> Limits:
 async def run(runtime: Runtime, namespace: str, name: str, stopped: Callable[[], bool]) -> None:
     """Reconcile until `stopped()`: after each round, wait for a wake-up or the resync."""
     wake = runtime.wakeups.setdefault((namespace, name), asyncio.Event())
-    while not stopped():
-        wake.clear()
-        started = time.monotonic()
-        try:
-            await reconcile_once(runtime, namespace, name)
-        except NotFoundError:
-            return
-        except KubeError as err:
-            log.warning("round for %s/%s failed, retrying: %s", namespace, name, err)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), RESYNC_SECONDS)
-        gap = MIN_ROUND_GAP - (time.monotonic() - started)
-        if gap > 0:
-            await asyncio.sleep(gap)  # rate limit: coalesce bursts of pod events into one round
+    await reconcile_loop(
+        f"RunnerScaleSet {namespace}/{name}",
+        lambda: reconcile_once(runtime, namespace, name),
+        wake, stopped, RESYNC_SECONDS, MIN_ROUND_GAP,
+    )  # fmt: skip
 
 
 async def reconcile_once(runtime: Runtime, namespace: str, name: str) -> RoundOutcome:

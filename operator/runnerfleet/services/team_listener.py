@@ -6,7 +6,6 @@ Layer: services. I/O only through the gateways.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -14,10 +13,11 @@ from collections.abc import Callable
 
 from runnerfleet import conventions as c
 from runnerfleet.builders.listener import ListenerIdentity, build_all
-from runnerfleet.gateways.kubernetes import InvalidError, KubeError, KubeGateway, NotFoundError
+from runnerfleet.gateways.kubernetes import InvalidError, KubeGateway
 from runnerfleet.models.base import parse_duration
 from runnerfleet.models.team_listener import TeamListenerSpec
 from runnerfleet.planning.listener_status import build_listener_status
+from runnerfleet.services.loop import reconcile_loop
 
 log = logging.getLogger("runnerfleet.teamlistener")
 RESYNC_SECONDS = 3.0
@@ -59,13 +59,8 @@ async def run(
     wake: asyncio.Event,
 ) -> None:
     image = listener_image()
-    while not stopped():
-        wake.clear()
-        try:
-            await reconcile_once(kube, namespace, name, image)
-        except NotFoundError:
-            return
-        except KubeError as err:
-            log.warning("round for TeamListener %s/%s failed, retrying: %s", namespace, name, err)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), RESYNC_SECONDS)
+    await reconcile_loop(
+        f"TeamListener {namespace}/{name}",
+        lambda: reconcile_once(kube, namespace, name, image),
+        wake, stopped, RESYNC_SECONDS,
+    )  # fmt: skip
