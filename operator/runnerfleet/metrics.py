@@ -1,16 +1,25 @@
 """Prometheus metric families of the listener and the operator (`runnerfleet_` prefix).
 
 Labels stay bounded: namespace, scale set, team, endpoint, status code. Never a job id or a
-runner name. Each process builds its families on its own registry (tests run several).
+runner name. Each process builds its families on its own registry (tests run several), and
+serves them with `serve_metrics`.
 
-Layer: bottom (like conventions): no I/O.
+Layer: bottom (like conventions). Only `serve_metrics` does I/O (an HTTP listener).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 QUEUE_WAIT_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
 
@@ -83,3 +92,23 @@ class OperatorMetrics:
             reconcile_seconds=Histogram("runnerfleet_reconcile_seconds",
                                         "Duration of one reconcile round", ss, registry=r),
         )  # fmt: skip
+
+
+async def serve_metrics(registry: CollectorRegistry, port: int) -> web.AppRunner:
+    """Serve `/metrics` (Prometheus text format) and `/healthz` on `port`; the caller cleans up."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104 (the pod's own port)
+    return runner

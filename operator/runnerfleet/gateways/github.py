@@ -349,9 +349,3 @@ class GitHubGateway:
                 owner, repo, run_id, filter_="latest", per_page=100, headers=h),
             parse,
         ))  # fmt: skip
-
-    def forget_run(self, owner: str, repo: str, run_id: int) -> None:
-        self._etag_cache.pop(f"jobs/{owner}/{repo}/{run_id}", None)
-
-    async def close(self) -> None:
-        """Nothing pooled is kept open between calls by githubkit's default client."""

@@ -84,12 +84,6 @@ def _map(err: Exception, what: str) -> KubeError:
     return KubeError(f"{what}: {type(err).__name__}: {err}")
 
 
-def _epoch(timestamp: str | None) -> float | None:
-    if not timestamp:
-        return None
-    return dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
-
-
 def now_rfc3339() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -365,8 +359,3 @@ def _object_path(manifest: dict[str, Any]) -> str:
     meta = manifest["metadata"]
     plural = _PLURALS[manifest["kind"]]
     return f"{base}/namespaces/{meta['namespace']}/{plural}/{meta['name']}"
-
-
-def pod_epoch(timestamp: str | None) -> float | None:
-    """RFC 3339 from the API -> epoch seconds (None stays None)."""
-    return _epoch(timestamp)

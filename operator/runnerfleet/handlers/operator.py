@@ -14,12 +14,11 @@ import os
 from typing import Any
 
 import kopf
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from runnerfleet import conventions as c
 from runnerfleet.gateways.github import GitHubError
 from runnerfleet.gateways.kubernetes import KubeError, KubeGateway, connect
+from runnerfleet.metrics import serve_metrics
 from runnerfleet.services import scale_set as service
 from runnerfleet.services import team_listener as listener_service
 
@@ -48,7 +47,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.runtime = service.Runtime(kube=KubeGateway(api))
     memo.api = api
     memo.pod_watch = asyncio.create_task(_watch_pods(memo.runtime))
-    memo.metrics_server = await _serve_metrics(
+    memo.metrics_server = await serve_metrics(
         memo.runtime.metrics.registry, int(os.environ.get("RUNNERFLEET_METRICS_PORT", "9090"))
     )
 
@@ -58,26 +57,6 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     memo.pod_watch.cancel()
     await memo.metrics_server.cleanup()
     await memo.api.close()
-
-
-async def _serve_metrics(registry: CollectorRegistry, port: int) -> web.AppRunner:
-    """/metrics (Prometheus text format) and /healthz on `port`."""
-
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
-
-    async def healthz(request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104 (the pod's metrics port)
-    return runner
 
 
 async def _watch_pods(runtime: service.Runtime) -> None:

@@ -19,12 +19,11 @@ import os
 from dataclasses import dataclass
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from runnerfleet.gateways.github import GitHubGateway
 from runnerfleet.gateways.kubernetes import KubeGateway, connect
 from runnerfleet.listener.signature import verify
-from runnerfleet.metrics import ListenerMetrics
+from runnerfleet.metrics import ListenerMetrics, serve_metrics
 from runnerfleet.models.github import GitHubCredentials, parse_config_url
 from runnerfleet.models.team_listener import TeamListenerSpec
 from runnerfleet.services.listener import Listener
@@ -83,30 +82,14 @@ async def serve(options: ListenerOptions) -> None:
         metrics.webhook_deliveries.labels(event, "accepted").inc()
         return web.Response(status=200, text="ok\n")
 
-    async def metrics_page(request: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
-
-    async def healthz(request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
-
-    hook_app = web.Application()
-    hook_app.router.add_post("/webhook", webhook)
-    ops_app = web.Application()
-    ops_app.router.add_get("/metrics", metrics_page)
-    ops_app.router.add_get("/healthz", healthz)
-    runners = []
-    for app, port, enabled in (
-        (hook_app, options.webhook_port, spec.webhook.enabled),
-        (ops_app, options.metrics_port, True),
-    ):
-        if not enabled:
-            continue
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104 (a pod's own ports)
-        runners.append(runner)
+    runners = [await serve_metrics(metrics.registry, options.metrics_port)]
+    if spec.webhook.enabled:
+        hook_app = web.Application()
+        hook_app.router.add_post("/webhook", webhook)
+        hook = web.AppRunner(hook_app, access_log=None)
+        await hook.setup()
+        await web.TCPSite(hook, "0.0.0.0", options.webhook_port).start()  # noqa: S104
+        runners.append(hook)
     log.info("listener %s/%s up: team %s, poll every %s", options.namespace, options.name,
              spec.team, spec.poll_interval)  # fmt: skip
     try:

@@ -302,13 +302,6 @@ class LocalCluster:
                 )
         return spec.names()
 
-    def wait_nodes_ready(self, names: Sequence[str], timeout: float = 30.0) -> None:
-        self._wait(
-            f"nodes {', '.join(names)} to be Ready",
-            time.monotonic() + timeout,
-            lambda: self._all_ready(names),
-        )
-
     def _nodes(self) -> list[dict[str, Any]]:
         body = self.api().get("/api/v1/nodes").body
         out = []

@@ -89,7 +89,7 @@ class Listener:
             await self.report()
             return
         finally:
-            self._export_github_counters()
+            self._export_rate_limit()
         finished = [
             self.assignment[j] for j in self.jobs if j not in table and j in self.assignment
         ]
@@ -119,7 +119,7 @@ class Listener:
             out.append((owner or self.target.owner, repo))
         return out
 
-    def _export_github_counters(self) -> None:
+    def _export_rate_limit(self) -> None:
         if self.github.rate_limit_remaining is not None:
             self.metrics.rate_limit_remaining.labels(self.spec.team).set(
                 self.github.rate_limit_remaining

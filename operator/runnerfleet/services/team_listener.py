@@ -6,7 +6,6 @@ Layer: services. I/O only through the gateways.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import time
 from collections.abc import Callable
@@ -19,7 +18,6 @@ from runnerfleet.models.team_listener import TeamListenerSpec
 from runnerfleet.planning.listener_status import build_listener_status
 from runnerfleet.services.loop import reconcile_loop
 
-log = logging.getLogger("runnerfleet.teamlistener")
 RESYNC_SECONDS = 3.0
 
 
