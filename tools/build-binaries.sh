@@ -56,3 +56,18 @@ if [ "$only" = all ] || [ "$only" = kwok ]; then
   wv=$(modver kwok sigs.k8s.io/kwok)
   build kwok "$wv" kwok sigs.k8s.io/kwok/cmd/kwok
 fi
+if [ "$only" = all ] || [ "$only" = karpenter ]; then
+  kv=$(modver karpenter sigs.k8s.io/karpenter)
+  build karpenter "$kv" karpenter-kwok sigs.k8s.io/karpenter/kwok
+  crds="$cache/bin/karpenter-$kv/karpenter-crds"
+  if [ ! -d "$crds" ]; then
+    # Karpenter's own CRDs (NodePool, NodeClaim, ...) and the kwok provider's KWOKNodeClass,
+    # copied from the module so `cluster up --karpenter` needs no module cache at run time.
+    src=$(cd "$here/karpenter" && go list -m -f '{{.Dir}}' sigs.k8s.io/karpenter)
+    mkdir -p "$crds.tmp"
+    cp "$src"/kwok/charts/crds/*.yaml "$src"/kwok/apis/crds/*.yaml "$crds.tmp/"
+    chmod -R u+w "$crds.tmp"
+    mv "$crds.tmp" "$crds"
+    echo "copied  Karpenter CRDs to $crds"
+  fi
+fi

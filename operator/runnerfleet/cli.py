@@ -61,9 +61,8 @@ def cluster() -> None:
     "--nodes",
     "node_count",
     type=click.IntRange(min=0),
-    default=3,
-    show_default=True,
-    help="Number of kwok (simulated) nodes.",
+    default=None,
+    help="Number of kwok (simulated) nodes [default: 3, or 0 with --karpenter].",
 )
 @click.option(
     "--node-label",
@@ -94,16 +93,25 @@ def cluster() -> None:
 @click.option(
     "--timeout", type=float, default=90.0, show_default=True, help="Seconds to wait for readiness."
 )
+@click.option(
+    "--karpenter",
+    is_flag=True,
+    help="Also run Karpenter's kwok provider (with its CRDs and a KWOKNodeClass `default`); "
+    "--nodes then defaults to 0, since Karpenter launches nodes for pending pods.",
+)
 def up(
     state_dir: Path,
-    node_count: int,
+    node_count: int | None,
     node_labels: tuple[str, ...],
     node_taints: tuple[str, ...],
     apiserver_port: int,
     bin_dir: Path | None,
     timeout: float,
+    karpenter: bool,
 ) -> None:
     """Start the control plane and print the admin kubeconfig's path."""
+    if node_count is None:
+        node_count = 0 if karpenter else 3
     try:
         labels = dict(parse_label(t) for t in node_labels)
         taints = tuple(parse_taint(t) for t in node_taints)
@@ -112,7 +120,9 @@ def up(
     spec = NodeSpec(count=node_count, labels=labels, taints=taints)
     started = time.monotonic()
     try:
-        info = LocalCluster(state_dir, bin_dir).up([spec], apiserver_port or None, timeout)
+        info = LocalCluster(state_dir, bin_dir).up(
+            [spec], apiserver_port or None, timeout, karpenter=karpenter
+        )
     except ClusterError as err:
         _fail(str(err))
     except KeyboardInterrupt:
@@ -120,6 +130,7 @@ def up(
     _out.print(
         f"local cluster ready in {time.monotonic() - started:.1f}s: Kubernetes "
         f"{info.kubernetes_version}, {node_count} kwok node(s), apiserver {info.server}"
+        + (", Karpenter (kwok provider)" if karpenter else "")
     )
     _out.print(f"kubeconfig: {info.kubeconfig}", markup=False)
     _out.print(f"  export KUBECONFIG={info.kubeconfig}", markup=False)

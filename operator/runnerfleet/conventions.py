@@ -77,3 +77,14 @@ LABEL_LISTENER: Final = f"{LABEL_PREFIX}/listener"
 ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"
 DEFAULT_OPERATOR_IMAGE: Final = "ghcr.io/runnerfleet/runnerfleet:0.1.0"
 FIELD_MANAGER: Final = "runnerfleet"
+
+RUNNER_NODE_POOL_KIND: Final = "RunnerNodePool"
+RUNNER_NODE_POOL_PLURAL: Final = "runnernodepools"
+# Nodes of a pool carry this label and a NoSchedule taint with the same key, both valued
+# with the pool's name; runner pods of scale sets using the pool select and tolerate it.
+LABEL_POOL: Final = f"{LABEL_PREFIX}/pool"
+TAINT_POOL: Final = LABEL_POOL
+KARPENTER_GROUP: Final = "karpenter.sh"
+KARPENTER_VERSION: Final = "v1"
+KARPENTER_NODEPOOL_PLURAL: Final = "nodepools"
+ANNOTATION_DO_NOT_DISRUPT: Final = "karpenter.sh/do-not-disrupt"

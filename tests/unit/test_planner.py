@@ -14,6 +14,7 @@ from runnerfleet.planning.runners import (
     Memory,
     ObservedRegistration,
     ObservedRunner,
+    ProtectPod,
     RegisterRunner,
     RemoveRunner,
     State,
@@ -34,9 +35,12 @@ def runner(name: str, state: str, *, age: float = 10.0, reg_id: int = 1) -> Obse
             return replace(
                 base, pod_phase="Running", registration=ObservedRegistration(reg_id, True, False)
             )
-        case "busy":
+        case "busy":  # steady state: the operator has already protected its pod
             return replace(
-                base, pod_phase="Running", registration=ObservedRegistration(reg_id, True, True)
+                base,
+                pod_phase="Running",
+                registration=ObservedRegistration(reg_id, True, True),
+                protected=True,
             )
         case "pending":
             return replace(base, pod_phase="Pending")
@@ -164,3 +168,14 @@ def test_runner_whose_pod_vanished_after_registering_is_replaced_not_restarted()
     removal = next(a for a in p.actions if isinstance(a, RemoveRunner))
     assert (removal.name, removal.has_pod, removal.require_idle) == ("lost", False, False)
     assert not any(isinstance(a, CreatePod) for a in p.actions)
+
+
+def test_busy_runners_pods_are_protected_from_disruption_and_idle_ones_released() -> None:
+    """karpenter.sh/do-not-disrupt follows the runner: set once it is busy, cleared when it
+    is idle (so Karpenter may consolidate idle capacity), never touched otherwise."""
+    started = replace(runner("b", "busy"), protected=False)
+    released = replace(runner("i", "idle"), protected=True)
+    steady = [runner("b2", "busy"), runner("i2", "idle"), runner("p", "pending")]
+    p = plan([started, released, *steady], replace(LIMITS, min_runners=5), None, Memory(), NOW)
+    protects = [a for a in p.actions if isinstance(a, ProtectPod)]
+    assert protects == [ProtectPod("b", protect=True), ProtectPod("i", protect=False)]

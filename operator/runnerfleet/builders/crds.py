@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel
 
 from runnerfleet import conventions as c
+from runnerfleet.models.node_pool import RunnerNodePoolSpec, RunnerNodePoolStatus
 from runnerfleet.models.runner_scale_set import RunnerScaleSetSpec, RunnerScaleSetStatus
 from runnerfleet.models.team_listener import TeamListenerSpec, TeamListenerStatus
 
@@ -38,6 +39,7 @@ class KindSpec:
     root_rules: list[dict[str, str]] = field(default_factory=list)
     printer_columns: list[dict[str, Any]] = field(default_factory=list)
     categories: list[str] = field(default_factory=lambda: ["runnerfleet"])
+    scope: str = "Namespaced"
 
 
 def _inline(node: Any, defs: dict[str, Any]) -> Any:
@@ -105,7 +107,7 @@ def build_crd(kind: KindSpec) -> dict[str, Any]:
         },
         "spec": {
             "group": c.GROUP,
-            "scope": "Namespaced",
+            "scope": kind.scope,
             "names": {
                 "kind": kind.kind,
                 "listKind": f"{kind.kind}List",
@@ -215,7 +217,47 @@ TEAM_LISTENER = KindSpec(
     ],
 )
 
-ALL_KINDS: tuple[KindSpec, ...] = (RUNNER_SCALE_SET, TEAM_LISTENER)
+RUNNER_NODE_POOL = KindSpec(
+    kind=c.RUNNER_NODE_POOL_KIND,
+    plural=c.RUNNER_NODE_POOL_PLURAL,
+    singular="runnernodepool",
+    short_names=["rnp"],
+    spec_model=RunnerNodePoolSpec,
+    status_model=RunnerNodePoolStatus,
+    scope="Cluster",
+    spec_rules=[
+        {
+            "rule": "!has(self.requirements) || self.requirements.all(r, "
+            "(r.operator in ['Exists', 'DoesNotExist']) == "
+            "(!has(r.values) || size(r.values) == 0))",
+            "message": "spec.requirements[]: values must be empty for Exists/DoesNotExist and "
+            "non-empty for In/NotIn/Gt/Lt",
+            "fieldPath": ".requirements",
+            "reason": "FieldValueInvalid",
+        },
+    ],
+    root_rules=[
+        {
+            "rule": "self.metadata.name.size() <= 50",
+            "message": "metadata.name must be at most 50 characters (the Karpenter NodePool is "
+            "named runnerfleet-<name>, and the name is a label value)",
+            "reason": "FieldValueInvalid",
+        }
+    ],
+    printer_columns=[
+        {"name": "Mode", "type": "string", "jsonPath": ".status.mode"},
+        {"name": "Teams", "type": "string", "jsonPath": ".spec.teams"},
+        _int_column("Nodes", ".status.nodes", "Nodes carrying the pool label"),
+        {
+            "name": "Ready",
+            "type": "string",
+            "jsonPath": ".status.conditions[?(@.type=='Ready')].status",
+        },
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ],
+)
+
+ALL_KINDS: tuple[KindSpec, ...] = (RUNNER_SCALE_SET, TEAM_LISTENER, RUNNER_NODE_POOL)
 
 
 def render_crd_yaml(kind: KindSpec) -> str:

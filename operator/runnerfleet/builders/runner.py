@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runnerfleet import conventions as c
+from runnerfleet.builders.node_pool import Placement
 from runnerfleet.models.runner_scale_set import RunnerScaleSetSpec
 
 
@@ -105,9 +106,13 @@ def _runner_container(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_runner_pod(
-    owner: ScaleSetIdentity, spec: RunnerScaleSetSpec, runner: str
+    owner: ScaleSetIdentity,
+    spec: RunnerScaleSetSpec,
+    runner: str,
+    place: Placement | None = None,
 ) -> dict[str, Any]:
-    """The runner pod: the template, completed with runnerfleet's defaults and the JIT env."""
+    """The runner pod: the template, completed with runnerfleet's defaults and the JIT env,
+    placed on its node pool (the pool's selector and toleration win over the template's)."""
     template = copy.deepcopy(spec.template)
     meta = template.get("metadata") or {}
     pod_spec: dict[str, Any] = template.get("spec") or {}
@@ -140,6 +145,13 @@ def build_runner_pod(
     container["env"] = env
     for other in pod_spec["containers"] + pod_spec.get("initContainers", []):
         _fill(other, {"securityContext": _CONTAINER_SECURITY})
+    if place is not None:
+        pod_spec["nodeSelector"] = {**pod_spec.get("nodeSelector", {}), **place.node_selector}
+        tolerations = list(pod_spec.get("tolerations", []))
+        tolerations += [t for t in place.tolerations if t not in tolerations]
+        pod_spec["tolerations"] = tolerations
+    annotations = dict(meta.get("annotations", {}))
+    annotations.pop(c.ANNOTATION_DO_NOT_DISRUPT, None)  # runnerfleet sets it while busy
 
     return {
         "apiVersion": "v1",
@@ -148,7 +160,7 @@ def build_runner_pod(
             "name": runner,
             "namespace": owner.namespace,
             "labels": {**meta.get("labels", {}), **runner_labels(owner, runner)},
-            "annotations": dict(meta.get("annotations", {})),
+            "annotations": annotations,
             "ownerReferences": [owner_reference(owner)],
         },
         "spec": pod_spec,

@@ -250,10 +250,11 @@ class KubeGateway:
 
     async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply (field manager `runnerfleet`, conflicts forced): create or update
-        a namespaced object of any kind in one idempotent call."""
+        an object of any kind we render in one idempotent call."""
         path = _object_path(manifest)
         meta = manifest["metadata"]
-        what = f"apply {manifest['kind']} {meta['namespace']}/{meta['name']}"
+        where = f"{meta['namespace']}/" if meta.get("namespace") else ""
+        what = f"apply {manifest['kind']} {where}{meta['name']}"
         try:
             resp = await self.api.call_api(
                 path, "PATCH",
@@ -294,16 +295,17 @@ class KubeGateway:
     async def event(self, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
         """Post a core/v1 Event about `involved` (best effort: failures are not raised)."""
         meta = involved["metadata"]
+        # Events about cluster-scoped objects (RunnerNodePools) live in `default`, as kubectl
+        # describe expects.
+        namespace = meta.get("namespace") or "default"
         now = dt.datetime.now(dt.UTC)
         body = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(
-                generate_name=f"{meta['name']}.", namespace=meta["namespace"]
-            ),
+            metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=namespace),
             involved_object=client.V1ObjectReference(
                 api_version=involved.get("apiVersion", c.API_VERSION),
                 kind=involved.get("kind", c.RUNNER_SCALE_SET_KIND),
                 name=meta["name"],
-                namespace=meta["namespace"],
+                namespace=meta.get("namespace"),
                 uid=meta.get("uid"),
             ),
             type=kind,
@@ -316,8 +318,91 @@ class KubeGateway:
             reporting_component="runnerfleet.dev/operator",
         )
         try:
-            await self.core.create_namespaced_event(meta["namespace"], body)
+            await self.core.create_namespaced_event(namespace, body)
         except (ApiException, aiohttp.ClientError, TimeoutError):
+            return
+
+    # ------------------------------------------------------------------ raw REST
+    async def _rest(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        query: list[tuple[str, str]] | None = None,
+    ) -> dict[str, Any]:
+        try:
+            resp = await self.api.call_api(
+                path, method, query_params=query or [],
+                header_params={"Content-Type": content_type, "Accept": "application/json"},
+                body=body, auth_settings=["BearerToken"], _preload_content=False,
+            )  # fmt: skip
+        except Exception as err:
+            raise _map(err, what) from err
+        result: dict[str, Any] = await resp.json()
+        return result
+
+    # ------------------------------------------------------------------ node pools
+    async def get_node_pool(self, name: str) -> dict[str, Any]:
+        path = f"/apis/{c.API_VERSION}/{c.RUNNER_NODE_POOL_PLURAL}/{name}"
+        return await self._rest("GET", path, f"get RunnerNodePool {name}")
+
+    async def patch_node_pool_status(self, name: str, status: dict[str, Any]) -> None:
+        path = f"/apis/{c.API_VERSION}/{c.RUNNER_NODE_POOL_PLURAL}/{name}/status"
+        await self._rest(
+            "PATCH", path, f"patch status of RunnerNodePool {name}", {"status": status},
+            "application/merge-patch+json",
+        )  # fmt: skip
+
+    async def list_all_scale_sets(self) -> list[dict[str, Any]]:
+        path = f"/apis/{c.API_VERSION}/{c.RUNNER_SCALE_SET_PLURAL}"
+        items: list[dict[str, Any]] = (await self._rest("GET", path, "list RunnerScaleSets")).get(
+            "items", []
+        )
+        return items
+
+    async def has_karpenter(self) -> bool:
+        """True if the karpenter.sh/v1 NodePool API is served (Karpenter's CRDs installed)."""
+        path = f"/apis/{c.KARPENTER_GROUP}/{c.KARPENTER_VERSION}"
+        try:
+            found = await self._rest("GET", path, "discover Karpenter")
+        except NotFoundError:
+            return False
+        return any(r.get("name") == c.KARPENTER_NODEPOOL_PLURAL for r in found.get("resources", []))
+
+    async def delete_karpenter_nodepool(self, name: str) -> None:
+        path = (
+            f"/apis/{c.KARPENTER_GROUP}/{c.KARPENTER_VERSION}/{c.KARPENTER_NODEPOOL_PLURAL}/{name}"
+        )
+        try:
+            await self._rest("DELETE", path, f"delete NodePool {name}")
+        except NotFoundError:
+            return
+
+    async def list_nodes(self, selector: str = "") -> list[dict[str, Any]]:
+        query = [("labelSelector", selector)] if selector else []
+        items: list[dict[str, Any]] = (
+            await self._rest("GET", "/api/v1/nodes", "list nodes", query=query)
+        ).get("items", [])
+        return items
+
+    async def patch_node(self, name: str, patch: dict[str, Any]) -> None:
+        """JSON merge patch of a node (ConflictError if it carries a stale resourceVersion)."""
+        await self._rest(
+            "PATCH", f"/api/v1/nodes/{name}", f"patch node {name}", patch,
+            "application/merge-patch+json",
+        )  # fmt: skip
+
+    async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, Any]) -> None:
+        """Merge-patch a pod's annotations (None removes one); a gone pod counts as done."""
+        try:
+            await self._rest(
+                "PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}",
+                f"annotate pod {namespace}/{name}", {"metadata": {"annotations": annotations}},
+                "application/merge-patch+json",
+            )  # fmt: skip
+        except NotFoundError:
             return
 
     # ------------------------------------------------------------------ watching
@@ -349,7 +434,7 @@ class KubeGateway:
 _PLURALS = {
     "ServiceAccount": "serviceaccounts", "Service": "services", "Secret": "secrets",
     "ConfigMap": "configmaps", "Pod": "pods", "Role": "roles", "RoleBinding": "rolebindings",
-    "Deployment": "deployments", "NetworkPolicy": "networkpolicies",
+    "Deployment": "deployments", "NetworkPolicy": "networkpolicies", "NodePool": "nodepools",
 }  # fmt: skip
 
 
@@ -358,4 +443,6 @@ def _object_path(manifest: dict[str, Any]) -> str:
     base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
     meta = manifest["metadata"]
     plural = _PLURALS[manifest["kind"]]
+    if not meta.get("namespace"):
+        return f"{base}/{plural}/{meta['name']}"
     return f"{base}/namespaces/{meta['namespace']}/{plural}/{meta['name']}"

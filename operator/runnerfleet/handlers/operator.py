@@ -19,12 +19,14 @@ from runnerfleet import conventions as c
 from runnerfleet.gateways.github import GitHubError
 from runnerfleet.gateways.kubernetes import KubeError, KubeGateway, connect
 from runnerfleet.metrics import serve_metrics
+from runnerfleet.services import node_pool as pool_service
 from runnerfleet.services import scale_set as service
 from runnerfleet.services import team_listener as listener_service
 
 log = logging.getLogger("runnerfleet.operator")
 RSS = (c.GROUP, c.VERSION, c.RUNNER_SCALE_SET_PLURAL)
 TL = (c.GROUP, c.VERSION, c.TEAM_LISTENER_PLURAL)
+RNP = (c.GROUP, c.VERSION, c.RUNNER_NODE_POOL_PLURAL)
 
 
 @kopf.on.startup()
@@ -111,3 +113,25 @@ async def run_team_listener(
 def wake_listener(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     if hasattr(memo, "runtime"):
         memo.runtime.listener_wakeups.setdefault((namespace or "", name), asyncio.Event()).set()
+
+
+@kopf.daemon(*RNP, cancellation_timeout=10.0)
+async def run_node_pool(stopped: kopf.DaemonStopped, name: str, memo: kopf.Memo, **_: Any) -> None:
+    wake = memo.runtime.pool_wakeups.setdefault(name, asyncio.Event())
+    await pool_service.run(memo.runtime.kube, name, lambda: bool(stopped), wake)
+
+
+@kopf.on.event(*RNP)
+def wake_node_pool(name: str, memo: kopf.Memo, **_: Any) -> None:
+    if hasattr(memo, "runtime"):
+        memo.runtime.pool_wakeups.setdefault(name, asyncio.Event()).set()
+
+
+@kopf.on.delete(*RNP, backoff=5.0)
+async def finalize_node_pool(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    try:
+        await pool_service.finalize(memo.runtime.kube, dict(body))
+    except pool_service.PoolInUseError as err:
+        raise kopf.TemporaryError(str(err), delay=5.0) from err
+    except KubeError as err:
+        raise kopf.TemporaryError(f"cleanup pending: {err}", delay=5.0) from err

@@ -21,6 +21,7 @@ from runnerfleet.localcluster.errors import ClusterError
 KUBERNETES_VERSION: Final = "v1.36.3"
 ETCD_VERSION: Final = "v3.6.8"
 KWOK_VERSION: Final = "v0.7.0"
+KARPENTER_VERSION: Final = "v1.14.1"
 
 # binary name -> (wrapper module under tools/, pinned version)
 BINARIES: Final[dict[str, tuple[str, str]]] = {
@@ -31,6 +32,11 @@ BINARIES: Final[dict[str, tuple[str, str]]] = {
     "kubectl": ("k8s", KUBERNETES_VERSION),
     "kwok": ("kwok", KWOK_VERSION),
 }
+# Optional: Karpenter's kwok provider, for `cluster up --karpenter`. Its CRDs are copied next
+# to it at build time (from the module), so running it needs no Go module cache.
+KARPENTER: Final = ("karpenter", KARPENTER_VERSION)
+KARPENTER_BINARY: Final = "karpenter-kwok"
+KARPENTER_CRDS: Final = "karpenter-crds"
 
 
 class MissingBinariesError(ClusterError):
@@ -52,14 +58,19 @@ class BinaryPaths:
         return self.paths[name]
 
     @classmethod
-    def locate(cls, bin_dir: Path | None = None) -> BinaryPaths:
+    def locate(cls, bin_dir: Path | None = None, karpenter: bool = False) -> BinaryPaths:
         """Find the binaries: in `bin_dir` (flat) if given or $RUNNERFLEET_BIN_DIR, else the cache.
+        With `karpenter`, also Karpenter's kwok provider and its CRD directory.
 
         Raises MissingBinariesError with the fix (build them, or install Go first).
         """
         flat = bin_dir or (Path(p) if (p := os.environ.get("RUNNERFLEET_BIN_DIR")) else None)
+        wanted = dict(BINARIES)
+        if karpenter:
+            wanted[KARPENTER_BINARY] = KARPENTER
+            wanted[KARPENTER_CRDS] = KARPENTER
         paths: dict[str, Path] = {}
-        for name, (wrapper, version) in BINARIES.items():
+        for name, (wrapper, version) in wanted.items():
             base = flat if flat is not None else cache_dir() / "bin" / f"{wrapper}-{version}"
             paths[name] = (base / name).absolute()
         missing = [n for n, p in paths.items() if not os.access(p, os.X_OK)]
@@ -71,6 +82,11 @@ class BinaryPaths:
 def _missing_message(missing: list[str], paths: dict[str, Path]) -> str:
     where = paths[missing[0]].parent
     names = ", ".join(missing)
+    if set(missing) <= {KARPENTER_BINARY, KARPENTER_CRDS}:
+        return (
+            f"Karpenter's kwok provider is not built ({names} missing in {where}): run "
+            "`make cluster-binaries` (it builds sigs.k8s.io/karpenter/kwok too)"
+        )
     if shutil.which("go") is None:
         return (
             f"control-plane binaries not built ({names} missing in {where}) and the Go "

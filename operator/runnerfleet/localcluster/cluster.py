@@ -26,7 +26,12 @@ import yaml
 
 from runnerfleet.localcluster import processes
 from runnerfleet.localcluster.api import AdminApi, ApiUnavailableError, probe_http, probe_https
-from runnerfleet.localcluster.binaries import KUBERNETES_VERSION, BinaryPaths
+from runnerfleet.localcluster.binaries import (
+    KARPENTER_BINARY,
+    KARPENTER_CRDS,
+    KUBERNETES_VERSION,
+    BinaryPaths,
+)
 from runnerfleet.localcluster.errors import (
     ClusterError,
     ComponentCrashedError,
@@ -39,6 +44,7 @@ from runnerfleet.localcluster.ports import check_free, free_ports
 SERVICE_CIDR = "10.0.0.0/24"
 POD_CIDR = "10.64.0.0/16"
 _STATE_FILE = "state.json"
+KWOK_NODE_CLASS = "default"
 _POLL = 0.1
 
 
@@ -169,17 +175,26 @@ class LocalCluster:
         nodes: Sequence[NodeSpec] = (NodeSpec(count=3),),
         apiserver_port: int | None = None,
         timeout: float = 90.0,
+        karpenter: bool = False,
     ) -> ClusterInfo:
-        """Start every component, create `nodes`, and return once all of it is ready."""
+        """Start every component, create `nodes`, and return once all of it is ready.
+
+        With `karpenter`, also install Karpenter's CRDs and a KWOKNodeClass named `default`,
+        and run Karpenter's kwok provider: it launches nodes (which kwok then runs) for pods
+        that do not fit, and removes them when they empty.
+        """
         self._refuse_if_running()
-        binaries = BinaryPaths.locate(self._bin_dir)
+        binaries = BinaryPaths.locate(self._bin_dir, karpenter=karpenter)
         if apiserver_port:
             check_free(apiserver_port, "kube-apiserver", "--apiserver-port")
         if self.state_dir.exists():
             shutil.rmtree(self.state_dir)
         self.state_dir.mkdir(parents=True)
         try:
-            return self._up(binaries, nodes, apiserver_port, time.monotonic() + timeout)
+            info = self._up(binaries, nodes, apiserver_port, time.monotonic() + timeout)
+            if karpenter:
+                self._up_karpenter(binaries, time.monotonic() + timeout)
+            return info
         except BaseException:
             self._stop_processes()
             raise
@@ -244,10 +259,36 @@ class LocalCluster:
         )
         return self._info
 
-    def _start(self, name: str, argv: list[str]) -> None:
+    def _up_karpenter(self, binaries: BinaryPaths, deadline: float) -> None:
+        assert self._info is not None
+        self.apply_crds(binaries[KARPENTER_CRDS])
+        resp = self.api().post(
+            "/apis/karpenter.kwok.sh/v1alpha1/kwoknodeclasses",
+            {"apiVersion": "karpenter.kwok.sh/v1alpha1", "kind": "KWOKNodeClass",
+             "metadata": {"name": KWOK_NODE_CLASS}},
+        )  # fmt: skip
+        if resp.status not in (201, 409):
+            raise ClusterError(f"creating KWOKNodeClass {KWOK_NODE_CLASS} failed: {resp.body}")
+        metrics, health = free_ports(2)
+        self._info.ports.update({"karpenter-metrics": metrics, "karpenter-health": health})
+        env = {
+            "KUBECONFIG": self._info.kubeconfig,
+            "DISABLE_LEADER_ELECTION": "true",
+            "METRICS_PORT": str(metrics),
+            "HEALTH_PROBE_PORT": str(health),
+            "SYSTEM_NAMESPACE": "kube-system",
+            "LOG_LEVEL": "info",
+            # Decide quickly: a burst of pending runner pods becomes nodes within ~2 s.
+            "BATCH_IDLE_DURATION": "1s",
+            "BATCH_MAX_DURATION": "3s",
+        }
+        self._start("karpenter", [str(binaries[KARPENTER_BINARY])], env)
+        self._wait("Karpenter /readyz", deadline, partial(_http_ok, health, "/readyz"))
+
+    def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         assert self._info is not None
         proc, started = processes.start(
-            name, argv, self.state_dir / "logs" / f"{name}.log", self.state_dir
+            name, argv, self.state_dir / "logs" / f"{name}.log", self.state_dir, env
         )
         self._procs[name] = proc
         self._info.components.append(asdict(started))
@@ -495,6 +536,11 @@ def _write_kwok_config(state_dir: Path) -> Path:
 def _etcd_healthy(port: int) -> bool:
     got = probe_http(port, "/health")
     return got is not None and got[0] == 200 and '"true"' in got[1]
+
+
+def _http_ok(port: int, path: str) -> bool:
+    found = probe_http(port, path)
+    return found is not None and found[0] == 200
 
 
 def _healthz_ok(port: int) -> bool:

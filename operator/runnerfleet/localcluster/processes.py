@@ -38,9 +38,10 @@ class Started:
 
 
 def start(
-    name: str, argv: list[str], log: Path, cwd: Path
+    name: str, argv: list[str], log: Path, cwd: Path, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], Started]:
-    """Start `argv` detached in its own session, output appended to `log`."""
+    """Start `argv` detached in its own session, output appended to `log`; `env` is added to
+    this process's environment."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -49,6 +50,7 @@ def start(
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=cwd,
+            env={**os.environ, **env} if env else None,
             start_new_session=True,
         )
     return proc, Started(name=name, pid=proc.pid, binary=argv[0], log=str(log))

@@ -8,20 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from runnerfleet.planning.observe import epoch
-from runnerfleet.planning.status import rfc3339
-
-
-def _cond(
-    previous: list[dict[str, Any]], ctype: str, ok: bool, reason: str, message: str,
-    generation: int, now: float,
-) -> dict[str, Any]:  # fmt: skip
-    status = "True" if ok else "False"
-    old = next((c for c in previous if c.get("type") == ctype), None)
-    since = rfc3339(now)
-    if old is not None and old.get("status") == status:
-        since = str(old.get("lastTransitionTime") or since)
-    return {"type": ctype, "status": status, "reason": reason, "message": message,
-            "observedGeneration": generation, "lastTransitionTime": since}  # fmt: skip
+from runnerfleet.planning.status import condition
 
 
 def build_listener_status(
@@ -50,9 +37,9 @@ def build_listener_status(
         "listenerReady": ready,
         "observedGeneration": generation,
         "conditions": [
-            _cond(conds, "Ready", ready and not suspended, ready_reason, ready_msg,
+            condition(conds, "Ready", ready and not suspended, ready_reason, ready_msg,
                   generation, now),
-            _cond(conds, "Polling", polling and not limited,
+            condition(conds, "Polling", polling and not limited,
                   "RateLimited" if limited else ("Polling" if polling else "NoRecentPoll"),
                   (f"GitHub rate limit exhausted until {poll.get('rateLimitedUntil')}; "
                    "backing off, existing runners untouched") if limited else

@@ -70,7 +70,10 @@ def observe(
         phase = pod.get("status", {}).get("phase") or "Pending"
         if meta.get("deletionTimestamp") and phase not in ("Succeeded", "Failed"):
             phase, reason = "Failed", reason or "Deleted"
-        entry.update(pod_phase=phase, pod_reason=reason, pod_finished_at=finished)
+        protected = (meta.get("annotations") or {}).get(c.ANNOTATION_DO_NOT_DISRUPT) == "true"
+        entry.update(
+            pod_phase=phase, pod_reason=reason, pod_finished_at=finished, protected=protected
+        )
         entry.setdefault("created_at", epoch(meta.get("creationTimestamp")) or now)
     for reg in registrations:
         if not c.is_runner_of(reg.name, scale_set, namespace):

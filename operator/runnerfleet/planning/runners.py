@@ -57,6 +57,7 @@ class ObservedRunner:
     pod_reason: str = ""  # e.g. OOMKilled, Error, Evicted
     pod_finished_at: float | None = None
     registration: ObservedRegistration | None = None
+    protected: bool = False  # pod annotated karpenter.sh/do-not-disrupt=true
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,18 @@ class DeleteRegistration:
     reason: str
 
 
-Action = CreateRunners | RegisterRunner | CreatePod | RemoveRunner | DeletePod | DeleteRegistration
+@dataclass(frozen=True)
+class ProtectPod:
+    """Set (busy) or clear (idle) the pod's karpenter.sh/do-not-disrupt annotation."""
+
+    name: str
+    protect: bool
+
+
+Action = (
+    CreateRunners | RegisterRunner | CreatePod | RemoveRunner | DeletePod | DeleteRegistration
+    | ProtectPod
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -208,6 +220,7 @@ def plan(
     actions.extend(scale_actions)
     removed = {a.name for a in scale_actions if isinstance(a, RemoveRunner)}
     actions.extend(_resume([(r, s) for r, s in active if r.name not in removed]))
+    actions.extend(_protect(active))
     return Plan(
         actions=actions,
         desired=desired,
@@ -327,4 +340,16 @@ def _resume(active: list[tuple[ObservedRunner, State]]) -> list[Action]:
             out.append(RegisterRunner(runner.name, reg.id if reg else None))
         elif state is State.STARTING:
             out.append(CreatePod(runner.name))
+    return out
+
+
+def _protect(active: list[tuple[ObservedRunner, State]]) -> list[Action]:
+    """Busy runners' pods block node disruption (Karpenter never ends a running job there);
+    idle ones do not, so Karpenter may consolidate the capacity they hold."""
+    out: list[Action] = []
+    for runner, state in active:
+        if state is State.BUSY and not runner.protected:
+            out.append(ProtectPod(runner.name, protect=True))
+        elif state is State.IDLE and runner.protected:
+            out.append(ProtectPod(runner.name, protect=False))
     return out

@@ -41,7 +41,7 @@ def memory_from_status(status: dict[str, Any]) -> Memory:
     )
 
 
-def _condition(
+def condition(
     previous: list[dict[str, Any]],
     ctype: str,
     ok: bool,
@@ -50,6 +50,7 @@ def _condition(
     generation: int,
     now: float,
 ) -> dict[str, Any]:
+    """A condition of `ctype`; lastTransitionTime kept from `previous` unless status flipped."""
     status = "True" if ok else "False"
     old = next((c for c in previous if c.get("type") == ctype), None)
     if old is None or old.get("status") != status:
@@ -78,15 +79,16 @@ def build_status(
     def cond(ctype: str, ok_reason: str, ok_message: str) -> dict[str, Any]:
         problem = by_type.get(ctype)
         if problem:
-            return _condition(
+            return condition(
                 prev_conditions, ctype, False, problem.reason, problem.message, generation, now
             )
-        return _condition(prev_conditions, ctype, True, ok_reason, ok_message, generation, now)
+        return condition(prev_conditions, ctype, True, ok_reason, ok_message, generation, now)
 
     conditions = [
         cond("ConfigValid", "Valid", "spec and credentials are usable"),
         cond("GitHubReachable", "Reachable", "GitHub answered the last round"),
         cond("PodsAdmitted", "Admitted", "runner pods are accepted by the apiserver"),
+        cond("NodePoolReady", "Resolved", "spec.nodePool is usable (or unset)"),
     ]
     if plan is not None:
         counts = plan.counts
@@ -105,7 +107,7 @@ def build_status(
         if plan.failures:
             status["lastFailureReason"] = last
         conditions.append(
-            _condition(
+            condition(
                 prev_conditions,
                 "RunnersHealthy",
                 not failing,
@@ -125,7 +127,7 @@ def build_status(
     healthy = not outcome.problems and plan is not None
     conditions.insert(
         0,
-        _condition(
+        condition(
             prev_conditions,
             "Ready",
             healthy,

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from runnerfleet import conventions as c
+from runnerfleet.builders.node_pool import Placement, placement, team_may_use
 from runnerfleet.builders.runner import (
     ScaleSetIdentity,
     build_runner_pod,
@@ -46,6 +47,7 @@ from runnerfleet.gateways.kubernetes import (
 from runnerfleet.metrics import OperatorMetrics
 from runnerfleet.models.base import parse_duration
 from runnerfleet.models.github import GitHubCredentials, InvalidGitHubConfigError, parse_config_url
+from runnerfleet.models.node_pool import RunnerNodePoolSpec
 from runnerfleet.models.runner_scale_set import RunnerScaleSetSpec, RunnerScaleSetStatus
 from runnerfleet.planning.observe import observe
 from runnerfleet.planning.runners import (
@@ -55,6 +57,7 @@ from runnerfleet.planning.runners import (
     DeletePod,
     DeleteRegistration,
     Limits,
+    ProtectPod,
     RegisterRunner,
     RemoveRunner,
     plan,
@@ -83,6 +86,7 @@ class Runtime:
     github_factory: Callable[[Any, GitHubCredentials], GitHubGateway] = GitHubGateway
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     listener_wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    pool_wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
     # GitHub target key -> epoch seconds until which its rate limit is exhausted.
     rate_limited_until: dict[str, float] = field(default_factory=dict)
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics.create)
@@ -187,12 +191,58 @@ async def _round(runtime: Runtime, scale_set: ScaleSet) -> RoundOutcome:
     blocked = runtime.rate_limited_until.get(target.key, 0.0)
     if time.time() < blocked:
         return RoundOutcome(None, [_rate_limited(blocked)])
+    place, pool_problem = await _resolve_pool(runtime.kube, spec, ident)
     async with github.session():
-        return await _converge(runtime, scale_set, spec, github, target.key)
+        return await _converge(runtime, scale_set, spec, github, target.key, place, pool_problem)
+
+
+async def _resolve_pool(
+    kube: KubeGateway, spec: RunnerScaleSetSpec, ident: ScaleSetIdentity
+) -> tuple[Placement | None, Problem | None]:
+    """Where new runner pods go, or why none can be created (the pool is missing, going
+    away, or isolated to other teams). Existing runners are never touched because of it."""
+    if spec.node_pool is None:
+        return None, None
+    pool = spec.node_pool
+    try:
+        body = await kube.get_node_pool(pool)
+    except NotFoundError:
+        return None, Problem(
+            "NodePoolReady", "NodePoolNotFound",
+            f"spec.nodePool: RunnerNodePool {pool!r} does not exist; no new runners are "
+            "created until it does (existing runners are kept)",
+        )  # fmt: skip
+    if body["metadata"].get("deletionTimestamp"):
+        return None, Problem(
+            "NodePoolReady", "NodePoolDeleting",
+            f"spec.nodePool: RunnerNodePool {pool!r} is being deleted; no new runners are "
+            "created on it (existing runners are kept)",
+        )  # fmt: skip
+    try:
+        pool_spec = RunnerNodePoolSpec.model_validate(body.get("spec") or {})
+    except ValidationError:
+        pool_spec = None  # the pool reports its own bad spec; placement needs only the name
+    if pool_spec is not None and not team_may_use(pool_spec, ident.team):
+        return None, Problem(
+            "NodePoolReady", "NodePoolForbidden",
+            f"spec.nodePool: RunnerNodePool {pool!r} is isolated to teams "
+            f"{', '.join(pool_spec.teams)}; this scale set's {c.LABEL_TEAM} label is "
+            f"{ident.team!r}",
+        )  # fmt: skip
+    return placement(pool), None
+
+
+_CREATES = (CreateRunners, CreatePod, RegisterRunner)
 
 
 async def _converge(
-    runtime: Runtime, scale_set: ScaleSet, spec: RunnerScaleSetSpec, github: GitHubGateway, key: str
+    runtime: Runtime,
+    scale_set: ScaleSet,
+    spec: RunnerScaleSetSpec,
+    github: GitHubGateway,
+    key: str,
+    place: Placement | None,
+    pool_problem: Problem | None,
 ) -> RoundOutcome:
     ident = scale_set.identity
     selector = scale_set_selector(ident)
@@ -214,10 +264,15 @@ async def _converge(
     decided = plan(
         runners, limits_of(spec), status_model.demand, memory_from_status(scale_set.status), now
     )
-    problems = await _execute(runtime.kube, github, scale_set, spec, decided.actions)
+    actions = decided.actions
+    if pool_problem is not None:
+        actions = [a for a in actions if not isinstance(a, _CREATES)]
+    problems = await _execute(runtime.kube, github, scale_set, spec, place, actions)
+    if pool_problem is not None:
+        problems.append(pool_problem)
     if github.rate_limited_until > time.time():
         runtime.rate_limited_until[key] = github.rate_limited_until
-    scaled = any(isinstance(a, CreateRunners | RemoveRunner) for a in decided.actions)
+    scaled = any(isinstance(a, CreateRunners | RemoveRunner) for a in actions)
     return RoundOutcome(decided, problems, scaled)
 
 
@@ -267,10 +322,11 @@ async def _execute(
     github: GitHubGateway,
     scale_set: ScaleSet,
     spec: RunnerScaleSetSpec,
+    place: Placement | None,
     actions: list[Action],
 ) -> list[Problem]:
     """Perform the actions with bounded concurrency; collect problems instead of stopping."""
-    executor = _Executor(kube, github, scale_set.identity, spec)
+    executor = _Executor(kube, github, scale_set.identity, spec, place)
     steps: list[Callable[[], Awaitable[None]]] = []
     for action in actions:
         if isinstance(action, CreateRunners):
@@ -312,6 +368,7 @@ class _Executor:
     github: GitHubGateway
     owner: ScaleSetIdentity
     spec: RunnerScaleSetSpec
+    place: Placement | None
     problems: list[Problem] = field(default_factory=list)
 
     async def apply(self, action: Action) -> None:
@@ -326,6 +383,11 @@ class _Executor:
                 await self._remove(action)
             case DeletePod(name=name):
                 await self.kube.delete_pod(self.owner.namespace, name)
+            case ProtectPod(name=name, protect=protect):
+                value = "true" if protect else None
+                await self.kube.annotate_pod(
+                    self.owner.namespace, name, {c.ANNOTATION_DO_NOT_DISRUPT: value}
+                )
             case DeleteRegistration(name=name, registration_id=reg_id):
                 try:
                     await self.github.delete_runner(reg_id, name)
@@ -363,7 +425,7 @@ class _Executor:
 
     async def _create_pod(self, name: str) -> None:
         try:
-            await self.kube.create(build_runner_pod(self.owner, self.spec, name))
+            await self.kube.create(build_runner_pod(self.owner, self.spec, name, self.place))
         except AlreadyExistsError:
             return
 

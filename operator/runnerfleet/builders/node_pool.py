@@ -1,0 +1,154 @@
+"""Pure builders for node pools: the Karpenter NodePool, runner placement, static node edits.
+
+Layer: builders. Pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from runnerfleet import conventions as c
+from runnerfleet.models.node_pool import RunnerNodePoolSpec
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What a runner pod needs to land on a pool's nodes (and only there)."""
+
+    node_selector: dict[str, str]
+    tolerations: list[dict[str, str]]
+
+
+def pool_taint(pool: str) -> dict[str, str]:
+    return {"key": c.TAINT_POOL, "value": pool, "effect": "NoSchedule"}
+
+
+def placement(pool: str) -> Placement:
+    return Placement(
+        node_selector={c.LABEL_POOL: pool},
+        tolerations=[{"key": c.TAINT_POOL, "operator": "Equal", "value": pool,
+                      "effect": "NoSchedule"}],
+    )  # fmt: skip
+
+
+def team_may_use(spec: RunnerNodePoolSpec, team: str | None) -> bool:
+    """Shared pools (no teams listed) admit everyone; isolated ones only their teams."""
+    return not spec.teams or (team is not None and team in spec.teams)
+
+
+def karpenter_nodepool_name(pool: str) -> str:
+    return f"runnerfleet-{pool}"
+
+
+def build_karpenter_nodepool(pool: str, uid: str, spec: RunnerNodePoolSpec) -> dict[str, Any]:
+    """The karpenter.sh/v1 NodePool for a RunnerNodePool (applied server-side)."""
+    if spec.node_class_ref is None:
+        raise ValueError("spec.nodeClassRef is required when Karpenter is installed")
+    requirements = [r.to_wire() for r in spec.requirements]
+    keys = {r.key for r in spec.requirements}
+    if "kubernetes.io/os" not in keys:  # runner images are Linux
+        requirements.append({"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]})
+    if "karpenter.sh/capacity-type" not in keys:
+        requirements.append({"key": "karpenter.sh/capacity-type", "operator": "In",
+                             "values": sorted(spec.capacity_types)})  # fmt: skip
+    for req in requirements:
+        if req["operator"] in ("Exists", "DoesNotExist"):
+            req.pop("values", None)
+    disruption: dict[str, Any] = {
+        "consolidationPolicy": spec.disruption.consolidation_policy,
+        "consolidateAfter": spec.disruption.consolidate_after,
+    }
+    if spec.disruption.budgets:
+        disruption["budgets"] = [b.to_wire() for b in spec.disruption.budgets]
+    body: dict[str, Any] = {
+        "template": {
+            "metadata": {"labels": {c.LABEL_POOL: pool, c.LABEL_MANAGED_BY: c.MANAGED_BY_VALUE}},
+            "spec": {
+                "requirements": requirements,
+                "taints": [pool_taint(pool)],
+                "nodeClassRef": spec.node_class_ref.to_wire(),
+                "expireAfter": spec.expire_after,
+            },
+        },
+        "disruption": disruption,
+    }
+    if spec.limits is not None and spec.limits.to_wire():
+        body["limits"] = spec.limits.to_wire()
+    if spec.weight is not None:
+        body["weight"] = spec.weight
+    return {
+        "apiVersion": f"{c.KARPENTER_GROUP}/{c.KARPENTER_VERSION}",
+        "kind": "NodePool",
+        "metadata": {
+            "name": karpenter_nodepool_name(pool),
+            "labels": {c.LABEL_MANAGED_BY: c.MANAGED_BY_VALUE, c.LABEL_POOL: pool},
+            "ownerReferences": [{
+                "apiVersion": c.API_VERSION, "kind": c.RUNNER_NODE_POOL_KIND, "name": pool,
+                "uid": uid, "controller": True, "blockOwnerDeletion": True,
+            }],
+        },
+        "spec": body,
+    }  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------- static mode
+@dataclass(frozen=True)
+class NodeEdit:
+    """Claim (add label and taint) or release (remove them) one node."""
+
+    node: str
+    claim: bool
+
+
+@dataclass(frozen=True)
+class StaticPlan:
+    edits: list[NodeEdit]
+    members: list[str]  # nodes in the pool once the edits are done
+    conflicts: list[str] = field(default_factory=list)  # matched, but held by another pool
+
+
+def _matches(labels: dict[str, str], selector: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def _has_taint(node: dict[str, Any], pool: str) -> bool:
+    taints = node.get("spec", {}).get("taints") or []
+    return any(t.get("key") == c.TAINT_POOL and t.get("value") == pool for t in taints)
+
+
+def plan_static(
+    pool: str, selector: dict[str, str] | None, nodes: list[dict[str, Any]]
+) -> StaticPlan:
+    """Which nodes to claim or release so exactly the matching ones carry the pool's marks.
+
+    A node already labelled for another pool is never taken over (reported as a conflict).
+    `selector=None` (the pool is going away) releases every node.
+    """
+    edits: list[NodeEdit] = []
+    members: list[str] = []
+    conflicts: list[str] = []
+    for node in sorted(nodes, key=lambda n: str(n["metadata"]["name"])):
+        name = node["metadata"]["name"]
+        labels = node["metadata"].get("labels") or {}
+        holder = labels.get(c.LABEL_POOL)
+        wanted = selector is not None and _matches(labels, selector)
+        if wanted and holder not in (None, pool):
+            conflicts.append(name)
+        elif wanted:
+            members.append(name)
+            if holder != pool or not _has_taint(node, pool):
+                edits.append(NodeEdit(name, claim=True))
+        elif holder == pool or _has_taint(node, pool):
+            edits.append(NodeEdit(name, claim=False))
+    return StaticPlan(edits, members, conflicts)
+
+
+def node_patch(node: dict[str, Any], pool: str, claim: bool) -> dict[str, Any]:
+    """Strategic-merge-free JSON merge patch body for a node edit (taints list replaced whole)."""
+    others = [t for t in node.get("spec", {}).get("taints") or [] if t.get("key") != c.TAINT_POOL]
+    taints = [*others, pool_taint(pool)] if claim else others
+    return {
+        "metadata": {"labels": {c.LABEL_POOL: pool if claim else None}},
+        "spec": {"taints": taints or None},
+    }
