@@ -71,3 +71,7 @@ if [ "$only" = all ] || [ "$only" = karpenter ]; then
     echo "copied  Karpenter CRDs to $crds"
   fi
 fi
+if [ "$only" = all ] || [ "$only" = helm ]; then
+  hv=$(modver helm helm.sh/helm/v3)
+  build helm "$hv" helm helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$hv"
+fi

@@ -76,6 +76,32 @@ def test_up_five_nodes_within_20s_then_down_leaves_nothing(
     assert gone.returncode == 3
 
 
+def test_up_with_karpenter_starts_empty_with_its_crds_and_node_class(state_dir: Path) -> None:
+    binaries = BinaryPaths.locate(karpenter=True)
+    up = run_cli("cluster", "up", "--karpenter", "--state-dir", str(state_dir))
+    assert up.returncode == 0, up.stderr
+    assert "Karpenter" in up.stdout
+    kubeconfig = str(state_dir / "kubeconfig")
+
+    def kubectl(*args: str) -> dict[str, object]:
+        done = subprocess.run(
+            [str(binaries["kubectl"]), "--kubeconfig", kubeconfig, *args, "-o", "json"],
+            capture_output=True, text=True, check=True, timeout=30,
+        )  # fmt: skip
+        result: dict[str, object] = json.loads(done.stdout)
+        return result
+
+    assert kubectl("get", "nodes")["items"] == []
+    assert kubectl("get", "kwoknodeclasses", "default")["kind"] == "KWOKNodeClass"
+    assert kubectl("get", "nodepools")["items"] == []  # the karpenter.sh/v1 API is served
+    report = json.loads(
+        run_cli("cluster", "status", "--json", "--state-dir", str(state_dir)).stdout
+    )
+    assert report["components"]["karpenter"]["alive"]
+    assert run_cli("cluster", "down", "--state-dir", str(state_dir)).returncode == 0
+    assert orphans(state_dir) == []
+
+
 def test_taken_port_gives_one_clear_line_and_no_orphans(state_dir: Path) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))

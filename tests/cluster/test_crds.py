@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from runnerfleet import conventions as c
-from tests.support.factories import make_scale_set, make_team_listener
+from tests.support.factories import make_node_pool, make_scale_set, make_team_listener
 
 
 async def _create(kube: ApiClient, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -106,3 +107,51 @@ async def test_team_listener_defaults(kube: ApiClient, namespace: str) -> None:
     created = await _create_tl(kube, namespace, make_team_listener())
     assert created["spec"]["pollInterval"] == "15s"
     assert created["spec"]["repositories"]["all"] is False
+
+
+async def _create_pool(kube: ApiClient, body: dict[str, Any]) -> dict[str, Any]:
+    api = client.CustomObjectsApi(kube)
+    result: dict[str, Any] = await api.create_cluster_custom_object(
+        c.GROUP, c.VERSION, c.RUNNER_NODE_POOL_PLURAL, body
+    )
+    await api.delete_cluster_custom_object(
+        c.GROUP, c.VERSION, c.RUNNER_NODE_POOL_PLURAL, body["metadata"]["name"]
+    )
+    return result
+
+
+@pytest.mark.usefixtures("crds")
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"requirements": [{"key": "k", "operator": "In"}]}, "spec.requirements"),
+        ({"requirements": [{"key": "k", "operator": "Exists", "values": ["x"]}]},
+         "spec.requirements"),
+        ({"requirements": [{"key": "k", "operator": "Near", "values": ["x"]}]},
+         "spec.requirements[0].operator"),
+        ({"capacityTypes": ["cheap"]}, "spec.capacityTypes[0]"),
+        ({"capacityTypes": []}, "spec.capacityTypes"),
+        ({"disruption": {"consolidationPolicy": "Sometimes"}},
+         "spec.disruption.consolidationPolicy"),
+        ({"disruption": {"consolidateAfter": "soon"}}, "spec.disruption.consolidateAfter"),
+        ({"limits": {"cpu": "lots"}}, "spec.limits.cpu"),
+        ({"static": {"nodeSelector": {}}}, "spec.static.nodeSelector"),
+    ],
+)  # fmt: skip
+async def test_node_pool_rules_name_the_field(
+    kube: ApiClient, spec: dict[str, Any], field: str
+) -> None:
+    body = make_node_pool(f"bad-{uuid.uuid4().hex[:6]}", **spec)
+    with pytest.raises(ApiException) as err:
+        await _create_pool(kube, body)
+    assert err.value.status == 422, err.value.body
+    assert field in str(err.value.body)
+
+
+@pytest.mark.usefixtures("crds")
+async def test_node_pool_defaults(kube: ApiClient) -> None:
+    created = await _create_pool(kube, make_node_pool(f"ok-{uuid.uuid4().hex[:6]}"))
+    spec = created["spec"]
+    assert spec["capacityTypes"] == ["on-demand"]
+    assert spec["disruption"] == {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "1m"}
+    assert spec["expireAfter"] == "720h"

@@ -53,3 +53,13 @@ def make_team_listener(
             **spec,
         },
     }
+
+
+def make_node_pool(name: str, **spec: Any) -> dict[str, Any]:
+    """A RunnerNodePool (cluster-scoped); `spec` keys are camelCase as in YAML."""
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": c.RUNNER_NODE_POOL_KIND,
+        "metadata": {"name": name},
+        "spec": spec,
+    }

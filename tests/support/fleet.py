@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from runnerfleet import conventions as c
 from runnerfleet.localcluster import LocalCluster
@@ -38,6 +40,7 @@ class Fleet:
     operator: OperatorProcess
     token: str
     kubelet: ListenerKubelet
+    node_pools: list[str] = field(default_factory=list)  # created here; removed at teardown
 
     @property
     def config_url(self) -> str:
@@ -56,6 +59,60 @@ class Fleet:
             c.GROUP, c.VERSION, self.namespace, c.TEAM_LISTENER_PLURAL, body
         )
         return result
+
+    async def apply_node_pool(self, body: dict[str, Any]) -> dict[str, Any]:
+        api = client.CustomObjectsApi(self.kube)
+        result: dict[str, Any] = await api.create_cluster_custom_object(
+            c.GROUP, c.VERSION, c.RUNNER_NODE_POOL_PLURAL, body
+        )
+        self.node_pools.append(body["metadata"]["name"])
+        return result
+
+    async def node_pool(self, name: str) -> dict[str, Any] | None:
+        api = client.CustomObjectsApi(self.kube)
+        try:
+            result: dict[str, Any] = await api.get_cluster_custom_object(
+                c.GROUP, c.VERSION, c.RUNNER_NODE_POOL_PLURAL, name
+            )
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return result
+
+    async def remove_node_pools(self) -> None:
+        """Delete the pools this test created, after the scale sets that name them (so the
+        operator releases their nodes); finalizers still left after 30 s are stripped."""
+        if not self.node_pools:
+            return
+        api = client.CustomObjectsApi(self.kube)
+        for rss in (await api.list_namespaced_custom_object(
+            c.GROUP, c.VERSION, self.namespace, c.RUNNER_SCALE_SET_PLURAL
+        ))["items"]:  # fmt: skip
+            if rss["spec"].get("nodePool") in self.node_pools:
+                await api.delete_namespaced_custom_object(
+                    c.GROUP, c.VERSION, self.namespace, c.RUNNER_SCALE_SET_PLURAL,
+                    rss["metadata"]["name"],
+                )  # fmt: skip
+        for name in self.node_pools:
+            with contextlib.suppress(ApiException):
+                await api.delete_cluster_custom_object(
+                    c.GROUP, c.VERSION, c.RUNNER_NODE_POOL_PLURAL, name
+                )
+
+        async def left() -> list[str]:
+            return [n for n in self.node_pools if await self.node_pool(n) is not None]
+
+        try:
+            await wait_for(left, lambda names: not names, what="node pools removed", within=30)
+        except AssertionError:
+            for name in await left():
+                with contextlib.suppress(ApiException):
+                    await api.patch_cluster_custom_object(
+                        c.GROUP, c.VERSION, c.RUNNER_NODE_POOL_PLURAL, name,
+                        {"metadata": {"finalizers": None}},
+                        _content_type="application/merge-patch+json",
+                    )  # fmt: skip
 
     async def team_listener(self, name: str) -> dict[str, Any]:
         api = client.CustomObjectsApi(self.kube)
@@ -95,7 +152,7 @@ class Fleet:
         within: float = 30.0,
     ) -> dict[str, Any]:
         """Wait until the object's condition `ctype` has `status` (and `reason`); return it."""
-        read = self.scale_set if kind == "rss" else self.team_listener
+        read: Any = {"rss": self.scale_set, "tl": self.team_listener, "rnp": self.node_pool}[kind]
 
         def matches(obj: dict[str, Any]) -> bool:
             return any(
@@ -105,7 +162,8 @@ class Fleet:
             )  # fmt: skip
 
         obj = await wait_for(
-            lambda: read(name), matches, what=f"{kind} {name}: {ctype}={status} {reason or ''}",
+            lambda: read(name), lambda o: o is not None and matches(o),
+            what=f"{kind} {name}: {ctype}={status} {reason or ''}",
             within=within,
         )  # fmt: skip
         found: dict[str, Any] = next(
@@ -208,9 +266,11 @@ async def fleet(
     operator.start()
     kubelet = ListenerKubelet(kube, cluster.kubeconfig, namespace, log_dir)
     kubelet.start()
+    made = Fleet(kube, namespace, github, runners, operator, token, kubelet)
     try:
-        yield Fleet(kube, namespace, github, runners, operator, token, kubelet)
+        yield made
     finally:
+        await made.remove_node_pools()
         await kubelet.stop()
         operator.stop()
         # Shown by pytest only when the test fails.

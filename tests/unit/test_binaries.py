@@ -25,6 +25,7 @@ def test_python_pins_match_go_modules() -> None:
     assert _required("etcd", "go.etcd.io/etcd/server/v3") == binaries.ETCD_VERSION
     assert _required("kwok", "sigs.k8s.io/kwok") == binaries.KWOK_VERSION
     assert _required("karpenter", "sigs.k8s.io/karpenter") == binaries.KARPENTER_VERSION
+    assert _required("helm", "helm.sh/helm/v3") == binaries.HELM_VERSION
 
 
 def test_karpenter_wrapper_builds_with_the_installed_go() -> None:

@@ -179,3 +179,16 @@ def test_busy_runners_pods_are_protected_from_disruption_and_idle_ones_released(
     p = plan([started, released, *steady], replace(LIMITS, min_runners=5), None, Memory(), NOW)
     protects = [a for a in p.actions if isinstance(a, ProtectPod)]
     assert protects == [ProtectPod("b", protect=True), ProtectPod("i", protect=False)]
+
+
+def test_idle_runner_evicted_is_replaced_without_counting_as_a_failure() -> None:
+    """Karpenter consolidating idle capacity must not put the scale set into backoff."""
+    evicted = replace(runner("e", "idle"), pod_phase="Failed", pod_reason="Deleted")
+    gone = replace(runner("g", "idle"), pod_phase=None)  # pod already removed: PodLost
+    busy_lost = replace(runner("b", "busy"), pod_phase=None)
+    p = plan([evicted, gone], replace(LIMITS, min_runners=2), None, Memory(), NOW)
+    assert p.failures == []
+    assert p.memory.consecutive_failures == 0
+    assert CreateRunners(2) in p.actions
+    lost = plan([busy_lost], replace(LIMITS, min_runners=1), None, Memory(), NOW)
+    assert lost.failures == [("b", "PodLost")]

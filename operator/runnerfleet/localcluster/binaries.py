@@ -22,6 +22,7 @@ KUBERNETES_VERSION: Final = "v1.36.3"
 ETCD_VERSION: Final = "v3.6.8"
 KWOK_VERSION: Final = "v0.7.0"
 KARPENTER_VERSION: Final = "v1.14.1"
+HELM_VERSION: Final = "v3.22.0"
 
 # binary name -> (wrapper module under tools/, pinned version)
 BINARIES: Final[dict[str, tuple[str, str]]] = {
@@ -37,6 +38,8 @@ BINARIES: Final[dict[str, tuple[str, str]]] = {
 KARPENTER: Final = ("karpenter", KARPENTER_VERSION)
 KARPENTER_BINARY: Final = "karpenter-kwok"
 KARPENTER_CRDS: Final = "karpenter-crds"
+# The helm CLI, for chart lint/template/install tests (not part of the control plane).
+HELM: Final = ("helm", HELM_VERSION)
 
 
 class MissingBinariesError(ClusterError):
@@ -77,6 +80,18 @@ class BinaryPaths:
         if missing:
             raise MissingBinariesError(_missing_message(missing, paths))
         return cls(paths)
+
+
+def helm_binary(bin_dir: Path | None = None) -> Path:
+    """The pinned helm CLI (built by `make cluster-binaries`); MissingBinariesError if absent."""
+    flat = bin_dir or (Path(p) if (p := os.environ.get("RUNNERFLEET_BIN_DIR")) else None)
+    wrapper, version = HELM
+    path = ((flat or cache_dir() / "bin" / f"{wrapper}-{version}") / "helm").absolute()
+    if not os.access(path, os.X_OK):
+        raise MissingBinariesError(
+            f"helm is not built ({path} missing): run `make cluster-binaries`"
+        )
+    return path
 
 
 def _missing_message(missing: list[str], paths: dict[str, Path]) -> str:

@@ -262,7 +262,8 @@ def _cleanup(
             return [DeleteRegistration(runner.name, reg.id, "OrphanRegistration")]
         return [_remove(runner, reason, require_idle=False)]
     if state is State.FAILED:
-        failures.append((runner.name, reason))
+        if not _disrupted_while_idle(runner, reason):
+            failures.append((runner.name, reason))
         keep = limits.keep_failed_for > 0 and runner.pod_phase == "Failed"
         return [_remove(runner, reason, require_idle=False, keep_pod=keep)]
     if state is State.KEPT:
@@ -270,6 +271,17 @@ def _cleanup(
         if now - finished > limits.keep_failed_for:
             return [DeletePod(runner.name, "FailedRunnerExpired")]
     return []
+
+
+DISRUPTIONS = frozenset({"Deleted", "Evicted", "PodLost"})
+
+
+def _disrupted_while_idle(runner: ObservedRunner, reason: str) -> bool:
+    """An idle runner's pod deleted or evicted from outside (e.g. Karpenter consolidating
+    idle capacity, a node drain) is replaced, but is not a runner failure: no backoff, no
+    RunnerFailed Event. The same while busy lost a job, and counts."""
+    reg = runner.registration
+    return reason in DISRUPTIONS and not (reg is not None and reg.busy)
 
 
 def _remember_failures(
