@@ -5,6 +5,7 @@ Layer: top (entry points). Errors become one line on stderr and a non-zero exit 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -272,7 +273,37 @@ def demo(
     help="Kubeconfig to use (default: in-cluster, then $KUBECONFIG).",
 )
 @click.option("--verbose", is_flag=True, help="Debug logging.")
-def run_operator(namespaces: tuple[str, ...], kubeconfig: str | None, verbose: bool) -> None:
+@click.option(
+    "--leader-elect/--no-leader-elect",
+    envvar="RUNNERFLEET_LEADER_ELECT",
+    default=False,
+    show_default=True,
+    help="Act only while holding a Lease, so several replicas are safe (one acts).",
+)
+@click.option(
+    "--lease-namespace",
+    envvar="RUNNERFLEET_NAMESPACE",
+    default="default",
+    show_default=True,
+    help="Namespace of the leader-election Lease (the operator's own).",
+)
+@click.option(
+    "--lease-name", envvar="RUNNERFLEET_LEASE_NAME", default="runnerfleet-operator",
+    show_default=True,
+)  # fmt: skip
+@click.option(
+    "--lease-seconds", envvar="RUNNERFLEET_LEASE_SECONDS", type=click.IntRange(min=2),
+    default=15, show_default=True, help="Lease duration: the longest failover takes.",
+)  # fmt: skip
+def run_operator(
+    namespaces: tuple[str, ...],
+    kubeconfig: str | None,
+    verbose: bool,
+    leader_elect: bool,
+    lease_namespace: str,
+    lease_name: str,
+    lease_seconds: int,
+) -> None:
     """Run the operator (kopf) in the foreground."""
     # Before importing kopf: kubernetes_asyncio reads $KUBECONFIG once, at import time.
     if kubeconfig:
@@ -280,14 +311,32 @@ def run_operator(namespaces: tuple[str, ...], kubeconfig: str | None, verbose: b
         os.environ["RUNNERFLEET_KUBECONFIG"] = kubeconfig
     import kopf
 
-    import runnerfleet.handlers.operator  # noqa: F401  (registers the handlers)
+    from runnerfleet.handlers.operator import LeaseSettings, operate  # registers handlers
 
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat.PLAIN)
-    kopf.run(
-        clusterwide=not namespaces,
-        namespaces=list(namespaces),
-        standalone=True,
-    )
+    lease = LeaseSettings(lease_namespace, lease_name, lease_seconds) if leader_elect else None
+    sys.exit(asyncio.run(operate(list(namespaces), lease)))
+
+
+@main.command("status")
+@click.option(
+    "--kubeconfig", type=click.Path(dir_okay=False), default=None,
+    help="Kubeconfig to use (default: $KUBECONFIG, then ~/.kube/config).",
+)  # fmt: skip
+@click.option("-n", "--namespace", default=None, help="Only this namespace (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (for scripts).")
+@click.option("--watch", is_flag=True, help="Refresh until interrupted.")
+@click.option("--interval", type=float, default=2.0, show_default=True, help="--watch period.")
+def fleet_status(
+    kubeconfig: str | None, namespace: str | None, as_json: bool, watch: bool, interval: float
+) -> None:
+    """Teams, scale sets, queue depth, runners by state and recent failures."""
+    from runnerfleet.statusview import run_status
+
+    try:
+        sys.exit(asyncio.run(run_status(kubeconfig, namespace, as_json, watch, interval)))
+    except KeyboardInterrupt:
+        sys.exit(0)
 
 
 @main.command("listen")

@@ -88,3 +88,11 @@ KARPENTER_GROUP: Final = "karpenter.sh"
 KARPENTER_VERSION: Final = "v1"
 KARPENTER_NODEPOOL_PLURAL: Final = "nodepools"
 ANNOTATION_DO_NOT_DISRUPT: Final = "karpenter.sh/do-not-disrupt"
+
+# Global operating mode (blue/green): `active` reconciles normally; `standby` creates no
+# runners anywhere, removes idle ones and lets busy ones finish. Set by RUNNERFLEET_MODE and
+# overridden live by key `mode` of this ConfigMap in the operator's namespace.
+CONTROL_CONFIGMAP: Final = "runnerfleet-control"
+MODE_ACTIVE: Final = "active"
+MODE_STANDBY: Final = "standby"
+MODES: Final = (MODE_ACTIVE, MODE_STANDBY)

@@ -61,6 +61,8 @@ def _reason(err: ApiException) -> tuple[str, str]:
 
 
 def _map(err: Exception, what: str) -> KubeError:
+    if isinstance(err, KubeError):
+        return err
     if isinstance(err, ApiException):
         reason, message = _reason(err)
         text = f"{what}: {message}"
@@ -82,6 +84,17 @@ def _map(err: Exception, what: str) -> KubeError:
     if isinstance(err, aiohttp.ClientError | TimeoutError | OSError):
         return KubeUnavailableError(f"{what}: {type(err).__name__}: {err}")
     return KubeError(f"{what}: {type(err).__name__}: {err}")
+
+
+async def _json(resp: Any, what: str) -> dict[str, Any]:
+    """The body of a raw (`_preload_content=False`) response. kubernetes_asyncio raises on
+    error statuses only when it preloads, so raw calls check the status here."""
+    if not 200 <= resp.status <= 299:
+        err = ApiException(status=resp.status, reason=resp.reason)
+        err.body = await resp.text()
+        raise _map(err, what)
+    body: dict[str, Any] = await resp.json()
+    return body
 
 
 def now_rfc3339() -> str:
@@ -113,8 +126,7 @@ class KubeGateway:
     # ------------------------------------------------------------------ raw JSON helpers
     async def _list(self, call: Any, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
         resp = await call(*args, _preload_content=False, **kwargs)
-        body: dict[str, Any] = await resp.json()
-        items: list[dict[str, Any]] = body.get("items", [])
+        items: list[dict[str, Any]] = (await _json(resp, "list")).get("items", [])
         return items
 
     # ------------------------------------------------------------------ runner children
@@ -265,8 +277,7 @@ class KubeGateway:
             )  # fmt: skip
         except Exception as err:
             raise _map(err, what) from err
-        result: dict[str, Any] = await resp.json()
-        return result
+        return await _json(resp, what)
 
     async def get_deployment_status(self, namespace: str, name: str) -> dict[str, Any] | None:
         apps = client.AppsV1Api(self.api)
@@ -278,7 +289,10 @@ class KubeGateway:
             raise _map(err, f"read Deployment {namespace}/{name}") from err
         except Exception as err:
             raise _map(err, f"read Deployment {namespace}/{name}") from err
-        body: dict[str, Any] = await resp.json()  # type: ignore[attr-defined]
+        try:
+            body = await _json(resp, f"read Deployment {namespace}/{name}")
+        except NotFoundError:
+            return None
         status: dict[str, Any] = body.get("status", {})
         return status
 
@@ -340,8 +354,7 @@ class KubeGateway:
             )  # fmt: skip
         except Exception as err:
             raise _map(err, what) from err
-        result: dict[str, Any] = await resp.json()
-        return result
+        return await _json(resp, what)
 
     # ------------------------------------------------------------------ node pools
     async def get_node_pool(self, name: str) -> dict[str, Any]:
@@ -405,9 +418,66 @@ class KubeGateway:
         except NotFoundError:
             return
 
+    async def get_config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        try:
+            found = await self._rest(
+                "GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}",
+                f"get ConfigMap {namespace}/{name}",
+            )  # fmt: skip
+        except NotFoundError:
+            return None
+        data: dict[str, str] = found.get("data") or {}
+        return data
+
+    # ------------------------------------------------------------------ fleet report
+    async def list_ours(self, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Every object of one of our kinds (cluster-scoped kinds: pass no namespace)."""
+        where = f"/namespaces/{namespace}" if namespace else ""
+        found = await self._rest("GET", f"/apis/{c.API_VERSION}{where}/{plural}", f"list {plural}")
+        items: list[dict[str, Any]] = found.get("items", [])
+        return items
+
+    async def list_events(self, reason: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        where = f"/namespaces/{namespace}" if namespace else ""
+        found = await self._rest(
+            "GET", f"/api/v1{where}/events", "list events",
+            query=[("fieldSelector", f"reason={reason}")],
+        )  # fmt: skip
+        items: list[dict[str, Any]] = found.get("items", [])
+        return items
+
+    # ------------------------------------------------------------------ leases
+    def _lease_path(self, namespace: str, name: str = "") -> str:
+        base = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        return f"{base}/{name}" if name else base
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._rest("GET", self._lease_path(namespace, name), f"get Lease {name}")
+        except NotFoundError:
+            return None
+
+    async def create_lease(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
+        """Create the Lease; a concurrent creation raises ConflictError (AlreadyExists)."""
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": name, "namespace": namespace}, "spec": spec}  # fmt: skip
+        await self._rest("POST", self._lease_path(namespace), f"create Lease {name}", body)
+
+    async def replace_lease(
+        self, namespace: str, name: str, spec: dict[str, Any], resource_version: str
+    ) -> None:
+        """Update on the version read: ConflictError if anyone wrote it since."""
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": name, "namespace": namespace,
+                             "resourceVersion": resource_version}, "spec": spec}  # fmt: skip
+        await self._rest("PUT", self._lease_path(namespace, name), f"update Lease {name}", body)
+
     # ------------------------------------------------------------------ watching
-    async def watch_runner_pods(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """Stream (event type, pod) for every runnerfleet runner pod, in all namespaces.
+    async def watch_runner_pods(
+        self, namespace: str | None = None
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Stream (event type, pod) for every runnerfleet runner pod, in `namespace` or in all
+        namespaces (which needs cluster-wide pod access).
 
         The label selector is applied by the apiserver (kopf's own watches filter on the
         client), so unrelated pods never reach the operator.
@@ -417,11 +487,13 @@ class KubeGateway:
         )
         w = watch.Watch()
         try:
-            async for event in w.stream(
-                self.core.list_pod_for_all_namespaces,
-                label_selector=selector,
-                timeout_seconds=300,
-            ):
+            if namespace:
+                stream = w.stream(self.core.list_namespaced_pod, namespace,
+                                  label_selector=selector, timeout_seconds=300)  # fmt: skip
+            else:
+                stream = w.stream(self.core.list_pod_for_all_namespaces,
+                                  label_selector=selector, timeout_seconds=300)  # fmt: skip
+            async for event in stream:
                 obj = event["object"]
                 pod = obj if isinstance(obj, dict) else self.api.sanitize_for_serialization(obj)
                 yield str(event["type"]), pod

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -22,6 +24,7 @@ from runnerfleet.metrics import serve_metrics
 from runnerfleet.services import node_pool as pool_service
 from runnerfleet.services import scale_set as service
 from runnerfleet.services import team_listener as listener_service
+from runnerfleet.services.leader import LeaderElector
 
 log = logging.getLogger("runnerfleet.operator")
 RSS = (c.GROUP, c.VERSION, c.RUNNER_SCALE_SET_PLURAL)
@@ -46,9 +49,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.inactivity_timeout = 600
     settings.execution.max_workers = 4
     api = await connect(os.environ.get("RUNNERFLEET_KUBECONFIG"))
-    memo.runtime = service.Runtime(kube=KubeGateway(api))
+    mode = os.environ.get("RUNNERFLEET_MODE", c.MODE_ACTIVE).strip().lower()
+    if mode not in c.MODES:
+        raise kopf.PermanentError(f"RUNNERFLEET_MODE must be one of {'/'.join(c.MODES)}")
+    memo.runtime = service.Runtime(kube=KubeGateway(api), mode=mode)
     memo.api = api
-    memo.pod_watch = asyncio.create_task(_watch_pods(memo.runtime))
+    # One pod watch per served namespace (RBAC may be namespaced), or one cluster-wide.
+    served: list[str | None] = list(getattr(memo, "namespaces", None) or []) or [None]
+    memo.pod_watches = [asyncio.create_task(_watch_pods(memo.runtime, ns)) for ns in served]
+    memo.mode_watch = asyncio.create_task(
+        service.follow_mode(memo.runtime, os.environ.get("RUNNERFLEET_NAMESPACE", "default"))
+    )
     memo.metrics_server = await serve_metrics(
         memo.runtime.metrics.registry, int(os.environ.get("RUNNERFLEET_METRICS_PORT", "9090"))
     )
@@ -56,17 +67,19 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    memo.pod_watch.cancel()
+    for task in memo.pod_watches:
+        task.cancel()
+    memo.mode_watch.cancel()
     await memo.metrics_server.cleanup()
     await memo.api.close()
 
 
-async def _watch_pods(runtime: service.Runtime) -> None:
+async def _watch_pods(runtime: service.Runtime, namespace: str | None) -> None:
     """Wake a scale set's loop whenever one of its runner pods changes."""
     delay = 1.0
     while True:
         try:
-            async for _event, pod in runtime.kube.watch_runner_pods():
+            async for _event, pod in runtime.kube.watch_runner_pods(namespace):
                 meta = pod.get("metadata", {})
                 owner = meta.get("labels", {}).get(c.LABEL_SCALE_SET)
                 if owner:
@@ -135,3 +148,36 @@ async def finalize_node_pool(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None
         raise kopf.TemporaryError(str(err), delay=5.0) from err
     except KubeError as err:
         raise kopf.TemporaryError(f"cleanup pending: {err}", delay=5.0) from err
+
+
+# ---------------------------------------------------------------------------------- entry
+@dataclass(frozen=True)
+class LeaseSettings:
+    namespace: str
+    name: str
+    duration: int
+
+
+async def operate(namespaces: list[str], lease: LeaseSettings | None) -> int:
+    """Run kopf; with `lease`, only while this replica holds it. Returns the exit code."""
+    stop = asyncio.Event()
+    elector = holder = None
+    if lease is not None:
+        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+        api = await connect(os.environ.get("RUNNERFLEET_KUBECONFIG"))
+        elector = LeaderElector(KubeGateway(api), lease.namespace, lease.name, identity,
+                                lease.duration)  # fmt: skip
+        await elector.acquire()
+        holder = asyncio.create_task(elector.hold(stop))
+    try:
+        await kopf.operator(
+            clusterwide=not namespaces, namespaces=namespaces, standalone=True, stop_flag=stop,
+            memo=kopf.Memo(namespaces=namespaces),
+        )  # fmt: skip
+    finally:
+        if holder is not None and elector is not None:
+            holder.cancel()
+            if not stop.is_set():
+                await elector.release()  # a clean stop hands over at once
+            await elector.kube.api.close()
+    return 1 if holder is not None and stop.is_set() else 0

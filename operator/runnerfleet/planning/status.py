@@ -27,6 +27,7 @@ class RoundOutcome:
     plan: Plan | None  # None when nothing could be planned (bad config, GitHub down)
     problems: list[Problem] = field(default_factory=list)
     scaled: bool = False
+    standby: bool = False  # the operator is in global standby (no new runners anywhere)
 
 
 def rfc3339(ts: float) -> str:
@@ -90,6 +91,17 @@ def build_status(
         cond("PodsAdmitted", "Admitted", "runner pods are accepted by the apiserver"),
         cond("NodePoolReady", "Resolved", "spec.nodePool is usable (or unset)"),
     ]
+    standby_message = (
+        "the operator is in standby: no new runners; idle ones are removed, busy ones finish"
+        if outcome.standby
+        else "the operator is active"
+    )
+    reason = "OperatorStandby" if outcome.standby else "OperatorActive"
+    conditions.append(
+        condition(
+            prev_conditions, "Standby", outcome.standby, reason, standby_message, generation, now
+        )
+    )
     if plan is not None:
         counts = plan.counts
         status.update(

@@ -87,6 +87,7 @@ class Runtime:
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     listener_wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     pool_wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
+    mode: str = c.MODE_ACTIVE  # c.MODE_STANDBY: a global suspend (blue/green)
     # GitHub target key -> epoch seconds until which its rate limit is exhausted.
     rate_limited_until: dict[str, float] = field(default_factory=dict)
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics.create)
@@ -127,16 +128,37 @@ class ScaleSet:
         return int(self.body["metadata"].get("generation", 0))
 
 
-def limits_of(spec: RunnerScaleSetSpec) -> Limits:
+def limits_of(spec: RunnerScaleSetSpec, standby: bool = False) -> Limits:
     return Limits(
         min_runners=spec.min_runners,
         max_runners=spec.max_runners,
-        suspend=spec.suspend,
+        suspend=spec.suspend or standby,
         registration_timeout=parse_duration(spec.registration_timeout),
         max_runner_age=parse_duration(spec.max_runner_age),
         keep_failed_for=parse_duration(spec.keep_failed_runners_for),
         scale_down_delay=parse_duration(spec.scale_down_delay),
     )
+
+
+async def follow_mode(runtime: Runtime, namespace: str, every: float = 2.0) -> None:
+    """Keep `runtime.mode` equal to the control ConfigMap's `mode` (if the ConfigMap exists);
+    on a change, wake every scale set so the switch takes effect at once."""
+    while True:
+        try:
+            data = await runtime.kube.get_config_map_data(namespace, c.CONTROL_CONFIGMAP)
+        except KubeError as err:
+            log.warning("reading ConfigMap %s/%s failed: %s", namespace, c.CONTROL_CONFIGMAP, err)
+            data = None
+        wanted = (data or {}).get("mode", runtime.mode).strip().lower()
+        if wanted not in c.MODES:
+            log.warning("ConfigMap %s/%s: mode %r is not one of %s; keeping %s", namespace,
+                        c.CONTROL_CONFIGMAP, wanted, "/".join(c.MODES), runtime.mode)  # fmt: skip
+        elif wanted != runtime.mode:
+            log.info("operating mode: %s -> %s", runtime.mode, wanted)
+            runtime.mode = wanted
+            for event in list(runtime.wakeups.values()):
+                event.set()
+        await asyncio.sleep(every)
 
 
 # ---------------------------------------------------------------------------------- loop
@@ -261,9 +283,11 @@ async def _converge(
     now = time.time()
     status_model = RunnerScaleSetStatus.model_validate(scale_set.status)
     runners = observe(ident.name, ident.namespace, pods, secrets_, registrations, now)
+    standby = runtime.mode == c.MODE_STANDBY
     decided = plan(
-        runners, limits_of(spec), status_model.demand, memory_from_status(scale_set.status), now
-    )
+        runners, limits_of(spec, standby), status_model.demand,
+        memory_from_status(scale_set.status), now,
+    )  # fmt: skip
     actions = decided.actions
     if pool_problem is not None:
         actions = [a for a in actions if not isinstance(a, _CREATES)]
@@ -273,7 +297,7 @@ async def _converge(
     if github.rate_limited_until > time.time():
         runtime.rate_limited_until[key] = github.rate_limited_until
     scaled = any(isinstance(a, CreateRunners | RemoveRunner) for a in actions)
-    return RoundOutcome(decided, problems, scaled)
+    return RoundOutcome(decided, problems, scaled, standby=standby)
 
 
 def _record(

@@ -25,15 +25,18 @@ class OperatorProcess:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     metrics_port: int = field(default_factory=lambda: free_ports(1)[0])
+    args: list[str] = field(default_factory=list)  # extra `runnerfleet operator` options
+    env: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "runnerfleet.cli", "operator",
-                 "--kubeconfig", str(self.kubeconfig), "--namespace", self.namespace],
+                 "--kubeconfig", str(self.kubeconfig), "--namespace", self.namespace, *self.args],
                 stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, "RUNNERFLEET_METRICS_PORT": str(self.metrics_port)},
+                env={**os.environ, "RUNNERFLEET_METRICS_PORT": str(self.metrics_port),
+                     **self.env},
             )  # fmt: skip
 
     def kill(self) -> None:

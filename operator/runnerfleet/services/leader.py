@@ -1,0 +1,110 @@
+"""Leader election: with several operator replicas, only the Lease holder runs kopf.
+
+A replica blocks in `acquire` until it holds the Lease, then runs the operator while `hold`
+renews it; if renewing fails for a whole lease duration, `hold` sets the stop flag, kopf
+stops, and the process exits non-zero so Kubernetes restarts it as a candidate. That bounds
+the overlap of two acting replicas by the lease duration, as client-go's leaderelection does.
+
+Layer: services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from runnerfleet.gateways.kubernetes import (
+    AlreadyExistsError,
+    ConflictError,
+    KubeError,
+    KubeGateway,
+)
+from runnerfleet.planning.lease import LeaseView, lease_spec, may_take, released_spec
+
+log = logging.getLogger("runnerfleet.leader")
+
+
+@dataclass
+class LeaderElector:
+    kube: KubeGateway
+    namespace: str
+    name: str
+    identity: str
+    duration: int = 15
+
+    @property
+    def renew_every(self) -> float:
+        return max(1.0, self.duration / 3)
+
+    async def try_take(self) -> bool:
+        """One attempt to claim or renew the lease; True if we hold it afterwards."""
+        lease = await self.kube.get_lease(self.namespace, self.name)
+        view = LeaseView.of(lease)
+        now = time.time()
+        if not may_take(view, self.identity, now):
+            return False
+        spec = lease_spec(view, self.identity, now, self.duration)
+        try:
+            if lease is None:
+                await self.kube.create_lease(self.namespace, self.name, spec)
+            else:
+                version = lease["metadata"]["resourceVersion"]
+                await self.kube.replace_lease(self.namespace, self.name, spec, version)
+        except (ConflictError, AlreadyExistsError):
+            return False  # someone else wrote it first (AlreadyExists is a Conflict too)
+        return True
+
+    async def acquire(self) -> None:
+        """Block until this replica holds the lease."""
+        announced = False
+        while True:
+            try:
+                if await self.try_take():
+                    log.info("leader election: %s holds lease %s/%s; acting",
+                             self.identity, self.namespace, self.name)  # fmt: skip
+                    return
+            except KubeError as err:
+                log.warning("leader election: %s", err)
+            if not announced:
+                log.info("leader election: standing by; lease %s/%s is held by another replica",
+                         self.namespace, self.name)  # fmt: skip
+                announced = True
+            await asyncio.sleep(self.renew_every)
+
+    async def hold(self, lost: asyncio.Event) -> None:
+        """Renew until cancelled; set `lost` once renewing has failed for a lease duration."""
+        last_ok = time.monotonic()
+        while True:
+            await asyncio.sleep(self.renew_every)
+            try:
+                ok = await self.try_take()
+            except KubeError as err:
+                log.warning("leader election: renew failed: %s", err)
+                ok = False
+            if ok:
+                last_ok = time.monotonic()
+            elif time.monotonic() - last_ok > self.duration or not await self._still_ours():
+                log.error("leader election: lost lease %s/%s; stopping", self.namespace, self.name)
+                lost.set()
+                return
+
+    async def _still_ours(self) -> bool:
+        try:
+            view = LeaseView.of(await self.kube.get_lease(self.namespace, self.name))
+        except KubeError:
+            return True  # unknown: keep going until the duration runs out
+        return view.holder == self.identity
+
+    async def release(self) -> None:
+        try:
+            lease = await self.kube.get_lease(self.namespace, self.name)
+            view = LeaseView.of(lease)
+            if lease is not None and view.holder == self.identity:
+                await self.kube.replace_lease(
+                    self.namespace, self.name, released_spec(view),
+                    lease["metadata"]["resourceVersion"],
+                )  # fmt: skip
+        except KubeError as err:
+            log.warning("leader election: release failed: %s", err)
