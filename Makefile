@@ -7,12 +7,13 @@ PYTEST_ARGS ?=
 
 
 
-.PHONY: help venv cluster-binaries crds lint format test bench test-unit test-cluster demo cluster-up cluster-down clean
+.PHONY: help venv cluster-binaries crds docs chart-crds lint format test bench test-unit test-cluster demo cluster-up cluster-down clean
 
 help:
 	@echo "make demo              local control plane + (as it lands) operator, fake GitHub, runners"
 	@echo "make test              lint (ruff, mypy --strict, import-linter) then the whole pytest suite"
 	@echo "make cluster-binaries  build etcd, kube-*, kubectl and kwok from pinned Go modules (cached)"
+	@echo "make crds | docs       regenerate crds/ (and the chart's copy) and docs/reference/crds.md"
 	@echo "make lint | format | test-unit | test-cluster | clean"
 
 venv: $(VENV)/.installed
@@ -28,9 +29,18 @@ cluster-binaries:
 
 crds: venv
 	$(BIN)/python tools/gen_crds.py
+	cp crds/*.yaml charts/runnerfleet/crds/
+
+docs: crds
+	$(BIN)/python tools/gen_crd_docs.py
+
+chart-crds:
+	cp crds/*.yaml charts/runnerfleet/crds/
 
 lint: venv
 	$(BIN)/python tools/gen_crds.py --check
+	$(BIN)/python tools/gen_crd_docs.py --check
+	@diff -r crds charts/runnerfleet/crds >/dev/null || { echo "charts/runnerfleet/crds differs from crds/: run \`make chart-crds\`"; exit 1; }
 	$(BIN)/ruff check operator tests tools bench
 	$(BIN)/ruff format --check operator tests tools bench
 	$(BIN)/mypy
