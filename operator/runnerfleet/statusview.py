@@ -81,6 +81,8 @@ async def run_status(
     kubeconfig: str | None, namespace: str | None, as_json: bool, watch: bool, interval: float
 ) -> int:
     console = Console()
+    if not console.is_terminal:  # piped: don't squeeze names into 80 columns
+        console = Console(width=200)
     err = Console(stderr=True)
     api = await connect(kubeconfig)
     kube = KubeGateway(api)

@@ -361,6 +361,18 @@ def test_scale_set_suspended(health: Check) -> None:
     assert health(scale_set(scale_set_status(), suspend=False))[0] == "Healthy"
 
 
+def test_scale_set_in_operator_standby_is_suspended(health: Check) -> None:
+    """Blue/green: the operator's global standby shows as Suspended, from the real builder."""
+    from runnerfleet.planning.status import RoundOutcome, build_status
+
+    status = build_status(RoundOutcome(plan=None, standby=True), {}, 2, 1_000_000.0)
+    got = health(scale_set({**scale_set_status(), **status, "busy": 2}))
+    assert got == (
+        "Suspended",
+        "the operator is in standby (blue/green): no new runners; 2 busy runners finish their jobs",
+    )
+
+
 @pytest.mark.parametrize(
     ("problem", "expected"),
     [

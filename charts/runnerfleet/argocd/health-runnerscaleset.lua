@@ -6,7 +6,8 @@
 -- every field may be missing.
 --
 --   Progressing  no status yet, or status.observedGeneration < metadata.generation
---   Suspended    spec.suspend is true (no new runners; busy ones finish their jobs)
+--   Suspended    spec.suspend is true, or the operator is in global standby (condition
+--                Standby=True): no new runners; busy ones finish their jobs
 --   Degraded     ConfigValid, NodePoolReady, PodsAdmitted or RunnersHealthy is False, or
 --                GitHubReachable is False (GitHub failing or rate limited: said so)
 --   Healthy      Ready is True (message: desired/idle/busy/pending runner counts)
@@ -81,6 +82,14 @@ end
 if spec.suspend == true then
   hs.status = "Suspended"
   hs.message = "spec.suspend is true: no new runners are created; " .. count(status.busy)
+    .. " busy runners finish their jobs"
+  return hs
+end
+
+local standby = find_condition(status, "Standby")
+if type(standby) == "table" and standby.status == "True" then
+  hs.status = "Suspended"
+  hs.message = "the operator is in standby (blue/green): no new runners; " .. count(status.busy)
     .. " busy runners finish their jobs"
   return hs
 end

@@ -73,8 +73,8 @@ def build_karpenter_nodepool(pool: str, uid: str, spec: RunnerNodePoolSpec) -> d
         },
         "disruption": disruption,
     }
-    if spec.limits is not None and spec.limits.to_wire():
-        body["limits"] = spec.limits.to_wire()
+    if spec.limits:
+        body["limits"] = dict(spec.limits)
     if spec.weight is not None:
         body["weight"] = spec.weight
     return {

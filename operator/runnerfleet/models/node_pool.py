@@ -12,14 +12,15 @@ Layer: models. Pure.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from runnerfleet.models.base import Condition, CrdModel
 
-CapacityType = Literal["spot", "on-demand", "reserved"]
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
+Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN)]
+CapacityType = Literal["spot", "on-demand", "reserved"]
 
 
 class NodeRequirement(CrdModel):
@@ -32,13 +33,6 @@ class NodeRequirement(CrdModel):
     values: list[str] = Field(
         default_factory=list, max_length=100, description="Values compared with the label."
     )
-
-
-class PoolLimits(CrdModel):
-    """Upper bounds on the capacity Karpenter may launch for the pool."""
-
-    cpu: str | None = Field(default=None, pattern=QUANTITY_PATTERN, description="e.g. 1000.")
-    memory: str | None = Field(default=None, pattern=QUANTITY_PATTERN, description="e.g. 4000Gi.")
 
 
 class DisruptionBudget(CrdModel):
@@ -125,7 +119,12 @@ class RunnerNodePoolSpec(CrdModel):
         description="Capacity types Karpenter may launch (karpenter.sh/capacity-type).",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
-    limits: PoolLimits | None = Field(default=None, description="Capacity ceiling (Karpenter).")
+    limits: dict[str, Quantity] = Field(
+        default_factory=dict,
+        description=(
+            "Ceiling on what Karpenter may launch, per resource (cpu, memory, nvidia.com/gpu...)."
+        ),
+    )
     disruption: Disruption = Field(
         default_factory=Disruption, description="Consolidation and budgets (Karpenter)."
     )
