@@ -96,3 +96,9 @@ CONTROL_CONFIGMAP: Final = "runnerfleet-control"
 MODE_ACTIVE: Final = "active"
 MODE_STANDBY: Final = "standby"
 MODES: Final = (MODE_ACTIVE, MODE_STANDBY)
+
+# Warm capacity: placeholder pods below every runner's priority, so runners preempt them.
+WARM_PRIORITY_CLASS: Final = "runnerfleet-warm"
+WARM_PRIORITY: Final = -100
+COMPONENT_WARM: Final = "warm-capacity"
+PLACEHOLDER_IMAGE: Final = "registry.k8s.io/pause:3.10"

@@ -123,3 +123,53 @@ async def test_unknown_or_foreign_pool_is_a_condition_and_creates_nothing_until_
     await f.expect_runners("b", idle=2)
     assert {p.spec.node_name for p in await f.pods("b")} <= set(pool_nodes)
     await f.wait_condition("rss", "b", "NodePoolReady", "True")
+
+
+async def test_warm_capacity_placeholders_are_preempted_by_runners(
+    running_fleet: Fleet, local_cluster: LocalCluster
+) -> None:
+    """Placeholders hold a small node's CPU; runners preempt them instead of waiting."""
+    f = running_fleet
+    pool = f"warm-{f.namespace}"
+    [node] = local_cluster.add_nodes(NodeSpec(count=1, prefix=f"warm-{f.namespace}", cpu="4",
+                                              labels={SELECT: f"warm-{f.namespace}"}))  # fmt: skip
+    core = client.CoreV1Api(f.kube)
+    try:
+        await f.apply_node_pool(make_node_pool(
+            pool, static={"nodeSelector": {SELECT: f"warm-{f.namespace}"}},
+            warmCapacity={"replicas": 3, "cpu": "1", "memory": "256Mi"},
+        ))  # fmt: skip
+        selector = f"{c.LABEL_COMPONENT}=warm-capacity,{c.LABEL_POOL}={pool}"
+
+        async def placeholders() -> list[Any]:
+            found = await core.list_namespaced_pod("default", label_selector=selector)
+            return [p for p in found.items if not p.metadata.deletion_timestamp]
+
+        running = await wait_for(
+            placeholders, lambda ps: sum(p.status.phase == "Running" for p in ps) == 3,
+            what="3 placeholders Running", within=30,
+        )  # fmt: skip
+        assert {p.spec.node_name for p in running} == {node}
+        assert all(p.spec.priority == c.WARM_PRIORITY for p in running)
+        ready = await wait_for(lambda: f.node_pool(pool),
+                               lambda o: (o or {}).get("status", {}).get("warmReady") == 3,
+                               what="status.warmReady == 3")  # fmt: skip
+        assert ready is not None
+
+        # Two runners of 1.5 CPU need 3 of the node's 4 CPUs: the scheduler evicts two
+        # placeholders for them (which, with Karpenter, would bring a node up for themselves).
+        template = {"spec": {"containers": [{"name": "runner", "resources": {
+            "requests": {"cpu": "1500m", "memory": "256Mi"}}}]}}  # fmt: skip
+        await f.apply_scale_set(make_scale_set("warm", config_url=f.config_url, min_runners=2,
+                                               nodePool=pool, template=template))  # fmt: skip
+        await f.expect_runners("warm", idle=2, within=45)
+        assert {p.spec.node_name for p in await f.pods("warm")} == {node}
+        after = await wait_for(
+            placeholders, lambda ps: sum(p.status.phase == "Pending" for p in ps) == 2,
+            what="2 preempted placeholders Pending again", within=30,
+        )  # fmt: skip
+        assert sum(p.status.phase == "Running" for p in after) == 1
+    finally:
+        await f.remove_node_pools()
+        f.node_pools.clear()
+        await core.delete_node(node)

@@ -92,6 +92,72 @@ def build_karpenter_nodepool(pool: str, uid: str, spec: RunnerNodePoolSpec) -> d
     }  # fmt: skip
 
 
+# ---------------------------------------------------------------------------------- warm capacity
+def warm_deployment_name(pool: str) -> str:
+    return f"runnerfleet-warm-{pool}"
+
+
+def build_warm_priority_class() -> dict[str, Any]:
+    """Below the default priority (0) of runner pods, and never preempting anything itself."""
+    return {
+        "apiVersion": "scheduling.k8s.io/v1",
+        "kind": "PriorityClass",
+        "metadata": {"name": c.WARM_PRIORITY_CLASS,
+                     "labels": {c.LABEL_MANAGED_BY: c.MANAGED_BY_VALUE}},
+        "value": c.WARM_PRIORITY,
+        "preemptionPolicy": "Never",
+        "globalDefault": False,
+        "description": "runnerfleet placeholder pods: runners preempt them",
+    }  # fmt: skip
+
+
+def build_warm_deployment(
+    pool: str, uid: str, spec: RunnerNodePoolSpec, namespace: str
+) -> dict[str, Any]:
+    """Placeholder pods holding `spec.warmCapacity` on the pool's nodes."""
+    warm = spec.warm_capacity
+    assert warm is not None
+    place = placement(pool)
+    labels = {c.LABEL_MANAGED_BY: c.MANAGED_BY_VALUE, c.LABEL_COMPONENT: c.COMPONENT_WARM,
+              c.LABEL_POOL: pool}  # fmt: skip
+    resources = {"cpu": warm.cpu, "memory": warm.memory}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": warm_deployment_name(pool), "namespace": namespace, "labels": labels,
+            "ownerReferences": [{
+                "apiVersion": c.API_VERSION, "kind": c.RUNNER_NODE_POOL_KIND, "name": pool,
+                "uid": uid, "controller": True, "blockOwnerDeletion": True,
+            }],
+        },
+        "spec": {
+            "replicas": warm.replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "priorityClassName": c.WARM_PRIORITY_CLASS,
+                    "terminationGracePeriodSeconds": 0,
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "nodeSelector": place.node_selector,
+                    "tolerations": place.tolerations,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 65535,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": "placeholder", "image": c.PLACEHOLDER_IMAGE,
+                        "resources": {"requests": resources, "limits": resources},
+                        "securityContext": {"allowPrivilegeEscalation": False,
+                                            "capabilities": {"drop": ["ALL"]},
+                                            "readOnlyRootFilesystem": True},
+                    }],
+                },
+            },
+        },
+    }  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------- static mode
 @dataclass(frozen=True)
 class NodeEdit:

@@ -393,6 +393,15 @@ class KubeGateway:
         except NotFoundError:
             return
 
+    async def delete_deployment(self, namespace: str, name: str) -> None:
+        try:
+            await self._rest(
+                "DELETE", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
+                f"delete Deployment {namespace}/{name}",
+            )  # fmt: skip
+        except NotFoundError:
+            return
+
     async def list_nodes(self, selector: str = "") -> list[dict[str, Any]]:
         query = [("labelSelector", selector)] if selector else []
         items: list[dict[str, Any]] = (
@@ -507,6 +516,7 @@ _PLURALS = {
     "ServiceAccount": "serviceaccounts", "Service": "services", "Secret": "secrets",
     "ConfigMap": "configmaps", "Pod": "pods", "Role": "roles", "RoleBinding": "rolebindings",
     "Deployment": "deployments", "NetworkPolicy": "networkpolicies", "NodePool": "nodepools",
+    "PriorityClass": "priorityclasses",
 }  # fmt: skip
 
 

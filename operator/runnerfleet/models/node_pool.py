@@ -81,6 +81,16 @@ class NodeClassRef(CrdModel):
     name: str = Field(min_length=1, description="Name of the node class object.")
 
 
+class WarmCapacity(CrdModel):
+    """Spare capacity kept in the pool as low-priority placeholder pods. A new runner preempts
+    one at once instead of waiting for a node; with Karpenter, the preempted placeholder goes
+    Pending and Karpenter launches capacity for it in the background."""
+
+    replicas: int = Field(default=0, ge=0, le=1000, description="Placeholder pods.")
+    cpu: Quantity = Field(default="1", description="CPU each placeholder reserves.")
+    memory: Quantity = Field(default="1Gi", description="Memory each placeholder reserves.")
+
+
 class StaticNodes(CrdModel):
     """Without Karpenter: which existing nodes form the pool."""
 
@@ -114,7 +124,7 @@ class RunnerNodePoolSpec(CrdModel):
         ),
     )
     capacity_types: list[CapacityType] = Field(
-        default_factory=lambda: list[CapacityType](["on-demand"]),
+        default=["on-demand"],
         min_length=1,
         description="Capacity types Karpenter may launch (karpenter.sh/capacity-type).",
         json_schema_extra={"x-kubernetes-list-type": "set"},
@@ -126,7 +136,7 @@ class RunnerNodePoolSpec(CrdModel):
         ),
     )
     disruption: Disruption = Field(
-        default_factory=Disruption, description="Consolidation and budgets (Karpenter)."
+        default=Disruption(), description="Consolidation and budgets (Karpenter)."
     )
     expire_after: str = Field(
         default="720h",
@@ -143,6 +153,9 @@ class RunnerNodePoolSpec(CrdModel):
     static: StaticNodes | None = Field(
         default=None, description="Node selection when Karpenter is not installed."
     )
+    warm_capacity: WarmCapacity | None = Field(
+        default=None, description="Spare capacity kept ready for new runners (placeholders)."
+    )
 
 
 class RunnerNodePoolStatus(CrdModel):
@@ -153,6 +166,7 @@ class RunnerNodePoolStatus(CrdModel):
     )
     node_pool: str | None = Field(default=None, description="The Karpenter NodePool's name.")
     nodes: int = Field(default=0, description="Nodes carrying the pool label.")
+    warm_ready: int = Field(default=0, description="Placeholder pods holding warm capacity.")
     scale_sets: list[str] = Field(
         default_factory=list, description="namespace/name of scale sets using the pool."
     )

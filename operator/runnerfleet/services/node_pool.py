@@ -14,6 +14,7 @@ Layer: services. I/O only through the gateways.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,9 +25,12 @@ from pydantic import ValidationError
 from runnerfleet import conventions as c
 from runnerfleet.builders.node_pool import (
     build_karpenter_nodepool,
+    build_warm_deployment,
+    build_warm_priority_class,
     karpenter_nodepool_name,
     node_patch,
     plan_static,
+    warm_deployment_name,
 )
 from runnerfleet.gateways.kubernetes import ConflictError, InvalidError, KubeGateway
 from runnerfleet.models.node_pool import RunnerNodePoolSpec
@@ -46,6 +50,7 @@ class PoolRound:
     mode: str
     members: int = 0
     node_pool: str | None = None
+    warm_ready: int = 0
     problems: list[Problem] = field(default_factory=list)
 
 
@@ -78,7 +83,25 @@ async def reconcile_once(kube: KubeGateway, name: str) -> None:
             result = await _karpenter(kube, name, meta["uid"], spec)
         else:
             result = await _static(kube, name, spec)
+        result.warm_ready = await _warm(kube, name, meta["uid"], spec)
     await _report(kube, body, result, users, generation)
+
+
+def operator_namespace() -> str:
+    """Where the operator keeps its own objects (warm-capacity placeholders, the Lease)."""
+    return os.environ.get("RUNNERFLEET_NAMESPACE", "default")
+
+
+async def _warm(kube: KubeGateway, name: str, uid: str, spec: RunnerNodePoolSpec) -> int:
+    """Keep the placeholder Deployment in line with spec.warmCapacity; its ready count."""
+    namespace = operator_namespace()
+    if spec.warm_capacity is None or spec.warm_capacity.replicas == 0:
+        await kube.delete_deployment(namespace, warm_deployment_name(name))
+        return 0
+    await kube.apply(build_warm_priority_class())
+    await kube.apply(build_warm_deployment(name, uid, spec, namespace))
+    status = await kube.get_deployment_status(namespace, warm_deployment_name(name)) or {}
+    return int(status.get("readyReplicas") or 0)
 
 
 async def _karpenter(kube: KubeGateway, name: str, uid: str, spec: RunnerNodePoolSpec) -> PoolRound:
@@ -151,6 +174,7 @@ async def _report(
         "mode": result.mode if result.mode != "Unknown" else None,
         "nodePool": result.node_pool,
         "nodes": result.members,
+        "warmReady": result.warm_ready,
         "scaleSets": users,
         "observedGeneration": generation,
         "conditions": [ready],

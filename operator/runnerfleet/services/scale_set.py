@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -179,7 +180,9 @@ async def reconcile_once(runtime: Runtime, namespace: str, name: str) -> RoundOu
     if scale_set.body["metadata"].get("deletionTimestamp"):
         return RoundOutcome(plan=None)
     started = time.monotonic()
-    outcome = await _round(runtime, scale_set)
+    outcome = dataclasses.replace(
+        await _round(runtime, scale_set), standby=runtime.mode == c.MODE_STANDBY
+    )
     _record(runtime.metrics, scale_set, outcome, time.monotonic() - started)
     now = time.time()
     status = build_status(outcome, scale_set.status, scale_set.generation, now)
@@ -297,7 +300,7 @@ async def _converge(
     if github.rate_limited_until > time.time():
         runtime.rate_limited_until[key] = github.rate_limited_until
     scaled = any(isinstance(a, CreateRunners | RemoveRunner) for a in actions)
-    return RoundOutcome(decided, problems, scaled, standby=standby)
+    return RoundOutcome(decided, problems, scaled)
 
 
 def _record(
