@@ -767,6 +767,9 @@ class FakeKube:
         key, value = selector.split("=")
         return [n for n in self.nodes if n["metadata"]["labels"].get(key) == value]
 
+    async def delete_deployment(self, namespace: str, name: str) -> None:
+        return None  # no warm capacity in these pools
+
     async def patch_node(self, name: str, patch: dict[str, Any]) -> None:
         return None
 
