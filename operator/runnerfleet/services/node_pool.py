@@ -13,6 +13,7 @@ Layer: services. I/O only through the gateways.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -24,6 +25,7 @@ from pydantic import ValidationError
 
 from runnerfleet import conventions as c
 from runnerfleet.builders.node_pool import (
+    NodeEdit,
     build_karpenter_nodepool,
     build_warm_deployment,
     build_warm_priority_class,
@@ -144,7 +146,7 @@ async def _static(kube: KubeGateway, name: str, spec: RunnerNodePoolSpec) -> Poo
 
 
 async def _edit_nodes(
-    kube: KubeGateway, pool: str, nodes: list[dict[str, Any]], edits: Any
+    kube: KubeGateway, pool: str, nodes: list[dict[str, Any]], edits: list[NodeEdit]
 ) -> None:
     by_name = {n["metadata"]["name"]: n for n in nodes}
     for edit in edits:
@@ -185,7 +187,9 @@ async def _report(
         await kube.event(body, "Warning", problem.reason, problem.message)
 
 
-async def run(kube: KubeGateway, name: str, stopped: Callable[[], bool], wake: Any) -> None:
+async def run(
+    kube: KubeGateway, name: str, stopped: Callable[[], bool], wake: asyncio.Event
+) -> None:
     await reconcile_loop(
         f"RunnerNodePool {name}", lambda: reconcile_once(kube, name), wake, stopped, RESYNC_SECONDS
     )
