@@ -49,6 +49,7 @@ class SimulatedRunners:
     records: dict[str, RunnerRecord] = field(default_factory=dict)
     lost_jobs: list[int] = field(default_factory=list)
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    _started_uids: set[str] = field(default_factory=set)  # each pod incarnation boots once
     _main: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -88,7 +89,15 @@ class SimulatedRunners:
             if task is not None:
                 task.cancel()
             return
-        if pod.status.phase == "Running" and name not in self._tasks and name not in self.records:
+        # A pod recreated under the same name (the operator re-creating a runner's pod whose
+        # JIT config was never used) boots again, as a real one would: key on the pod's uid.
+        uid = pod.metadata.uid
+        if (
+            pod.status.phase == "Running"
+            and name not in self._tasks
+            and uid not in self._started_uids
+        ):
+            self._started_uids.add(uid)
             self._tasks[name] = asyncio.create_task(self._life(pod.metadata.namespace, name))
 
     async def _life(self, namespace: str, name: str) -> None:
