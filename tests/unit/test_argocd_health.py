@@ -747,7 +747,7 @@ class FakeKube:
     async def get_team_listener(self, namespace: str, name: str) -> dict[str, Any]:
         return self.live()
 
-    async def list_all_scale_sets(self) -> list[dict[str, Any]]:
+    async def list_scale_sets(self, namespace: str | None = None) -> list[dict[str, Any]]:
         return [
             {"metadata": {"namespace": user.split("/")[0], "name": user.split("/")[1]},
              "spec": {"nodePool": self.body["metadata"]["name"]}}

@@ -296,15 +296,9 @@ class KubeGateway:
         status: dict[str, Any] = body.get("status", {})
         return status
 
-    async def list_scale_sets(self, namespace: str) -> list[dict[str, Any]]:
-        try:
-            body: dict[str, Any] = await self.custom.list_namespaced_custom_object(
-                c.GROUP, c.VERSION, namespace, c.RUNNER_SCALE_SET_PLURAL
-            )
-        except Exception as err:
-            raise _map(err, f"list RunnerScaleSets in {namespace}") from err
-        items: list[dict[str, Any]] = body.get("items", [])
-        return items
+    async def list_scale_sets(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """RunnerScaleSets in `namespace`, or in every namespace."""
+        return await self.list_ours(c.RUNNER_SCALE_SET_PLURAL, namespace)
 
     async def event(self, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
         """Post a core/v1 Event about `involved` (best effort: failures are not raised)."""
@@ -367,13 +361,6 @@ class KubeGateway:
             "PATCH", path, f"patch status of RunnerNodePool {name}", {"status": status},
             "application/merge-patch+json",
         )  # fmt: skip
-
-    async def list_all_scale_sets(self) -> list[dict[str, Any]]:
-        path = f"/apis/{c.API_VERSION}/{c.RUNNER_SCALE_SET_PLURAL}"
-        items: list[dict[str, Any]] = (await self._rest("GET", path, "list RunnerScaleSets")).get(
-            "items", []
-        )
-        return items
 
     async def has_karpenter(self) -> bool:
         """True if the karpenter.sh/v1 NodePool API is served (Karpenter's CRDs installed)."""

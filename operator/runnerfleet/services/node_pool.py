@@ -60,7 +60,7 @@ async def users_of(kube: KubeGateway, pool: str) -> list[str]:
     """`namespace/name` of every scale set whose spec.nodePool names the pool."""
     return sorted(
         f"{s['metadata']['namespace']}/{s['metadata']['name']}"
-        for s in await kube.list_all_scale_sets()
+        for s in await kube.list_scale_sets()
         if (s.get("spec") or {}).get("nodePool") == pool
     )
 

@@ -17,7 +17,7 @@ from runnerfleet.planning.report import build_report
 async def fleet_report(kube: KubeGateway, namespace: str | None = None) -> dict[str, Any]:
     """The report for one namespace, or the whole cluster."""
     scale_sets, listeners, events = await asyncio.gather(
-        kube.list_ours(c.RUNNER_SCALE_SET_PLURAL, namespace),
+        kube.list_scale_sets(namespace),
         kube.list_ours(c.TEAM_LISTENER_PLURAL, namespace),
         kube.list_events("RunnerFailed", namespace),
     )
