@@ -192,3 +192,11 @@ def test_idle_runner_evicted_is_replaced_without_counting_as_a_failure() -> None
     assert CreateRunners(2) in p.actions
     lost = plan([busy_lost], replace(LIMITS, min_runners=1), None, Memory(), NOW)
     assert lost.failures == [("b", "PodLost")]
+
+
+def test_a_registered_runner_whose_pod_is_being_deleted_is_lost_like_one_already_gone() -> None:
+    """Same reason whether the pod is still terminating or already removed (no race)."""
+    deleting = replace(runner("b", "busy"), pod_phase="Failed", pod_reason="Deleted")
+    gone = replace(runner("b", "busy"), pod_phase=None)
+    assert plan([deleting], LIMITS, None, Memory(), NOW).failures == [("b", "PodLost")]
+    assert plan([gone], LIMITS, None, Memory(), NOW).failures == [("b", "PodLost")]

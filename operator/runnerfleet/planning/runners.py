@@ -170,6 +170,10 @@ def classify(runner: ObservedRunner, now: float, limits: Limits) -> tuple[State,
     if phase == "Failed":
         if not runner.has_secret:
             return State.KEPT, runner.pod_reason or "PodFailed"
+        if runner.pod_reason == "Deleted" and reg is not None and (reg.online or reg.busy):
+            # Its pod is being deleted after it ran: the same as a pod already gone (below),
+            # whether or not kwok/the kubelet has finished removing it yet.
+            return State.FAILED, "PodLost"
         return State.FAILED, runner.pod_reason or "PodFailed"
     if phase is None:
         if not runner.has_secret:
