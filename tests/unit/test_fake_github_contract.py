@@ -21,7 +21,7 @@ from githubkit_schemas.latest import models as m
 from multidict import CIMultiDict
 from pydantic import BaseModel
 
-from runnerfleet.sim.github import API_PREFIX, FakeGitHub
+from runnerfleet.sim.github import API_PREFIX, FakeGitHub, FakeJob, FakeRunner
 
 ORG = "acme"
 
@@ -127,6 +127,44 @@ async def test_runner_groups_repos_runs_jobs(fake: FakeGitHub) -> None:
     assert status == 200
     jobs = _valid(m.ReposOwnerRepoActionsRunsRunIdJobsGetResponse200, body)
     assert jobs.jobs[0].labels == ["self-hosted", "linux"]  # type: ignore[attr-defined]
+
+
+async def test_every_page_of_every_list_validates(fake: FakeGitHub) -> None:
+    first = fake.enqueue_job("acme/app", ["linux"])
+    for i in range(1, 35):
+        fake.runners[i] = FakeRunner(i, f"r-{i}", f"org/{ORG}", ["linux"], 1)
+        fake.jobs[90_000 + i] = FakeJob(90_000 + i, first.run_id, "acme/app", ["linux"], 1.0)
+        fake.enqueue_job(f"acme/repo-{i}", ["linux"])
+    fake.add_repositories(["acme/old"], archived=True)
+    lists = {
+        f"/orgs/{ORG}/actions/runners": m.OrgsOrgActionsRunnersGetResponse200,
+        f"/orgs/{ORG}/actions/runner-groups": m.OrgsOrgActionsRunnerGroupsGetResponse200,
+        "/installation/repositories": m.InstallationRepositoriesGetResponse200,
+        "/repos/acme/app/actions/runs": m.ReposOwnerRepoActionsRunsGetResponse200,
+        f"/repos/acme/app/actions/runs/{first.run_id}/jobs": (
+            m.ReposOwnerRepoActionsRunsRunIdJobsGetResponse200
+        ),
+    }
+    pages = 0
+    for path, model in lists.items():
+        url: str | None = path
+        while url is not None:
+            status, body, headers = await _call(
+                fake, "GET", url.removeprefix(fake.url + API_PREFIX)
+            )
+            assert status == 200, (url, body)
+            _valid(model, body)
+            pages += 1
+            link = headers.get("Link", "")
+            url = next((u for u, rel in _links(link) if rel == "next"), None)
+    assert pages == 2 + 1 + 2 + 1 + 2  # 34 runners, 1 group, 36 repositories, 1 run, 35 jobs
+
+
+def _links(header: str) -> list[tuple[str, str]]:
+    parts = (part.split(";") for part in header.split(",") if part.strip())
+    return [
+        (u.strip().strip("<>"), rel.strip().removeprefix("rel=").strip('"')) for u, rel in parts
+    ]
 
 
 async def test_app_jwt_exchanges_for_installation_token() -> None:

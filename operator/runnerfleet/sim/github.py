@@ -2,10 +2,14 @@
 
 It implements the endpoints runnerfleet calls with GitHub's status codes: App installation
 tokens, runner groups, JIT runner configuration (org and repo scope), list/get/delete runners
-(ETag + 304, `422` while busy), installation repositories, queued workflow runs and their jobs.
-Every request is counted; requests answered 304 do not count against the rate limit, as on
-GitHub. The rate limit can be exhausted on purpose (403 + x-ratelimit-* + retry-after), and the
-whole API can be made unreachable (503) to test retries.
+(`422` while busy), installation repositories, queued workflow runs and their jobs.
+
+It has GitHub's limits, on by default (sim/github_limits.py, `GitHubLimits`): a primary budget
+per App installation and per plain token with x-ratelimit-* headers; ETags tied to the token
+that got them, so a 304 is free only for that token; secondary limits (concurrency, points per
+endpoint per minute); every list paginated with `per_page`/`page` and a `Link` header. Every
+request is counted, by endpoint and budget. The rate limit can also be exhausted on purpose,
+and the whole API made unreachable (503), to test retries.
 
 Response bodies are shaped after githubkit's models (generated from GitHub's OpenAPI
 description); tests/unit/test_fake_github_contract.py validates each one against them.
@@ -28,7 +32,8 @@ import json
 import secrets
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,8 +41,18 @@ import aiohttp
 import jwt
 from aiohttp import web
 
+from runnerfleet.sim.github_limits import GitHubLimits, Limiter, RateLimit, paginate
+
 API_PREFIX = "/api/v3"
 _DOCS = "https://docs.github.com/rest"
+_CREDENTIAL = web.RequestKey("credential", str)  # the caller's token (ETags are tied to it)
+_BUDGET = web.RequestKey("budget", RateLimit)  # the caller's primary budget
+_LIMITS_DOCS = "https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api"
+_PRIMARY = _LIMITS_DOCS + "#about-primary-rate-limits"
+_SECONDARY = _LIMITS_DOCS + "#about-secondary-rate-limits"
+_SECONDARY_MESSAGE = (
+    "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
+)
 
 
 def _iso(ts: float) -> str:
@@ -87,39 +102,38 @@ class FakeJob:
     completed_at: float | None = None
 
 
-@dataclass
-class RateLimit:
-    limit: int = 5000
-    used: int = 0
-    reset_at: float = field(default_factory=lambda: time.time() + 3600)
-
-    @property
-    def remaining(self) -> int:
-        return max(0, self.limit - self.used)
-
-    def headers(self) -> dict[str, str]:
-        return {
-            "x-ratelimit-limit": str(self.limit),
-            "x-ratelimit-remaining": str(self.remaining),
-            "x-ratelimit-used": str(self.used),
-            "x-ratelimit-reset": str(int(self.reset_at)),
-            "x-ratelimit-resource": "core",
-        }
-
-
 class FakeGitHub:
     """State and HTTP surface of the fake. Start with `await start()`, stop with `await stop()`."""
 
-    def __init__(self, tokens: set[str] | None = None, app_public_key: str | None = None) -> None:
-        self.tokens: set[str] = set(tokens or set())
+    def __init__(
+        self,
+        tokens: set[str] | None = None,
+        app_public_key: str | None = None,
+        limits: GitHubLimits | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.limits = limits or GitHubLimits()
+        self.clock = clock  # budgets' hours, the secondary windows, reset times
+        self._limiter = Limiter(self.limits, clock)
+        self._token_budget: dict[str, tuple[str, str]] = {}  # token -> (budget key, name)
+        self._user_ids = itertools.count(1)
+        self.tokens: set[str] = set()
+        for token in tokens or set():
+            self._add_user_token(token)
         self.app_public_key = app_public_key
         self.runners: dict[int, FakeRunner] = {}
         self.jobs: dict[int, FakeJob] = {}
         self.repositories: list[str] = []
-        self.rate = RateLimit()
+        self.archived: set[str] = set()  # full names of archived repositories
+        self._repo_ids: dict[str, int] = {}
         self.unreachable = False
-        self.latency = 0.0  # seconds added to every API response (simulated network)
-        self.requests: Counter[tuple[str, str, int]] = Counter()
+        # Request statistics (reset_counters() clears them; budgets are GitHub's state, not stats).
+        self.requests: Counter[tuple[str, str, int]] = Counter()  # (method, route, status)
+        self.counted_by_budget: Counter[str] = Counter()  # counted against the primary limit
+        self.counted_by_endpoint: Counter[str] = Counter()  # "GET /api/v3/..." -> counted
+        self.not_modified: Counter[str] = Counter()  # endpoint -> 304s (free)
+        self.primary_limited: Counter[str] = Counter()  # endpoint -> 403 (primary budget spent)
+        self.secondary_limited: Counter[str] = Counter()  # endpoint -> 403 (secondary limit)
         self.jit_issued: list[str] = []
         self.deleted_runners: list[str] = []
         self._ids = itertools.count(1000)
@@ -153,23 +167,79 @@ class FakeGitHub:
             await self._runner.cleanup()
             self._runner = None
 
+    # ------------------------------------------------------------------ limits (in-process)
+    @property
+    def latency(self) -> float:
+        """Seconds every admitted API request takes (an alias of `limits.latency`)."""
+        return self.limits.latency
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        self.limits = replace(self.limits, latency=seconds)
+        self._limiter.limits = self.limits
+
+    @property
+    def rate(self) -> RateLimit:
+        """The primary budget when there is one; with several, all of them summed."""
+        return self._limiter.aggregate()
+
+    @property
+    def budgets(self) -> dict[str, RateLimit]:
+        """Primary budgets by key: "installation:7", "user:1", "app:42"."""
+        return dict(self._limiter.budgets)
+
+    @property
+    def counted_requests(self) -> int:
+        """Requests counted against a primary limit since the last reset_counters()."""
+        return sum(self.counted_by_budget.values())
+
+    def exhaust_rate_limit(self, reset_in: float) -> None:
+        """Spend every budget (also ones created later) until reset_in seconds from now."""
+        self._limiter.exhaust(reset_in)
+
+    def reset_counters(self) -> None:
+        """Zero the request statistics (not the budgets: those are GitHub's, not ours)."""
+        for counter in (
+            self.requests,
+            self.counted_by_budget,
+            self.counted_by_endpoint,
+            self.not_modified,
+            self.primary_limited,
+            self.secondary_limited,
+        ):
+            counter.clear()  # fmt: skip
+
     # ------------------------------------------------------------------ control (in-process)
     def add_token(self) -> str:
+        """A new plain token (a user's PAT): a budget of its own."""
         token = "ghs_" + secrets.token_hex(18)
-        self.tokens.add(token)
+        self._add_user_token(token)
         return token
+
+    def _add_user_token(self, token: str) -> None:
+        user = next(self._user_ids)
+        self.tokens.add(token)
+        self._token_budget[token] = (f"user:{user}", f"user ID {user}")
+        self._limiter.budget(*self._token_budget[token])
+
+    def add_repositories(self, names: Iterable[str], archived: bool = False) -> None:
+        """Repositories ("acme/app") the installation can see; `archived` marks them archived."""
+        for name in names:
+            if name not in self._repo_ids:
+                self._repo_ids[name] = len(self._repo_ids) + 1
+                self.repositories.append(name)
+            if archived:
+                self.archived.add(name)
+            else:
+                self.archived.discard(name)
 
     def enqueue_job(self, repo: str, labels: list[str], duration: float = 1.0) -> FakeJob:
         job = FakeJob(next(self._ids), next(self._ids), repo, list(labels), duration)
         self.jobs[job.id] = job
-        if repo not in self.repositories:
-            self.repositories.append(repo)
+        if repo not in self._repo_ids:
+            self.add_repositories([repo])
         self._deliver("queued", job)
         return job
-
-    def exhaust_rate_limit(self, reset_in: float) -> None:
-        self.rate.used = self.rate.limit
-        self.rate.reset_at = time.time() + reset_in
 
     def runner_by_name(self, name: str) -> FakeRunner | None:
         return next((r for r in self.runners.values() if r.name == name), None)
@@ -220,7 +290,7 @@ class FakeGitHub:
         payload = {
             "action": action,
             "workflow_job": _job(self.url, job),
-            "repository": _repository(1, job.repo, self.url),
+            "repository": self._repository(job.repo),
             "sender": _user("github-actions", self.url),
         }
         body = json.dumps(payload).encode()
@@ -249,64 +319,120 @@ class FakeGitHub:
 
     def summary(self) -> dict[str, Any]:
         states = Counter(j.status for j in self.jobs.values())
+        endpoints = set(self.counted_by_endpoint) | set(self.not_modified)
+        endpoints |= set(self.primary_limited) | set(self.secondary_limited)
         return {
             "jobs": dict(states),
             "runners": len(self.runners),
             "online": sum(1 for r in self.runners.values() if r.status == "online"),
             "busy": sum(1 for r in self.runners.values() if r.busy),
             "requests": sum(self.requests.values()),
-            "rate_limited_requests": sum(
-                n for (_, _, status), n in self.requests.items() if status != 304
-            ),
+            "rate_limited_requests": self.counted_requests,  # old name of counted_requests
+            "counted_requests": self.counted_requests,
+            "counted_by_budget": dict(self.counted_by_budget),
+            "not_modified": sum(self.not_modified.values()),
+            "primary_limited": sum(self.primary_limited.values()),
+            "secondary_limited": sum(self.secondary_limited.values()),
+            "by_endpoint": {
+                endpoint: {
+                    "counted": self.counted_by_endpoint[endpoint],
+                    "not_modified": self.not_modified[endpoint],
+                    "primary_limited": self.primary_limited[endpoint],
+                    "secondary_limited": self.secondary_limited[endpoint],
+                }
+                for endpoint in sorted(endpoints)
+            },
         }
 
     # ------------------------------------------------------------------ HTTP plumbing
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith("/_sim"):
+            sim: web.StreamResponse = await handler(request)
+            return sim
         route = request.match_info.route.resource
         template = route.canonical if route is not None else request.path
-        if request.path.startswith("/_sim"):
-            resp: web.StreamResponse = await handler(request)
-            return resp
-        if self.latency:
-            await asyncio.sleep(self.latency)  # simulated network latency
-        if self.unreachable:
-            return self._error(503, "Service unavailable (fake GitHub set unreachable)")
-        resp = await self._authorized(request, handler)
-        if resp.status != 304 and resp.status != 401:
-            self.rate.used += 1
-        for key, value in self.rate.headers().items():
-            resp.headers[key] = value
+        resp = await self._answer(request, handler, f"{request.method} {template}")
         self.requests[(request.method, template, resp.status)] += 1
         return resp
 
-    async def _authorized(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if time.time() >= self.rate.reset_at:
-            self.rate = RateLimit(limit=self.rate.limit)
-        auth = request.headers.get("Authorization", "")
-        scheme, _, credential = auth.partition(" ")
-        is_app = request.path.startswith(f"{API_PREFIX}/app/")
-        if is_app:
-            if scheme.lower() != "bearer" or not self._valid_app_jwt(credential):
+    async def _answer(
+        self, request: web.Request, handler: Any, endpoint: str
+    ) -> web.StreamResponse:
+        """GitHub's order: reachable, authenticated, primary budget, secondary limits, handler."""
+        if self.unreachable:
+            await self._network()
+            return self._error(503, "Service unavailable (fake GitHub set unreachable)")
+        caller = self._caller(request)
+        if isinstance(caller, web.Response):
+            await self._network()
+            return caller
+        key, budget = caller
+        resp: web.StreamResponse
+        if (retry := self._limiter.primary_retry_after(budget)) is not None:
+            self.primary_limited[endpoint] += 1
+            resp = self._refusal(f"API rate limit exceeded for {budget.name}.", retry, _PRIMARY)
+        elif (retry := self._limiter.secondary_retry_after(key, budget, endpoint)) is not None:
+            self.secondary_limited[endpoint] += 1
+            self._count(key, budget, endpoint)  # GitHub counts these against the primary too
+            resp = self._refusal(_SECONDARY_MESSAGE, retry, _SECONDARY)
+        else:
+            budget.in_flight += 1
+            try:
+                await self._network()
+                resp = await handler(request)
+            finally:
+                budget.in_flight -= 1
+            if resp.status == 304:
+                self.not_modified[endpoint] += 1
+            elif endpoint != f"GET {API_PREFIX}/rate_limit":  # free on GitHub
+                self._count(key, budget, endpoint)
+        resp.headers.update(budget.headers())
+        return resp
+
+    async def _network(self) -> None:
+        if self.limits.latency:
+            await asyncio.sleep(self.limits.latency)  # simulated network and server time
+
+    def _count(self, key: str, budget: RateLimit, endpoint: str) -> None:
+        budget.used += 1
+        self.counted_by_budget[key] += 1
+        self.counted_by_endpoint[endpoint] += 1
+
+    def _caller(self, request: web.Request) -> tuple[str, RateLimit] | web.Response:
+        """The caller's budget (also kept on the request), or the 401 GitHub would answer."""
+        scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+        if request.path.startswith(f"{API_PREFIX}/app/"):
+            app_id = self._app_id(credential) if scheme.lower() == "bearer" else None
+            if app_id is None:
                 return self._error(401, "A JSON web token could not be decoded")
+            key, name = f"app:{app_id}", f"app ID {app_id}"
         elif scheme.lower() not in ("token", "bearer") or credential not in self.tokens:
             return self._error(401, "Bad credentials")
-        if self.rate.remaining <= 0:
-            retry = max(1, int(self.rate.reset_at - time.time()))
-            resp = self._error(403, "API rate limit exceeded for installation.")
-            resp.headers["retry-after"] = str(retry)
-            return resp
-        result: web.StreamResponse = await handler(request)
-        return result
+        else:
+            if credential not in self._token_budget:  # put into `tokens` directly
+                self._add_user_token(credential)
+            key, name = self._token_budget[credential]
+        budget = self._limiter.budget(key, name)
+        request[_CREDENTIAL], request[_BUDGET] = credential, budget
+        return key, budget
 
-    def _valid_app_jwt(self, token: str) -> bool:
+    def _refusal(self, message: str, retry: int, docs: str) -> web.Response:
+        resp = web.json_response({"message": message, "documentation_url": docs}, status=403)
+        resp.headers["retry-after"] = str(retry)
+        return resp
+
+    def _app_id(self, token: str) -> str | None:
+        """The App id (`iss`) of a valid App JWT, else None."""
         if self.app_public_key is None:
-            return False
+            return None
         try:
             claims = jwt.decode(token, self.app_public_key, algorithms=["RS256"])
         except jwt.PyJWTError:
-            return False
-        return bool(claims.get("iss")) and claims.get("exp", 0) - claims.get("iat", 0) <= 660
+            return None
+        if not claims.get("iss") or claims.get("exp", 0) - claims.get("iat", 0) > 660:
+            return None
+        return str(claims["iss"])
 
     @staticmethod
     def _error(status: int, message: str) -> web.Response:
@@ -315,15 +441,31 @@ class FakeGitHub:
             status=status,
         )
 
-    def _json(self, request: web.Request, body: Any, status: int = 200) -> web.Response:
-        """JSON with a strong ETag; `If-None-Match` on an unchanged body gets 304."""
+    def _json(
+        self, request: web.Request, body: Any, headers: dict[str, str] | None = None
+    ) -> web.Response:
+        """JSON with a strong ETag tied to the caller's token, as on GitHub: `If-None-Match`
+        with the same token on an unchanged body gets a (free) 304; another token's ETag never
+        matches, so after a token rotation the first request per URL is paid again."""
         text = json.dumps(body, sort_keys=True)
-        etag = '"' + hashlib.sha256(text.encode()).hexdigest()[:32] + '"'
+        seed = f"{request.get(_CREDENTIAL, '')}\n{text}".encode()
+        etag = '"' + hashlib.sha256(seed).hexdigest()[:32] + '"'
+        headers = {"ETag": etag, **(headers or {})}
         if request.method == "GET" and request.headers.get("If-None-Match") == etag:
-            return web.Response(status=304, headers={"ETag": etag})
-        return web.Response(
-            text=text, status=status, content_type="application/json", headers={"ETag": etag}
-        )
+            return web.Response(status=304, headers=headers)
+        return web.Response(text=text, content_type="application/json", headers=headers)
+
+    def _list(
+        self, request: web.Request, key: str, items: list[Any], extra: dict[str, Any] | None = None
+    ) -> web.Response:
+        """One page of `items` under `key`, with `total_count` and GitHub's `Link` header."""
+        page = paginate(items, request.query, self.limits)
+        body = {"total_count": len(items), key: page.items, **(extra or {})}
+        links = [
+            f'<{request.url.update_query(page=str(number))}>; rel="{rel}"'
+            for rel, number in page.links().items()
+        ]
+        return self._json(request, body, {"Link": ", ".join(links)} if links else None)
 
     def _routes(self, app: web.Application) -> None:
         p = API_PREFIX
@@ -352,10 +494,15 @@ class FakeGitHub:
 
     # ------------------------------------------------------------------ handlers
     async def _access_token(self, request: web.Request) -> web.Response:
-        token = self.add_token()
+        """Every token minted for one installation draws on that installation's one budget."""
+        installation = request.match_info["installation_id"]
+        token = "ghs_" + secrets.token_hex(18)
+        self.tokens.add(token)
+        self._token_budget[token] = (f"installation:{installation}",
+                                     f"installation ID {installation}")  # fmt: skip
         body = {
             "token": token,
-            "expires_at": _iso(time.time() + 3600),
+            "expires_at": _iso(self.clock() + 3600),
             "permissions": {"organization_self_hosted_runners": "write", "actions": "read"},
             "repository_selection": "all",
         }
@@ -372,7 +519,7 @@ class FakeGitHub:
             "inherited": False,
             "allows_public_repositories": False,
         }
-        return self._json(request, {"total_count": 1, "runner_groups": [group]})
+        return self._list(request, "runner_groups", [group])
 
     async def _jitconfig(self, request: web.Request) -> web.Response:
         try:
@@ -399,16 +546,12 @@ class FakeGitHub:
     async def _list_runners(self, request: web.Request) -> web.Response:
         scope = self._scope(request)
         wanted = request.query.get("name")
-        per_page = min(100, int(request.query.get("per_page", "30")))
-        page = max(1, int(request.query.get("page", "1")))
         runners = [
-            r
+            r.body()
             for r in sorted(self.runners.values(), key=lambda r: r.id)
             if r.scope == scope and (wanted is None or r.name == wanted)
         ]
-        chunk = runners[(page - 1) * per_page : page * per_page]
-        body = {"total_count": len(runners), "runners": [r.body() for r in chunk]}
-        return self._json(request, body)
+        return self._list(request, "runners", runners)
 
     def _find(self, request: web.Request) -> FakeRunner | None:
         with contextlib.suppress(ValueError):
@@ -440,10 +583,12 @@ class FakeGitHub:
         return web.Response(status=204)
 
     async def _installation_repos(self, request: web.Request) -> web.Response:
-        repos = [
-            _repository(i + 1, full, self.url) for i, full in enumerate(sorted(self.repositories))
-        ]
-        return self._json(request, {"total_count": len(repos), "repositories": repos})
+        repos = [self._repository(full) for full in sorted(self.repositories)]
+        return self._list(request, "repositories", repos, {"repository_selection": "all"})
+
+    def _repository(self, full_name: str) -> dict[str, Any]:
+        repo_id = self._repo_ids.setdefault(full_name, len(self._repo_ids) + 1)
+        return _repository(repo_id, full_name, self.url, full_name in self.archived)
 
     async def _list_runs(self, request: web.Request) -> web.Response:
         repo = f"{request.match_info['org']}/{request.match_info['repo']}"
@@ -452,27 +597,23 @@ class FakeGitHub:
         for job in self.jobs.values():
             if job.repo == repo and (status is None or job.status == status):
                 runs[job.run_id] = job
-        body = {
-            "total_count": len(runs),
-            "workflow_runs": [
-                _run(self.url, job) for job in sorted(runs.values(), key=lambda j: j.run_id)
-            ],
-        }
-        return self._json(request, body)
+        ordered = sorted(runs.values(), key=lambda j: j.run_id)
+        body = [_run(self.url, job, self._repository(repo)) for job in ordered]
+        return self._list(request, "workflow_runs", body)
 
     async def _list_jobs(self, request: web.Request) -> web.Response:
         run_id = int(request.match_info["run_id"])
-        jobs = [j for j in self.jobs.values() if j.run_id == run_id]
-        return self._json(
-            request, {"total_count": len(jobs), "jobs": [_job(self.url, j) for j in jobs]}
-        )
+        jobs = sorted((j for j in self.jobs.values() if j.run_id == run_id), key=lambda j: j.id)
+        return self._list(request, "jobs", [_job(self.url, j) for j in jobs])
 
     async def _rate_limit(self, request: web.Request) -> web.Response:
+        """The caller's own budget (this request is free, as on GitHub)."""
+        budget = request[_BUDGET]
         core = {
-            "limit": self.rate.limit,
-            "remaining": self.rate.remaining,
-            "used": self.rate.used,
-            "reset": int(self.rate.reset_at),
+            "limit": budget.limit,
+            "remaining": budget.remaining,
+            "used": budget.used,
+            "reset": int(budget.reset_at),
         }
         return web.json_response({"resources": {"core": core}, "rate": core})
 
@@ -511,9 +652,10 @@ _EPOCH = "2026-01-01T00:00:00Z"
 
 
 def _repository(
-    repo_id: int, full_name: str, base: str = "https://github.example"
+    repo_id: int, full_name: str, base: str = "https://github.example", archived: bool = False
 ) -> dict[str, Any]:
-    """A repository as GitHub lists it (the full `repository` schema)."""
+    """A repository as GitHub lists it: every field the `repository` schema requires
+    (tests/unit/golden/repository_required.json)."""
     owner, name = full_name.split("/", 1)
     api = f"{base}{API_PREFIX}/repos/{full_name}"
     body: dict[str, Any] = {
@@ -544,7 +686,12 @@ def _repository(
         "default_branch": "main",
         "open_issues_count": 0,
         "open_issues": 0,
+        "has_issues": True,
+        "has_projects": True,
+        "has_wiki": True,
         "has_pages": False,
+        "has_downloads": True,
+        "archived": archived,
         "disabled": False,
         "pushed_at": _EPOCH,
         "created_at": _EPOCH,
@@ -571,9 +718,8 @@ def _user(login: str, base: str) -> dict[str, Any]:
     return body
 
 
-def _run(base: str, job: FakeJob) -> dict[str, Any]:
+def _run(base: str, job: FakeJob, repo: dict[str, Any]) -> dict[str, Any]:
     run_api = f"{base}{API_PREFIX}/repos/{job.repo}/actions/runs/{job.run_id}"
-    repo = _repository(1, job.repo, base)
     return {
         "id": job.run_id,
         "name": "ci",
@@ -633,4 +779,4 @@ def _job(base: str, job: FakeJob) -> dict[str, Any]:
     }
 
 
-__all__ = ["API_PREFIX", "FakeGitHub", "FakeJob", "FakeRunner"]
+__all__ = ["API_PREFIX", "FakeGitHub", "FakeJob", "FakeRunner", "GitHubLimits", "RateLimit"]
