@@ -136,7 +136,7 @@ async def test_every_page_of_every_list_validates(fake: FakeGitHub) -> None:
         fake.jobs[90_000 + i] = FakeJob(90_000 + i, first.run_id, "acme/app", ["linux"], 1.0)
         fake.enqueue_job(f"acme/repo-{i}", ["linux"])
     fake.add_repositories(["acme/old"], archived=True)
-    lists = {
+    lists: dict[str, type[BaseModel]] = {
         f"/orgs/{ORG}/actions/runners": m.OrgsOrgActionsRunnersGetResponse200,
         f"/orgs/{ORG}/actions/runner-groups": m.OrgsOrgActionsRunnerGroupsGetResponse200,
         "/installation/repositories": m.InstallationRepositoriesGetResponse200,
