@@ -25,7 +25,6 @@ import pytest
 from runnerfleet import conventions as c
 from runnerfleet.gateways.kubernetes import InvalidError
 from runnerfleet.models.runner_scale_set import Demand
-from runnerfleet.planning.listener_status import build_listener_status
 from runnerfleet.planning.runners import (
     Limits,
     Memory,
@@ -34,6 +33,7 @@ from runnerfleet.planning.runners import (
     plan,
 )
 from runnerfleet.planning.status import Problem, RoundOutcome, build_status, rfc3339
+from runnerfleet.planning.team_listener import build_listener_status
 from runnerfleet.services import node_pool as pool_service
 from runnerfleet.services import team_listener as listener_service
 
@@ -757,9 +757,13 @@ class FakeKube:
     async def has_karpenter(self) -> bool:
         return self.karpenter
 
-    async def apply(self, manifest: dict[str, Any]) -> None:
+    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         if self.reject:
             raise InvalidError(self.reject, 422)
+        live = copy.deepcopy(manifest)  # server-side apply answers with the live object
+        if manifest["kind"] == "Deployment" and self.deployment is not None:
+            live["status"] = copy.deepcopy(self.deployment)
+        return live
 
     async def list_nodes(self, selector: str | None = None) -> list[dict[str, Any]]:
         if selector is None:
@@ -775,6 +779,14 @@ class FakeKube:
 
     async def get_deployment_status(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.deployment
+
+    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        if self.deployment is None:
+            return None
+        return {"metadata": {"name": name, "namespace": namespace}, "status": self.deployment}
+
+    async def get_karpenter_nodepool(self, name: str) -> dict[str, Any] | None:
+        return None
 
     async def patch_node_pool_status(self, name: str, status: dict[str, Any]) -> None:
         self.body["status"] = merge_patch(self.body.get("status"), status)

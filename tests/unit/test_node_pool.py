@@ -8,16 +8,15 @@ import pytest
 
 from runnerfleet import conventions as c
 from runnerfleet.builders.node_pool import (
-    NodeEdit,
     build_karpenter_nodepool,
     node_patch,
     placement,
-    plan_static,
     team_may_use,
 )
 from runnerfleet.builders.runner import ScaleSetIdentity, build_runner_pod
 from runnerfleet.models.node_pool import RunnerNodePoolSpec
 from runnerfleet.models.runner_scale_set import RunnerScaleSetSpec
+from runnerfleet.planning.node_pool import NodeEdit, plan_static
 
 KWOK_CLASS = {"group": "karpenter.kwok.sh", "kind": "KWOKNodeClass", "name": "default"}
 

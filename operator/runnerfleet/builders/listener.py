@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runnerfleet import conventions as c
+from runnerfleet.builders.hashing import manifests_hash, stamped
 from runnerfleet.models.team_listener import TeamListenerSpec
 
 WEBHOOK_PORT = 8080
@@ -207,3 +208,15 @@ def build_all(owner: ListenerIdentity, spec: TeamListenerSpec) -> list[dict[str,
         build_network_policy(owner, spec),
         build_deployment(owner, spec),
     ]
+
+
+def build_children(
+    owner: ListenerIdentity, spec: TeamListenerSpec
+) -> tuple[list[dict[str, Any]], str]:
+    """Every child in apply order, and the hash of them all, stamped on the Deployment (last,
+    and the one the reconciler reads each round) as its `runnerfleet.dev/spec-hash`
+    annotation. The pod template keeps its own spec-only hash, so a new children hash that
+    does not touch the pod rolls nothing."""
+    children = build_all(owner, spec)
+    digest = manifests_hash(children)
+    return [*children[:-1], stamped(children[-1], digest)], digest

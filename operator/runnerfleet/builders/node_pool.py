@@ -1,11 +1,13 @@
-"""Pure builders for node pools: the Karpenter NodePool, runner placement, static node edits.
+"""Pure builders for node pools: the Karpenter NodePool, runner placement, warm capacity and
+the node patch of a static-mode claim or release (which nodes to edit is decided in
+planning/node_pool.py).
 
 Layer: builders. Pure.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from runnerfleet import conventions as c
@@ -159,57 +161,6 @@ def build_warm_deployment(
 
 
 # ---------------------------------------------------------------------------------- static mode
-@dataclass(frozen=True)
-class NodeEdit:
-    """Claim (add label and taint) or release (remove them) one node."""
-
-    node: str
-    claim: bool
-
-
-@dataclass(frozen=True)
-class StaticPlan:
-    edits: list[NodeEdit]
-    members: list[str]  # nodes in the pool once the edits are done
-    conflicts: list[str] = field(default_factory=list)  # matched, but held by another pool
-
-
-def _matches(labels: dict[str, str], selector: dict[str, str]) -> bool:
-    return all(labels.get(k) == v for k, v in selector.items())
-
-
-def _has_taint(node: dict[str, Any], pool: str) -> bool:
-    taints = node.get("spec", {}).get("taints") or []
-    return any(t.get("key") == c.TAINT_POOL and t.get("value") == pool for t in taints)
-
-
-def plan_static(
-    pool: str, selector: dict[str, str] | None, nodes: list[dict[str, Any]]
-) -> StaticPlan:
-    """Which nodes to claim or release so exactly the matching ones carry the pool's marks.
-
-    A node already labelled for another pool is never taken over (reported as a conflict).
-    `selector=None` (the pool is going away) releases every node.
-    """
-    edits: list[NodeEdit] = []
-    members: list[str] = []
-    conflicts: list[str] = []
-    for node in sorted(nodes, key=lambda n: str(n["metadata"]["name"])):
-        name = node["metadata"]["name"]
-        labels = node["metadata"].get("labels") or {}
-        holder = labels.get(c.LABEL_POOL)
-        wanted = selector is not None and _matches(labels, selector)
-        if wanted and holder not in (None, pool):
-            conflicts.append(name)
-        elif wanted:
-            members.append(name)
-            if holder != pool or not _has_taint(node, pool):
-                edits.append(NodeEdit(name, claim=True))
-        elif holder == pool or _has_taint(node, pool):
-            edits.append(NodeEdit(name, claim=False))
-    return StaticPlan(edits, members, conflicts)
-
-
 def node_patch(node: dict[str, Any], pool: str, claim: bool) -> dict[str, Any]:
     """Strategic-merge-free JSON merge patch body for a node edit (taints list replaced whole)."""
     others = [t for t in node.get("spec", {}).get("taints") or [] if t.get("key") != c.TAINT_POOL]

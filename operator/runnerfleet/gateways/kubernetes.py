@@ -296,6 +296,16 @@ class KubeGateway:
         status: dict[str, Any] = body.get("status", {})
         return status
 
+    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The whole Deployment (metadata, spec, status), or None if there is none."""
+        try:
+            return await self._rest(
+                "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
+                f"read Deployment {namespace}/{name}",
+            )  # fmt: skip
+        except NotFoundError:
+            return None
+
     async def list_scale_sets(self, namespace: str | None = None) -> list[dict[str, Any]]:
         """RunnerScaleSets in `namespace`, or in every namespace."""
         return await self.list_ours(c.RUNNER_SCALE_SET_PLURAL, namespace)
@@ -370,6 +380,16 @@ class KubeGateway:
         except NotFoundError:
             return False
         return any(r.get("name") == c.KARPENTER_NODEPOOL_PLURAL for r in found.get("resources", []))
+
+    async def get_karpenter_nodepool(self, name: str) -> dict[str, Any] | None:
+        """The karpenter.sh/v1 NodePool `name`, or None if there is none."""
+        path = (
+            f"/apis/{c.KARPENTER_GROUP}/{c.KARPENTER_VERSION}/{c.KARPENTER_NODEPOOL_PLURAL}/{name}"
+        )
+        try:
+            return await self._rest("GET", path, f"get NodePool {name}")
+        except NotFoundError:
+            return None
 
     async def delete_karpenter_nodepool(self, name: str) -> None:
         path = (

@@ -1,8 +1,9 @@
-"""Reconcile one RunnerNodePool: render it as a Karpenter NodePool, or mark static nodes.
+"""Reconcile one RunnerNodePool: observe → plan (planning/node_pool.py) → execute → status.
 
 The mode is decided each round from the cluster: if the karpenter.sh/v1 NodePool API is
-served the pool becomes a NodePool (applied server-side, updated in place); otherwise the
-nodes matched by `spec.static.nodeSelector` get the pool's label and NoSchedule taint.
+served the pool becomes a NodePool (applied server-side when missing, changed or drifted);
+otherwise the nodes matched by `spec.static.nodeSelector` get the pool's label and NoSchedule
+taint. Status is written only when it changed (planning/status_diff.py).
 
 Deleting a pool that scale sets still name is held by the finalizer: the pool keeps its
 nodes and reports DeletionBlocked (condition and Event) until no scale set names it, so no
@@ -18,25 +19,41 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
 from runnerfleet import conventions as c
+from runnerfleet.builders.hashing import manifests_hash, stamped
 from runnerfleet.builders.node_pool import (
-    NodeEdit,
     build_karpenter_nodepool,
     build_warm_deployment,
     build_warm_priority_class,
     karpenter_nodepool_name,
     node_patch,
-    plan_static,
     warm_deployment_name,
 )
 from runnerfleet.gateways.kubernetes import ConflictError, InvalidError, KubeGateway
 from runnerfleet.models.node_pool import RunnerNodePoolSpec
-from runnerfleet.planning.status import Problem, condition
+from runnerfleet.planning.children import Applied, live_generation
+from runnerfleet.planning.node_pool import (
+    BLOCKED_OWNED,
+    Action,
+    ApplyGroup,
+    DeleteDeployment,
+    EditNode,
+    Group,
+    PoolDesired,
+    PoolObserved,
+    blocked_status,
+    fold_status,
+    plan,
+    release,
+    status_wire,
+    warning,
+)
+from runnerfleet.planning.status import Problem
+from runnerfleet.planning.status_diff import status_patch
 from runnerfleet.services.loop import reconcile_loop
 
 log = logging.getLogger("runnerfleet.nodepool")
@@ -47,13 +64,9 @@ class PoolInUseError(Exception):
     """Deletion waits: scale sets still name the pool."""
 
 
-@dataclass
-class PoolRound:
-    mode: str
-    members: int = 0
-    node_pool: str | None = None
-    warm_ready: int = 0
-    problems: list[Problem] = field(default_factory=list)
+def operator_namespace() -> str:
+    """Where the operator keeps its own objects (warm-capacity placeholders, the Lease)."""
+    return os.environ.get("RUNNERFLEET_NAMESPACE", "default")
 
 
 async def users_of(kube: KubeGateway, pool: str) -> list[str]:
@@ -65,134 +78,138 @@ async def users_of(kube: KubeGateway, pool: str) -> list[str]:
     )
 
 
-async def reconcile_once(kube: KubeGateway, name: str) -> None:
-    body = await kube.get_node_pool(name)
-    meta = body["metadata"]
-    if meta.get("deletionTimestamp"):
-        return
-    generation = int(meta.get("generation", 0))
-    users = await users_of(kube, name)
+def _parse(body: dict[str, Any]) -> tuple[RunnerNodePoolSpec | None, str | None]:
     try:
-        spec = RunnerNodePoolSpec.model_validate(body.get("spec") or {})
+        return RunnerNodePoolSpec.model_validate(body.get("spec") or {}), None
     except ValidationError as err:
         first = err.errors()[0]
-        where = "spec." + ".".join(str(p) for p in first["loc"])
-        result = PoolRound(
-            "Unknown", problems=[Problem("Ready", "InvalidSpec", f"{where}: {first['msg']}")]
-        )
+        return None, "spec." + ".".join(str(p) for p in first["loc"]) + f": {first['msg']}"
+
+
+# ---------------------------------------------------------------------------------- observe
+async def observe(kube: KubeGateway, body: dict[str, Any]) -> PoolObserved:
+    """Every read of the round (the pool itself was read by the caller)."""
+    meta = body["metadata"]
+    name = meta["name"]
+    spec, error = _parse(body)
+    users = await users_of(kube, name)
+    karpenter = spec is not None and await kube.has_karpenter()
+    nodepool = None
+    if spec is None:
+        nodes: list[dict[str, Any]] = []
+    elif karpenter:
+        nodes = await kube.list_nodes(f"{c.LABEL_POOL}={name}")
+        if spec.node_class_ref is not None:
+            nodepool = await kube.get_karpenter_nodepool(karpenter_nodepool_name(name))
     else:
-        if await kube.has_karpenter():
-            result = await _karpenter(kube, name, meta["uid"], spec)
-        else:
-            result = await _static(kube, name, spec)
-        result.warm_ready = await _warm(kube, name, meta["uid"], spec)
-    await _report(kube, body, result, users, generation)
-
-
-def operator_namespace() -> str:
-    """Where the operator keeps its own objects (warm-capacity placeholders, the Lease)."""
-    return os.environ.get("RUNNERFLEET_NAMESPACE", "default")
-
-
-async def _warm(kube: KubeGateway, name: str, uid: str, spec: RunnerNodePoolSpec) -> int:
-    """Keep the placeholder Deployment in line with spec.warmCapacity; its ready count."""
-    namespace = operator_namespace()
-    if spec.warm_capacity is None or spec.warm_capacity.replicas == 0:
-        await kube.delete_deployment(namespace, warm_deployment_name(name))
-        return 0
-    await kube.apply(build_warm_priority_class())
-    await kube.apply(build_warm_deployment(name, uid, spec, namespace))
-    status = await kube.get_deployment_status(namespace, warm_deployment_name(name)) or {}
-    return int(status.get("readyReplicas") or 0)
-
-
-async def _karpenter(kube: KubeGateway, name: str, uid: str, spec: RunnerNodePoolSpec) -> PoolRound:
-    result = PoolRound("Karpenter", node_pool=karpenter_nodepool_name(name))
-    try:
-        await kube.apply(build_karpenter_nodepool(name, uid, spec))
-    except ValueError as err:  # no nodeClassRef
-        result.problems.append(Problem("Ready", "NodeClassRefMissing", str(err)))
-    except InvalidError as err:
-        result.problems.append(Problem("Ready", "NodePoolRejected", str(err)))
-    result.members = len(await kube.list_nodes(f"{c.LABEL_POOL}={name}"))
-    return result
-
-
-async def _static(kube: KubeGateway, name: str, spec: RunnerNodePoolSpec) -> PoolRound:
-    result = PoolRound("Static")
-    if spec.static is None:
-        result.problems.append(Problem(
-            "Ready", "StaticSelectorMissing",
-            "Karpenter is not installed, so spec.static.nodeSelector must name the nodes "
-            "that form this pool",
-        ))  # fmt: skip
-        return result
-    nodes = await kube.list_nodes()
-    decided = plan_static(name, spec.static.node_selector, nodes)
-    await _edit_nodes(kube, name, nodes, decided.edits)
-    result.members = len(decided.members)
-    if decided.conflicts:
-        result.problems.append(Problem(
-            "Ready", "NodesHeldByOtherPool",
-            f"nodes {', '.join(decided.conflicts)} match spec.static.nodeSelector but already "
-            f"carry another pool's {c.LABEL_POOL} label; they were left alone",
-        ))  # fmt: skip
-    if not decided.members:
-        result.problems.append(Problem(
-            "Ready", "NoMatchingNodes",
-            f"no node matches spec.static.nodeSelector {spec.static.node_selector}",
-        ))  # fmt: skip
-    return result
-
-
-async def _edit_nodes(
-    kube: KubeGateway, pool: str, nodes: list[dict[str, Any]], edits: list[NodeEdit]
-) -> None:
-    by_name = {n["metadata"]["name"]: n for n in nodes}
-    for edit in edits:
-        node = by_name[edit.node]
-        patch = node_patch(node, pool, edit.claim)
-        patch["metadata"]["resourceVersion"] = node["metadata"]["resourceVersion"]
-        try:
-            await kube.patch_node(edit.node, patch)
-        except ConflictError:
-            continue  # changed under us: the next round re-reads it
-
-
-async def _report(
-    kube: KubeGateway, body: dict[str, Any], result: PoolRound, users: list[str], generation: int
-) -> None:
-    previous = dict(body.get("status") or {})
-    prev_conditions = previous.get("conditions") or []
-    now = time.time()
-    problem = result.problems[0] if result.problems else None
-    ready = condition(
-        prev_conditions, "Ready", problem is None,
-        problem.reason if problem else "Reconciled",
-        problem.message if problem else f"{result.mode} mode; {result.members} nodes in the pool",
-        generation, now,
+        nodes = await kube.list_nodes() if spec.static is not None else []
+    warm = None
+    if spec is not None:
+        warm = await kube.get_deployment(operator_namespace(), warm_deployment_name(name))
+    return PoolObserved(
+        name=name, uid=meta["uid"], generation=int(meta.get("generation", 0)),
+        status=dict(body.get("status") or {}), users=users, spec=spec, spec_error=error,
+        karpenter=karpenter, nodes=nodes, nodepool=nodepool, warm=warm,
     )  # fmt: skip
-    status = {
-        "mode": result.mode if result.mode != "Unknown" else None,
-        "nodePool": result.node_pool,
-        "nodes": result.members,
-        "warmReady": result.warm_ready,
-        "scaleSets": users,
-        "observedGeneration": generation,
-        "conditions": [ready],
-    }
-    await kube.patch_node_pool_status(body["metadata"]["name"], status)
-    old = next((x for x in prev_conditions if x.get("type") == "Ready"), None)
-    if problem and (old is None or old.get("message") != problem.message):
-        await kube.event(body, "Warning", problem.reason, problem.message)
+
+
+def _group(manifests: list[dict[str, Any]]) -> Group:
+    """Manifests applied together; the last (the anchor, read each round) carries the hash."""
+    digest = manifests_hash(manifests)
+    anchor = stamped(manifests[-1], digest)
+    meta = anchor["metadata"]
+    key = f"{anchor['kind']}/{meta.get('namespace', '')}/{meta['name']}"
+    return Group(key, [*manifests[:-1], anchor], digest)
+
+
+def desired(observed: PoolObserved) -> PoolDesired:
+    """What the builders render for the observed spec and mode."""
+    spec, name, namespace = observed.spec, observed.name, operator_namespace()
+    nodepool = warm = None
+    if spec is not None and observed.karpenter and spec.node_class_ref is not None:
+        nodepool = _group([build_karpenter_nodepool(name, observed.uid, spec)])
+    if spec is not None and spec.warm_capacity is not None and spec.warm_capacity.replicas > 0:
+        warm = _group([
+            build_warm_priority_class(),
+            build_warm_deployment(name, observed.uid, spec, namespace),
+        ])  # fmt: skip
+    return PoolDesired(karpenter_nodepool_name(name), nodepool, warm, namespace,
+                       warm_deployment_name(name))  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------- execute
+async def execute(
+    kube: KubeGateway, pool: str, actions: list[Action], memory: dict[str, Applied], now: float
+) -> list[Problem]:
+    """Perform the plan; what the apiserver refused comes back as problems for the status."""
+    refused: list[Problem] = []
+    for action in actions:
+        if isinstance(action, ApplyGroup):
+            problem = await _apply_group(kube, action, memory, now)
+            refused += [problem] if problem else []
+        elif isinstance(action, EditNode):
+            await _edit_node(kube, pool, action)
+        elif isinstance(action, DeleteDeployment):
+            await kube.delete_deployment(action.namespace, action.name)
+    return refused
+
+
+async def _apply_group(
+    kube: KubeGateway, action: ApplyGroup, memory: dict[str, Applied], now: float
+) -> Problem | None:
+    group = action.group
+    log.info("applying %s (%s)", group.key, action.reason)
+    try:
+        live: dict[str, Any] | None = None
+        for manifest in group.manifests:
+            live = await kube.apply(manifest)
+    except InvalidError as err:
+        return Problem("Ready", action.rejected_reason, str(err))
+    memory[group.key] = Applied(group.hash, live_generation(live), now)
+    return None
+
+
+async def _edit_node(kube: KubeGateway, pool: str, edit: EditNode) -> None:
+    patch = node_patch(edit.node, pool, edit.claim)
+    patch["metadata"]["resourceVersion"] = edit.node["metadata"]["resourceVersion"]
+    try:
+        await kube.patch_node(edit.node["metadata"]["name"], patch)
+    except ConflictError:
+        return  # changed under us: the next round re-reads it
+
+
+# ---------------------------------------------------------------------------------- the round
+async def reconcile_once(
+    kube: KubeGateway, name: str, memory: dict[str, Applied] | None = None
+) -> None:
+    """One round: observe, plan, execute, then write status if it changed."""
+    memory = {} if memory is None else memory
+    body = await kube.get_node_pool(name)
+    if body["metadata"].get("deletionTimestamp"):
+        return
+    observed = await observe(kube, body)
+    now = time.time()
+    decided = plan(observed, desired(observed), memory, now)
+    memory.update(decided.adopted)
+    refused = await execute(kube, name, decided.actions, memory, now)
+    status = fold_status(observed, decided, refused, now)
+    patch = status_patch(observed.status, status_wire(status))
+    if patch is not None:
+        await kube.patch_node_pool_status(name, patch)
+    problems = [*decided.problems, *refused]
+    event = warning(observed.status, problems[0] if problems else None)
+    if event is not None:
+        await kube.event(body, "Warning", event.reason, event.message)
 
 
 async def run(
     kube: KubeGateway, name: str, stopped: Callable[[], bool], wake: asyncio.Event
 ) -> None:
+    memory: dict[str, Applied] = {}  # what this loop last applied, for drift detection
     await reconcile_loop(
-        f"RunnerNodePool {name}", lambda: reconcile_once(kube, name), wake, stopped, RESYNC_SECONDS
-    )
+        f"RunnerNodePool {name}", lambda: reconcile_once(kube, name, memory), wake, stopped,
+        RESYNC_SECONDS,
+    )  # fmt: skip
 
 
 async def finalize(kube: KubeGateway, body: dict[str, Any]) -> None:
@@ -200,21 +217,17 @@ async def finalize(kube: KubeGateway, body: dict[str, Any]) -> None:
     name = body["metadata"]["name"]
     users = await users_of(kube, name)
     if users:
-        message = (
-            f"RunnerNodePool {name} is still used by RunnerScaleSets {', '.join(users)}; "
-            "it (and its nodes) stays until they no longer name it in spec.nodePool"
-        )
-        previous = (body.get("status") or {}).get("conditions") or []
-        old = next((x for x in previous if x.get("type") == "Ready"), None)
+        previous = dict(body.get("status") or {})
+        generation = int(body["metadata"].get("generation", 0))
+        status, message = blocked_status(name, users, previous, generation, time.time())
+        old = next((x for x in previous.get("conditions") or [] if x.get("type") == "Ready"), None)
         if old is None or old.get("reason") != "DeletionBlocked":
             await kube.event(body, "Warning", "DeletionBlocked", message)
-        await kube.patch_node_pool_status(name, {
-            "scaleSets": users,
-            "conditions": [condition(previous, "Ready", False, "DeletionBlocked", message,
-                                     int(body["metadata"].get("generation", 0)), time.time())],
-        })  # fmt: skip
+        patch = status_patch(previous, status_wire(status, BLOCKED_OWNED))
+        if patch is not None:
+            await kube.patch_node_pool_status(name, patch)
         raise PoolInUseError(message)
     if await kube.has_karpenter():
         await kube.delete_karpenter_nodepool(karpenter_nodepool_name(name))
     nodes = await kube.list_nodes(f"{c.LABEL_POOL}={name}")
-    await _edit_nodes(kube, name, nodes, plan_static(name, None, nodes).edits)
+    await execute(kube, name, list(release(name, nodes)), {}, time.time())

@@ -1,0 +1,149 @@
+"""TeamListener decisions: when to apply the listener's children, and its status as a pure fold.
+
+The reconciler (services/team_listener.py) reads the TeamListener and its Deployment (the
+anchor of its children, planning/children.py), has the builders render the six children with
+their hash stamped on the Deployment, and asks `plan` whether to apply them this round:
+only when they are missing, changed, drifted or due for the periodic resync. A child the
+apiserver refused (422) is not re-sent every round: the refusal is remembered with the hash
+it was for and retried when the spec changes or at the resync interval; meanwhile Ready stays
+False with reason ChildRejected.
+
+`fold_status` builds the `TeamListenerStatus` from the Deployment's status and the listener's
+own poll report; it owns `listenerReady`, `observedGeneration` and `conditions`, never `poll`.
+
+Layer: planning. Pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from runnerfleet.models.team_listener import TeamListenerStatus
+from runnerfleet.planning.children import RESYNC_SECONDS, Applied, adoptions, apply_reason
+from runnerfleet.planning.observe import epoch
+from runnerfleet.planning.status import condition
+
+OWNED = ("listenerReady", "observedGeneration", "conditions")
+ANCHOR = "listener"
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """The apiserver refused a child of the children set with this hash."""
+
+    hash: str
+    message: str
+    at: float
+
+
+@dataclass(frozen=True)
+class ListenerMemory:
+    """What the reconciler remembers between rounds (in process; empty after a restart)."""
+
+    applied: Applied | None = None
+    rejected: Rejected | None = None
+
+
+@dataclass(frozen=True)
+class ListenerPlan:
+    apply: str | None  # why the children are applied this round (None: they are not)
+    problem: str | None  # a refusal still standing (Ready False, ChildRejected)
+    memory: ListenerMemory = field(default_factory=ListenerMemory)  # if nothing is applied
+
+
+def plan(
+    desired_hash: str,
+    deployment: dict[str, Any] | None,
+    memory: ListenerMemory,
+    now: float,
+    resync: float = RESYNC_SECONDS,
+) -> ListenerPlan:
+    """Apply the children, or not, this round (see planning/children.py for the rule)."""
+    refused = memory.rejected
+    if refused is not None and refused.hash == desired_hash and now - refused.at < resync:
+        return ListenerPlan(None, refused.message, memory)
+    reason = apply_reason(desired_hash, deployment, memory.applied, now, resync)
+    if reason is not None:
+        return ListenerPlan(reason, None, memory)
+    known = {} if memory.applied is None else {ANCHOR: memory.applied}
+    adopted = adoptions([(ANCHOR, desired_hash, deployment)], known, now).get(ANCHOR)
+    return ListenerPlan(None, None, ListenerMemory(adopted or memory.applied, None))
+
+
+def after_apply(
+    desired_hash: str, deployment: dict[str, Any] | None, problem: str | None, now: float
+) -> ListenerMemory:
+    """Memory after applying: the anchor's new generation, and the refusal if there was one."""
+    generation = ((deployment or {}).get("metadata") or {}).get("generation")
+    applied = Applied(desired_hash, None if generation is None else int(generation), now)
+    rejected = Rejected(desired_hash, problem, now) if problem else None
+    return ListenerMemory(applied, rejected)
+
+
+def fold_status(
+    deployment: dict[str, Any] | None,
+    previous: dict[str, Any],
+    generation: int,
+    poll_interval: float,
+    suspended: bool,
+    now: float,
+    problem: str | None = None,
+) -> TeamListenerStatus:
+    """listenerReady and conditions (Ready, Polling); `deployment` is the Deployment's status.
+
+    Messages never carry timestamps that move every poll (the time of the last poll is in
+    `status.poll`), so a steady listener's status does not change and is not rewritten.
+    """
+    conds: list[dict[str, Any]] = previous.get("conditions", []) or []
+    ready = bool(deployment) and int((deployment or {}).get("readyReplicas") or 0) >= 1
+    poll = previous.get("poll") or {}
+    last = epoch(poll.get("lastSuccessfulPoll"))
+    limited_until = epoch(poll.get("rateLimitedUntil"))
+    window = max(3 * poll_interval, 30.0)
+    polling = last is not None and now - last <= window
+    limited = limited_until is not None and limited_until > now
+    if problem:
+        ready_reason, ready_msg = "ChildRejected", problem
+    elif suspended:
+        ready_reason, ready_msg = "Suspended", "spec.suspend is true: the listener is scaled to 0"
+    elif ready:
+        ready_reason, ready_msg = "ListenerReady", "the listener pod is ready"
+    else:
+        ready_reason, ready_msg = "ListenerNotReady", "waiting for the listener pod to be ready"
+    return TeamListenerStatus.model_validate({
+        "listenerReady": ready,
+        "observedGeneration": generation,
+        "conditions": [
+            condition(conds, "Ready", ready and not suspended and not problem, ready_reason,
+                      ready_msg, generation, now),
+            condition(conds, "Polling", polling and not limited,
+                  "RateLimited" if limited else ("Polling" if polling else "NoRecentPoll"),
+                  (f"GitHub rate limit exhausted until {poll.get('rateLimitedUntil')}; "
+                   "backing off, existing runners untouched") if limited else
+                  (f"the listener polled GitHub successfully within the last {window:.0f}s"
+                   if polling else "no successful poll recently"),
+                  generation, now),
+        ],
+    })  # fmt: skip
+
+
+def status_wire(status: TeamListenerStatus) -> dict[str, Any]:
+    """The keys this reconciler owns, camelCase (never `poll`: the listener writes it)."""
+    dumped = status.model_dump(by_alias=True, mode="json")
+    return {key: dumped.get(key) for key in OWNED}
+
+
+def build_listener_status(
+    deployment: dict[str, Any] | None,
+    previous: dict[str, Any],
+    generation: int,
+    poll_interval: float,
+    suspended: bool,
+    now: float,
+    problem: str | None = None,
+) -> dict[str, Any]:
+    """`fold_status` as the wire dict of the owned keys (what a status patch would carry)."""
+    return status_wire(
+        fold_status(deployment, previous, generation, poll_interval, suspended, now, problem)
+    )

@@ -1,0 +1,106 @@
+"""The TeamListener planner (planning/team_listener.py), with no cluster: children applied only
+when missing, changed, drifted or due for resync; refusals remembered; a status that does not
+change between polls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runnerfleet.builders.listener import ListenerIdentity, build_children
+from runnerfleet.models.team_listener import TeamListenerSpec
+from runnerfleet.planning.children import Applied
+from runnerfleet.planning.status import rfc3339
+from runnerfleet.planning.status_diff import status_patch
+from runnerfleet.planning.team_listener import (
+    ListenerMemory,
+    after_apply,
+    fold_status,
+    plan,
+    status_wire,
+)
+from tests.support.factories import make_team_listener
+
+NOW = 1_760_000_000.0
+OWNER = ListenerIdentity(name="team-a", namespace="ns", uid="uid-1", image="img:1")
+
+
+def children(**spec: Any) -> tuple[list[dict[str, Any]], str]:
+    parsed = TeamListenerSpec.model_validate(make_team_listener(**spec)["spec"])
+    return build_children(OWNER, parsed)
+
+
+def deployment(manifests: list[dict[str, Any]], generation: int = 1) -> dict[str, Any]:
+    anchor = manifests[-1]
+    return {**anchor, "metadata": {**anchor["metadata"], "generation": generation},
+            "status": {"readyReplicas": 1}}  # fmt: skip
+
+
+def test_children_carry_one_hash_on_the_deployment_that_follows_the_spec() -> None:
+    manifests, digest = children()
+    assert [m["kind"] for m in manifests][-1] == "Deployment"
+    assert deployment(manifests)["metadata"]["annotations"]["runnerfleet.dev/spec-hash"] == digest
+    assert children()[1] == digest  # deterministic
+    assert children(pollInterval="5s")[1] != digest
+    other = ListenerIdentity(name="team-a", namespace="ns", uid="uid-1", image="img:2")
+    spec = TeamListenerSpec.model_validate(make_team_listener()["spec"])
+    assert build_children(other, spec)[1] != digest  # a new image re-applies too
+
+
+def test_missing_children_are_applied_then_left_alone() -> None:
+    manifests, digest = children()
+    first = plan(digest, None, ListenerMemory(), NOW)
+    assert (first.apply, first.problem) == ("missing", None)
+    memory = after_apply(digest, deployment(manifests, 3), None, NOW)
+    assert memory.applied == Applied(digest, 3, NOW)
+    steady = plan(digest, deployment(manifests, 3), memory, NOW + 3)
+    assert steady.apply is None
+    assert steady.memory == memory
+
+
+def test_spec_change_hand_edit_and_resync_each_reapply() -> None:
+    manifests, digest = children()
+    memory = after_apply(digest, deployment(manifests, 3), None, NOW)
+    _, new_digest = children(pollInterval="5s")
+    assert plan(new_digest, deployment(manifests, 3), memory, NOW + 3).apply == "changed"
+    assert plan(digest, deployment(manifests, 4), memory, NOW + 3).apply == "drifted"
+    assert plan(digest, deployment(manifests, 3), memory, NOW + 300).apply == "resync"
+
+
+def test_after_a_restart_current_children_are_adopted_not_reapplied() -> None:
+    manifests, digest = children()
+    decided = plan(digest, deployment(manifests, 5), ListenerMemory(), NOW)
+    assert decided.apply is None
+    assert decided.memory.applied == Applied(digest, 5, NOW)
+    # The adopted generation is the baseline: a later hand edit is drift.
+    assert plan(digest, deployment(manifests, 6), decided.memory, NOW + 3).apply == "drifted"
+
+
+def test_a_refusal_is_reported_and_not_resent_every_round() -> None:
+    _, digest = children()
+    refused = after_apply(digest, None, 'Deployment.apps "x" is invalid', NOW)
+    held = plan(digest, None, refused, NOW + 3)
+    assert (held.apply, held.problem) == (None, 'Deployment.apps "x" is invalid')
+    _, fixed = children(pollInterval="5s")
+    assert plan(fixed, None, refused, NOW + 3).apply == "missing"
+    assert plan(digest, None, refused, NOW + 300).apply == "missing"  # retried at resync
+
+
+def test_status_does_not_change_between_polls_and_rejection_sets_ready_false() -> None:
+    ready = {"readyReplicas": 1}
+    poll = {"lastSuccessfulPoll": rfc3339(NOW - 2)}
+    first = status_wire(fold_status(ready, {"poll": poll}, 1, 15.0, False, NOW))
+    assert [c["status"] for c in first["conditions"]] == ["True", "True"]
+    assert "poll" not in first  # the listener's own key
+    later = {**first, "poll": {"lastSuccessfulPoll": rfc3339(NOW + 13)}}
+    again = status_wire(fold_status(ready, later, 1, 15.0, False, NOW + 15))
+    assert status_patch(later, again) is None
+
+    rejected = status_wire(fold_status(ready, later, 1, 15.0, False, NOW + 18, "bad child"))
+    patch = status_patch(later, rejected)
+    assert patch is not None
+    ready_cond = patch["conditions"][0]
+    assert (ready_cond["status"], ready_cond["reason"], ready_cond["message"]) == (
+        "False", "ChildRejected", "bad child",
+    )  # fmt: skip
+    assert ready_cond["lastTransitionTime"] == rfc3339(NOW + 18)
+    assert patch["conditions"][1] == first["conditions"][1]  # Polling kept, time unmoved
