@@ -3,6 +3,7 @@ go backwards, a newer report is never overwritten, conflicts are retried next ro
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,7 @@ from runnerfleet.gateways.kubernetes import ConflictError
 from runnerfleet.metrics import ListenerMetrics
 from runnerfleet.models.github import parse_config_url
 from runnerfleet.models.team_listener import TeamListenerSpec
+from runnerfleet.planning.job_table import TrackedJob
 from runnerfleet.services.listener import Listener
 
 
@@ -19,8 +21,10 @@ class StubKube:
     writes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     conflicts: int = 0  # how many writes to refuse with 409 first
     reads: int = 0
+    statuses: list[dict[str, Any]] = field(default_factory=list)
 
     async def list_scale_sets(self, namespace: str) -> list[dict[str, Any]]:
+        await asyncio.sleep(0)  # a real read yields to the loop
         return self.scale_sets
 
     async def write_demand(self, ns: str, name: str, demand: dict[str, Any], rv: str) -> None:
@@ -28,6 +32,9 @@ class StubKube:
             self.conflicts -= 1
             raise ConflictError("moved", 409)
         self.writes.append((name, demand))
+
+    async def patch_team_listener_status(self, ns: str, name: str, status: dict[str, Any]) -> None:
+        self.statuses.append(status)
 
     async def get_scale_set(self, ns: str, name: str) -> dict[str, Any]:
         self.reads += 1
@@ -55,18 +62,17 @@ def _listener(kube: StubKube, now: float = 1_000.0) -> Listener:
     )  # fmt: skip
 
 
-def _job(job_id: int, labels: tuple[str, ...]) -> Any:
-    from runnerfleet.gateways.github import QueuedJob
-
-    return QueuedJob(job_id, 1, labels, "queued", None, None)
+def _job(job_id: int, labels: tuple[str, ...]) -> TrackedJob:
+    return TrackedJob(job_id, "acme/app", 1, labels, "queued", seen_at=0.0)
 
 
 async def test_writes_demand_with_increasing_sequence() -> None:
     kube = StubKube([_scale_set("linux", ["linux"])])
     lis = _listener(kube)  # type: ignore[arg-type]
-    lis.jobs = {1: _job(1, ("linux",)), 2: _job(2, ("linux",))}
+    lis.table.webhook(_job(1, ("linux",)))
+    lis.table.webhook(_job(2, ("linux",)))
     await lis.publish()
-    lis.jobs.pop(1)
+    lis.table.jobs.pop(1)
     kube.scale_sets = [_scale_set("linux", ["linux"], kube.writes[-1][1])]
     await lis.publish()
     assert [w[1]["assignedJobs"] for w in kube.writes] == [2, 1]
@@ -93,7 +99,7 @@ async def test_a_newer_report_is_never_overwritten() -> None:
 async def test_conflict_is_retried_at_once_on_a_fresh_read() -> None:
     kube = StubKube([_scale_set("linux", ["linux"])], conflicts=2)
     lis = _listener(kube)  # type: ignore[arg-type]
-    lis.jobs = {1: _job(1, ("linux",))}
+    lis.table.webhook(_job(1, ("linux",)))
     await lis.publish()
     assert [w[1]["assignedJobs"] for w in kube.writes] == [1]
     assert kube.reads == 2

@@ -71,6 +71,16 @@ class Registration:
 
 
 @dataclass(frozen=True)
+class RepositoryInfo:
+    """An installation repository as the listener needs it."""
+
+    owner: str
+    name: str
+    archived: bool  # an archived repository is read-only: it can have no new jobs
+    pushed_at: float | None  # epoch seconds of the last push: a hint that runs may follow
+
+
+@dataclass(frozen=True)
 class QueuedJob:
     """A workflow job as the listener needs it."""
 
@@ -281,8 +291,27 @@ class GitHubGateway:
             raise self._fail(err, f"delete runner {name}") from err
 
     # ------------------------------------------------------------------ queue (listener)
-    async def _conditional(self, key: str, endpoint: str, call: Any, parse: Any) -> Any:
-        """GET with If-None-Match; on 304 return the value cached with that ETag."""
+    # Every list on the listener's path is read whole (all pages, following `Link: rel="next"`),
+    # and every page is its own conditional GET: an unchanged page is a free 304. The ETag
+    # cache is bounded (QUEUE_ETAG_CACHE_MAX entries, least recently used evicted).
+    async def _pages(self, key: str, endpoint: str, call: Any, parse: Any) -> list[Any]:
+        """All items of a paged list. `call(page, headers)` GETs one page of QUEUE_PER_PAGE;
+        `parse(data)` returns that page's items and GitHub's `total_count` (or None)."""
+        items: list[Any] = []
+        for page in range(1, QUEUE_MAX_PAGES + 1):
+            got, more = await self._page(
+                f"{key}?page={page}", endpoint,
+                lambda h, p=page: call(p, h), parse, len(items),
+            )  # fmt: skip
+            items.extend(got)
+            if not more:
+                break
+        return items
+
+    async def _page(
+        self, key: str, endpoint: str, call: Any, parse: Any, seen: int
+    ) -> tuple[list[Any], bool]:
+        """One page: GET with If-None-Match; a 304 returns what that ETag was cached with."""
         cached = self._etag_cache.get(key)
         headers = {"If-None-Match": cached[0]} if cached else {}
         try:
@@ -296,43 +325,68 @@ class GitHubGateway:
         if remaining is not None:
             self.rate_limit_remaining = int(remaining)
         if resp.status_code == 304 and cached is not None:
-            return cached[1]
-        value = parse(resp.parsed_data)
+            self._remember(key, cached)
+            value: tuple[list[Any], bool] = cached[1]
+            return value
+        items, total = parse(resp.parsed_data)
+        value = (items, _has_next(resp, len(items), seen + len(items), total))
         etag = resp.headers.get("etag")
         if etag:
-            self._etag_cache[key] = (etag, value)
+            self._remember(key, (etag, value))
         return value
+
+    def _remember(self, key: str, entry: tuple[str, Any]) -> None:
+        """Insert as most recently used; evict the least recently used beyond the bound."""
+        self._etag_cache.pop(key, None)
+        self._etag_cache[key] = entry
+        while len(self._etag_cache) > QUEUE_ETAG_CACHE_MAX:
+            del self._etag_cache[next(iter(self._etag_cache))]
+
+    @property
+    def etag_cache_size(self) -> int:
+        return len(self._etag_cache)
 
     def _count(self, endpoint: str, status: int) -> None:
         self.requests[(endpoint, status)] = self.requests.get((endpoint, status), 0) + 1
         if self._on_request is not None:
             self._on_request(endpoint, status)
 
-    async def installation_repositories(self) -> list[str]:
-        """Full names of every repository the App installation can see (first 100)."""
-        return list(await self._conditional(
+    async def installation_repositories(self) -> list[RepositoryInfo]:
+        """Every repository the App installation can see (all pages)."""
+
+        def parse(data: Any) -> tuple[list[RepositoryInfo], int | None]:
+            return [
+                RepositoryInfo(
+                    owner=str(r.full_name).split("/", 1)[0], name=str(r.name),
+                    archived=bool(getattr(r, "archived", False)),
+                    pushed_at=r.pushed_at.timestamp() if r.pushed_at else None,
+                )
+                for r in data.repositories
+            ], int(data.total_count)  # fmt: skip
+
+        return await self._pages(
             "installation/repositories", "installation/repositories",
-            lambda h: self._gh.rest.apps.async_list_repos_accessible_to_installation(
-                per_page=100, headers=h),
-            lambda data: [str(r.full_name) for r in data.repositories],
-        ))  # fmt: skip
+            lambda page, h: self._gh.rest.apps.async_list_repos_accessible_to_installation(
+                per_page=QUEUE_PER_PAGE, page=page, headers=h),
+            parse,
+        )  # fmt: skip
 
     async def active_run_ids(self, owner: str, repo: str) -> list[int]:
-        """Ids of the repo's queued and in-progress workflow runs (two conditional GETs)."""
+        """Ids of the repo's queued and in-progress workflow runs (all pages of both lists)."""
         ids: list[int] = []
         for status in ("queued", "in_progress"):
-            ids += await self._conditional(
+            ids += await self._pages(
                 f"runs/{owner}/{repo}/{status}", "repos/actions/runs",
-                lambda h, st=status: self._actions.async_list_workflow_runs_for_repo(
-                    owner, repo, status=st, per_page=100, headers=h),
-                lambda data: [int(r.id) for r in data.workflow_runs],
+                lambda page, h, st=status: self._actions.async_list_workflow_runs_for_repo(
+                    owner, repo, status=st, per_page=QUEUE_PER_PAGE, page=page, headers=h),
+                lambda data: ([int(r.id) for r in data.workflow_runs], int(data.total_count)),
             )  # fmt: skip
         return sorted(set(ids))
 
     async def run_jobs(self, owner: str, repo: str, run_id: int) -> list[QueuedJob]:
-        """The latest attempt's jobs of one run (conditional GET)."""
+        """The latest attempt's jobs of one run (all pages)."""
 
-        def parse(data: Any) -> list[QueuedJob]:
+        def parse(data: Any) -> tuple[list[QueuedJob], int | None]:
             return [
                 QueuedJob(
                     id=int(j.id), run_id=int(j.run_id), labels=tuple(j.labels),
@@ -341,11 +395,25 @@ class GitHubGateway:
                     started_at=j.started_at.timestamp() if j.started_at else None,
                 )
                 for j in data.jobs
-            ]  # fmt: skip
+            ], int(data.total_count)  # fmt: skip
 
-        return list(await self._conditional(
+        return await self._pages(
             f"jobs/{owner}/{repo}/{run_id}", "repos/actions/runs/jobs",
-            lambda h: self._actions.async_list_jobs_for_workflow_run(
-                owner, repo, run_id, filter_="latest", per_page=100, headers=h),
+            lambda page, h: self._actions.async_list_jobs_for_workflow_run(
+                owner, repo, run_id, filter_="latest", per_page=QUEUE_PER_PAGE, page=page,
+                headers=h),
             parse,
-        ))  # fmt: skip
+        )  # fmt: skip
+
+
+QUEUE_PER_PAGE = 100  # GitHub's maximum
+QUEUE_MAX_PAGES = 1000  # a safety stop; 100,000 items of one list
+QUEUE_ETAG_CACHE_MAX = 20_000  # pages; ~2 per repository plus one per active run
+
+
+def _has_next(resp: Any, count: int, seen: int, total: int | None) -> bool:
+    """GitHub's `Link: <...>; rel="next"` decides; without a Link header (one page only, or a
+    server that does not page) a full page means more only while `total_count` says so."""
+    if resp.headers.get("link") is not None:
+        return "next" in resp.raw_response.links
+    return count >= QUEUE_PER_PAGE and (total is None or seen < total)

@@ -12,7 +12,6 @@ Layer: listener (an adapter, like the kopf handlers): parses input, calls the se
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -59,8 +58,25 @@ async def serve(options: ListenerOptions) -> None:
     github = GitHubGateway(target, credentials, on_request=count)
     listener = Listener(kube, github, target, options.namespace, options.name, spec, metrics)
     secret = os.environ.get("RUNNERFLEET_WEBHOOK_SECRET", "").encode()
-    wake = asyncio.Event()
-    lock = asyncio.Lock()
+    runners = [await serve_metrics(metrics.registry, options.metrics_port)]
+    if spec.webhook.enabled:
+        runners.append(await _serve_webhooks(listener, metrics, secret, options.webhook_port))
+    log.info("listener %s/%s up: team %s, poll every %s", options.namespace, options.name,
+             spec.team, spec.poll_interval)  # fmt: skip
+    try:
+        while True:  # no lock: a poll and the webhooks meet only in the (synchronous) merge
+            await listener.poll()
+            await asyncio.sleep(listener.poll_interval)
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+        await api.close()
+
+
+async def _serve_webhooks(
+    listener: Listener, metrics: ListenerMetrics, secret: bytes, port: int
+) -> web.AppRunner:
+    """`POST /webhook`: verify, apply to the job table, republish demand (coalesced)."""
 
     async def webhook(request: web.Request) -> web.Response:
         raw = await request.read()
@@ -77,29 +93,13 @@ async def serve(options: ListenerOptions) -> None:
             metrics.webhook_deliveries.labels(event, "malformed").inc()
             return web.Response(status=400, text="body is not JSON\n")
         if listener.on_workflow_job(payload):
-            async with lock:
-                await listener.publish()
+            await listener.publish()
         metrics.webhook_deliveries.labels(event, "accepted").inc()
         return web.Response(status=200, text="ok\n")
 
-    runners = [await serve_metrics(metrics.registry, options.metrics_port)]
-    if spec.webhook.enabled:
-        hook_app = web.Application()
-        hook_app.router.add_post("/webhook", webhook)
-        hook = web.AppRunner(hook_app, access_log=None)
-        await hook.setup()
-        await web.TCPSite(hook, "0.0.0.0", options.webhook_port).start()  # noqa: S104
-        runners.append(hook)
-    log.info("listener %s/%s up: team %s, poll every %s", options.namespace, options.name,
-             spec.team, spec.poll_interval)  # fmt: skip
-    try:
-        while True:
-            wake.clear()
-            async with lock:
-                await listener.poll()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), listener.poll_interval)
-    finally:
-        for runner in runners:
-            await runner.cleanup()
-        await api.close()
+    app = web.Application()
+    app.router.add_post("/webhook", webhook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104
+    return runner

@@ -1,8 +1,12 @@
 """The listener's work: find the team's queued jobs, match them to scale sets, write demand.
 
-Polling is the source of truth (every `pollInterval`, conditional requests so an idle team
-costs nothing); webhooks only make it faster: a signed `workflow_job` delivery updates the job
-table at once and demand is republished without waiting for the next poll.
+Polling is the source of truth and webhooks make it faster; the job table merges both (a poll
+reconciles what it read, it does not replace the table: planning/job_table.py). Each poll
+reads the repositories planning/polling.py chooses: every repository with jobs, a recent
+webhook or a new push, and a budgeted trickle of idle ones, all through paged conditional
+requests, at most CONCURRENCY at a time. No lock is held across GitHub I/O: a poll reads
+GitHub, then merges and publishes; publishing (Kubernetes I/O only) is serialised and
+coalesced, so a burst of webhooks costs one demand write per scale set, not one per delivery.
 
 Demand is written to `status.demand` of each RunnerScaleSet (see docs/runner-scale-set.md)
 with a sequence number and the resourceVersion read, so an older listener can never
@@ -13,29 +17,59 @@ Layer: services. I/O only through the gateways.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import fnmatch
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from runnerfleet.gateways.github import GitHubError, GitHubGateway, QueuedJob, RateLimitedError
+from runnerfleet.gateways.github import (
+    GitHubError,
+    GitHubGateway,
+    GitHubNotFoundError,
+    RateLimitedError,
+)
 from runnerfleet.gateways.kubernetes import ConflictError, KubeError, KubeGateway
 from runnerfleet.metrics import ListenerMetrics
 from runnerfleet.models.base import parse_duration
 from runnerfleet.models.github import GitHubTarget
 from runnerfleet.models.team_listener import TeamListenerSpec
-from runnerfleet.planning.matching import COUNTED, Job, ScaleSetLabels, match
+from runnerfleet.planning.job_table import JobTable, TrackedJob
+from runnerfleet.planning.matching import Job, ScaleSetLabels, match
+from runnerfleet.planning.polling import (
+    PollPlan,
+    PollPolicy,
+    RepoState,
+    SpendWindow,
+    plan_poll,
+    repositories_due,
+)
 
 log = logging.getLogger("runnerfleet.listener")
 HEARTBEAT_SECONDS = 60.0
 CONFLICT_RETRIES = 5
+CONCURRENCY = 8  # GitHub requests in flight per poll (GitHub allows 100 concurrent)
+WEBHOOK_GRACE_SECONDS = 30.0  # a job a webhook reported survives polls that miss it this long
 
 
 def _rfc3339(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _epoch(value: Any) -> float | None:
+    """A webhook timestamp ("2026-01-01T00:00:00Z") as epoch seconds, or None."""
+    try:
+        return dt.datetime.fromisoformat(str(value)).timestamp() if value else None
+    except ValueError:
+        return None
+
+
+def _counted(requests: dict[tuple[str, int], int]) -> int:
+    """Requests GitHub counted against the rate limit (everything but 304)."""
+    return sum(n for (_, status), n in requests.items() if status != 304)
 
 
 @dataclass
@@ -48,14 +82,21 @@ class Listener:
     spec: TeamListenerSpec
     metrics: ListenerMetrics
     clock: Callable[[], float] = time.time
-    jobs: dict[int, QueuedJob] = field(default_factory=dict)
-    repos: list[tuple[str, str]] = field(default_factory=list)
+    policy: PollPolicy = field(default_factory=PollPolicy)
+    table: JobTable = field(default_factory=lambda: JobTable(webhook_grace=WEBHOOK_GRACE_SECONDS))
+    repos: dict[str, float | None] = field(default_factory=dict)  # "owner/name" -> pushed_at
+    repos_read_at: float | None = None
+    repo_states: dict[str, RepoState] = field(default_factory=dict)
+    idle_spend: SpendWindow = field(default_factory=SpendWindow)
     sequence: int = 0
     last_written: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
-    started_seen: set[int] = field(default_factory=set)
+    started_seen: set[int] = field(default_factory=set)  # pruned to the table's jobs
     last_poll_ok: float | None = None
+    last_plan: PollPlan | None = None
     unmatched: int = 0
-    assignment: dict[int, tuple[str, str]] = field(default_factory=dict)
+    assignment: dict[int, tuple[str, str]] = field(default_factory=dict)  # latest match only
+    _publishing: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _dirty: bool = False
 
     @property
     def poll_interval(self) -> float:
@@ -63,61 +104,130 @@ class Listener:
 
     # ------------------------------------------------------------------ polling
     async def poll(self) -> None:
-        """One poll: repositories -> active runs -> their jobs; then publish demand."""
+        """One poll: the planned repositories -> active runs -> their jobs; merge; publish."""
         if self.clock() < self.github.rate_limited_until:
             self.metrics.polls.labels("rate_limited").inc()
             await self.report()
             return
+        started = self.clock()
+        results: dict[str, list[TrackedJob]] = {}
+        failure: GitHubError | None = None
         try:
             async with self.github.session():
-                self.repos = await self._repositories()
-                table: dict[int, QueuedJob] = {}
-                for owner, repo in self.repos:
-                    for run_id in await self.github.active_run_ids(owner, repo):
-                        for job in await self.github.run_jobs(owner, repo, run_id):
-                            table[job.id] = job
-        except RateLimitedError as err:
-            log.warning(
-                "GitHub rate limit exhausted; polling resumes at %s", _rfc3339(err.reset_at)
-            )
-            self.metrics.polls.labels("rate_limited").inc()
-            await self.report()
-            return
+                await self._refresh_repositories(started)
+                failure = await self._read(self._plan(started), started, results)
         except GitHubError as err:
-            log.warning("poll failed: %s", err)
-            self.metrics.polls.labels("error").inc()
-            await self.report()
-            return
+            failure = err
         finally:
             self._export_rate_limit()
-        finished = [
-            self.assignment[j] for j in self.jobs if j not in table and j in self.assignment
-        ]
-        self.jobs = table
-        self.last_poll_ok = self.clock()
-        self.metrics.polls.labels("ok").inc()
+        self._merge(results, started)  # whatever was read completely counts, even on failure
         await self.publish()
-        self._observe(table.values(), finished)
+        self._observe()
+        self._record(failure, started)
         await self.report()
 
-    async def _repositories(self) -> list[tuple[str, str]]:
+    def _record(self, failure: GitHubError | None, started: float) -> None:
+        if failure is None:
+            self.last_poll_ok = started
+            self.metrics.polls.labels("ok").inc()
+        elif isinstance(failure, RateLimitedError):
+            log.warning(
+                "GitHub rate limit exhausted; polling resumes at %s", _rfc3339(failure.reset_at)
+            )
+            self.metrics.polls.labels("rate_limited").inc()
+        else:
+            log.warning("poll failed: %s", failure)
+            self.metrics.polls.labels("error").inc()
+
+    async def _refresh_repositories(self, now: float) -> None:
+        """The watched repositories: the list, or the installation's (non-archived, matching
+        `nameFilter`) re-read when due; jobs and state of repositories no longer watched go."""
+        sel = self.spec.repositories
         if self.target.scope == "repo":
             assert self.target.repo is not None
-            return [(self.target.owner, self.target.repo)]
-        sel = self.spec.repositories
-        if sel.all:
-            names = await self.github.installation_repositories()
+            repos: dict[str, float | None] = {f"{self.target.owner}/{self.target.repo}": None}
+        elif not sel.all:
+            repos = {}
+            for name in sel.names:
+                owner, _, repo = name.rpartition("/")
+                repos[f"{owner or self.target.owner}/{repo}"] = None
+        elif repositories_due(self.repos_read_at, now, self.poll_interval, self.policy):
             pattern = sel.name_filter or "*"
-            return [
-                (full.split("/", 1)[0], full.split("/", 1)[1])
-                for full in names
-                if fnmatch.fnmatch(full.split("/", 1)[1], pattern)
-            ]
-        out = []
-        for name in sel.names:
-            owner, _, repo = name.rpartition("/")
-            out.append((owner or self.target.owner, repo))
-        return out
+            repos = {
+                f"{r.owner}/{r.name}": r.pushed_at
+                for r in await self.github.installation_repositories()
+                if not r.archived and fnmatch.fnmatch(r.name, pattern)
+            }
+            self.repos_read_at = now
+        else:
+            return
+        self.repos = repos
+        for gone in [r for r in self.repo_states if r not in repos]:
+            del self.repo_states[gone]
+        self._finished(self.table.retain_repos(repos))
+
+    def _plan(self, now: float) -> PollPlan:
+        self.last_plan = plan_poll(
+            self.repos, self.repo_states, now=now, poll_interval=self.poll_interval,
+            policy=self.policy, remaining=self.github.rate_limit_remaining,
+            idle_counted=self.idle_spend.total(now),
+        )  # fmt: skip
+        return self.last_plan
+
+    async def _read(
+        self, plan: PollPlan, started: float, results: dict[str, list[TrackedJob]]
+    ) -> GitHubError | None:
+        """Read the hot repositories, then the cold ones (whose counted cost is budgeted)."""
+        failure = await self._read_repos(plan.hot, started, results)
+        if failure is not None or not plan.cold:
+            return failure
+        before = _counted(self.github.requests)
+        failure = await self._read_repos(plan.cold, started, results)
+        self.idle_spend.add(started, _counted(self.github.requests) - before)
+        return failure
+
+    async def _read_repos(
+        self, names: Iterable[str], started: float, results: dict[str, list[TrackedJob]]
+    ) -> GitHubError | None:
+        """Read each repository completely, CONCURRENCY at a time; the first error stops the
+        rest (a 404 only empties its repository: it was deleted since the list was read)."""
+        gate = asyncio.Semaphore(CONCURRENCY)
+        failures: list[GitHubError] = []
+
+        async def one(full: str) -> None:
+            async with gate:
+                if failures:
+                    return
+                try:
+                    results[full] = await self._read_repo(full, started)
+                except GitHubNotFoundError:
+                    results[full] = []
+                except GitHubError as err:
+                    failures.append(err)
+
+        await asyncio.gather(*(one(full) for full in names))
+        return failures[0] if failures else None
+
+    async def _read_repo(self, full: str, started: float) -> list[TrackedJob]:
+        owner, repo = full.split("/", 1)
+        jobs: list[TrackedJob] = []
+        for run_id in await self.github.active_run_ids(owner, repo):
+            for j in await self.github.run_jobs(owner, repo, run_id):
+                jobs.append(TrackedJob(
+                    id=j.id, repo=full, run_id=j.run_id, labels=j.labels, status=j.status,
+                    seen_at=started, created_at=j.created_at, started_at=j.started_at,
+                ))  # fmt: skip
+        return jobs
+
+    def _merge(self, results: dict[str, list[TrackedJob]], started: float) -> None:
+        self._finished(self.table.reconcile(results, started))
+        with_jobs = self.table.repos_with_jobs()
+        for full in results:
+            state = self.repo_states.setdefault(full, RepoState())
+            state.last_polled = started
+            state.active = full in with_jobs
+            state.runs = len({j.run_id for j in results[full]})
+            state.pushed_at = self.repos.get(full)
 
     def _export_rate_limit(self) -> None:
         if self.github.rate_limit_remaining is not None:
@@ -125,11 +235,19 @@ class Listener:
                 self.github.rate_limit_remaining
             )
 
-    def _observe(self, jobs: Any, finished: list[tuple[str, str]]) -> None:
-        """Jobs started (with their queue wait) and jobs gone from the queue since last poll."""
-        for done in finished:
-            self.metrics.jobs_completed.labels(*done).inc()
+    def _finished(self, jobs: Iterable[TrackedJob]) -> None:
+        """Jobs that left the table: count them as completed for the scale set they had."""
         for job in jobs:
+            self.started_seen.discard(job.id)
+            owner = self.assignment.pop(job.id, None)
+            if owner is not None:
+                self.metrics.jobs_completed.labels(*owner).inc()
+
+    def _observe(self) -> None:
+        """Jobs seen starting (with their queue wait), once each."""
+        live = self.table.jobs
+        self.started_seen.intersection_update(live)
+        for job in live.values():
             owner = self.assignment.get(job.id)
             if job.status != "in_progress" or job.id in self.started_seen or owner is None:
                 continue
@@ -142,27 +260,41 @@ class Listener:
     # ------------------------------------------------------------------ webhooks
     def on_workflow_job(self, payload: dict[str, Any]) -> bool:
         """Apply a `workflow_job` delivery to the job table; False if not for this team."""
-        repo = (payload.get("repository") or {}).get("full_name", "")
-        owner, _, name = repo.partition("/")
-        if self.repos and (owner, name) not in self.repos:
+        full = str((payload.get("repository") or {}).get("full_name", ""))
+        if "/" not in full or (self.repos and full not in self.repos):
             return False
         wj = payload.get("workflow_job") or {}
         if "id" not in wj:
             return False
-        job_id = int(wj["id"])
-        status = str(wj.get("status") or payload.get("action") or "queued")
-        if status == "completed":
-            self.jobs.pop(job_id, None)
-            return True
-        self.jobs[job_id] = QueuedJob(
-            id=job_id, run_id=int(wj.get("run_id", 0)), labels=tuple(wj.get("labels", [])),
-            status=status, created_at=None, started_at=None,
+        now = self.clock()
+        job = TrackedJob(
+            id=int(wj["id"]), repo=full, run_id=int(wj.get("run_id") or 0),
+            labels=tuple(wj.get("labels") or ()),
+            status=str(wj.get("status") or payload.get("action") or "queued"),
+            seen_at=now, from_webhook=True,
+            created_at=_epoch(wj.get("created_at")), started_at=_epoch(wj.get("started_at")),
         )  # fmt: skip
+        self.repo_states.setdefault(full, RepoState()).last_webhook = now
+        finished = self.table.webhook(job)
+        if finished is not None:
+            self._finished([finished])
         return True
 
     # ------------------------------------------------------------------ demand
     async def publish(self) -> None:
-        """Match jobs to this team's scale sets and write each changed demand."""
+        """Match jobs to this team's scale sets and write each changed demand.
+
+        Serialised, and coalesced: a caller queued behind a publish that started after its
+        change returns at once, since that publish already wrote it.
+        """
+        self._dirty = True
+        async with self._publishing:
+            if not self._dirty:
+                return
+            self._dirty = False
+            await self._publish()
+
+    async def _publish(self) -> None:
         scale_sets = [
             s for s in await self.kube.list_scale_sets(self.namespace)
             if self._selected(s)
@@ -172,9 +304,8 @@ class Listener:
             ScaleSetLabels(ns, name, tuple(s["spec"].get("labels", [])))
             for (ns, name), s in by_key.items()
         ]
-        jobs = [Job(j.id, j.labels, j.status) for j in self.jobs.values() if j.status in COUNTED]
-        result = match(jobs, labels)
-        self.assignment.update(result.assignment)
+        result = match([Job(j.id, j.labels, j.status) for j in self.table.counted()], labels)
+        self.assignment = dict(result.assignment)
         self.unmatched = len(result.unmatched)
         self.metrics.unmatched_jobs.labels(self.spec.team).set(self.unmatched)
         for key, demand in result.demand.items():
@@ -233,7 +364,7 @@ class Listener:
     # ------------------------------------------------------------------ status
     async def report(self) -> None:
         poll: dict[str, Any] = {
-            "queuedJobs": sum(1 for j in self.jobs.values() if j.status in COUNTED),
+            "queuedJobs": len(self.table.counted()),
             "unmatchedJobs": self.unmatched,
             "rateLimitRemaining": self.github.rate_limit_remaining,
             "rateLimitedUntil": (
