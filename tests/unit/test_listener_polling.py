@@ -33,6 +33,8 @@ def test_first_read_of_a_large_org_is_paced_by_the_secondary_limit() -> None:
             states[r] = _idle(last=now)
         now, polls = now + 15, polls + 1
     assert polls == 20  # 100 repositories a poll: five minutes, none read twice meanwhile
+    slow = plan_poll(repos, {}, now=0.0, poll_interval=600, policy=POLICY)
+    assert len(slow.hot) == 400  # a minute's share at most, however long the interval
 
 
 def test_hot_repositories_beyond_the_cap_take_turns_longest_unread_first() -> None:
@@ -84,6 +86,13 @@ def test_hot_repositories_are_read_every_poll() -> None:
     assert sorted(plan.hot) == ["acme/busy", "acme/hooked", "acme/pushed"]
     later = plan_poll(repos, states, now=100.0 + 601, poll_interval=15, policy=policy)
     assert "acme/hooked" not in later.hot  # a webhook keeps a repository hot for 10 minutes
+
+
+def test_a_small_idle_org_is_still_read_every_poll() -> None:
+    repos = {"acme/app": None}
+    plan = plan_poll(repos, {"acme/app": _idle(last=0.0)}, now=1.0, poll_interval=1,
+                     policy=POLICY)  # fmt: skip
+    assert plan.cold == ("acme/app",)
 
 
 def test_cold_reads_stop_when_the_budget_is_low_or_spent() -> None:

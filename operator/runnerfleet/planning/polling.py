@@ -14,11 +14,11 @@ them is counted again. So each poll reads:
   cold reads have already spent `idle_counted_per_hour` counted (non-304) requests in the
   last hour.
 
-GitHub's secondary limit (900 points per minute per endpoint, a 304 included) caps a poll:
-at most `reads_per_minute * interval / 60` run listings (two per repository) and as many job
-listings (one per active run, as the last read found). When the hot repositories do not fit,
-the longest unread go first, so every one is read in turn; the first read of a large
-organisation therefore takes several polls (2,000 repositories: about five minutes).
+GitHub's secondary limit (900 points per minute per endpoint, a 304 included) caps a poll
+at `reads_per_minute * min(interval, 60 s) / 60` run listings (two per repository) and as
+many job listings (one per active run, as the last read found). When the hot repositories
+do not fit, the longest unread go first, so every one is read in turn; the first read of a
+large organisation therefore takes several polls (2,000 repositories: about five minutes).
 
 Layer: planning. Pure: no I/O, no clock (time is an argument).
 """
@@ -111,8 +111,10 @@ def plan_poll(
     )
     hot_set = set(hot)
     cold = sorted((r for r in repos if r not in hot_set), key=staleness)
-    cap = max(2.0, policy.reads_per_minute * poll_interval / 60.0)
-    quota = min(cold_quota(poll_interval, policy, remaining, idle_counted), int(cap / 20))
+    # A poll reads in a burst, and the limit is a sliding minute: never more than a minute's
+    # share in one poll, whatever the interval.
+    cap = max(2.0, policy.reads_per_minute * min(poll_interval, 60.0) / 60.0)
+    quota = min(cold_quota(poll_interval, policy, remaining, idle_counted), max(1, int(cap / 20)))
     if hot and staleness(hot[0])[0] < 0:
         quota = 0  # a first read is still going on: finish it before re-reading idle ones
     # The cold trickle (at most a tenth of the cap) comes first so busy repositories never
