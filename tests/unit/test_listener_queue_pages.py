@@ -4,6 +4,7 @@ bounded, archived repositories flagged."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -61,3 +62,48 @@ async def test_the_etag_cache_is_bounded(fake: FakeGitHub, monkeypatch: pytest.M
     for i in range(10):
         await gh.active_run_ids("acme", f"r{i}")
     assert gh.etag_cache_size == 5
+
+
+async def test_listener_on_a_paced_org_demand_exact_and_nothing_refused() -> None:
+    """The listener against the fake with GitHub's limits on and a simulated clock: 300
+    repositories (and archived ones), 60 jobs; the first read is paced under the secondary
+    limit (nothing refused), demand is exact, and polls after it cost no rate limit."""
+    from runnerfleet.metrics import ListenerMetrics
+    from runnerfleet.models.team_listener import TeamListenerSpec
+    from runnerfleet.services.listener import Listener
+    from tests.unit.test_listener_demand import StubKube, _scale_set
+
+    now = [time.time()]
+    fake = FakeGitHub(clock=lambda: now[0])
+    await fake.start()
+    try:
+        repos = [f"acme/svc-{i:03}" for i in range(300)]
+        fake.add_repositories(repos)
+        fake.add_repositories(["acme/old"], archived=True)
+        for i in range(60):
+            fake.enqueue_job(repos[(i * 7) % 300], ["linux"], 3600.0)
+        fake.enqueue_job("acme/old", ["linux"], 3600.0)
+        spec = TeamListenerSpec.model_validate({
+            "team": "a", "github": {"configUrl": "https://github.com/acme",
+                                    "secretRef": {"name": "g"}},
+            "repositories": {"all": True}, "pollInterval": "15s",
+        })  # fmt: skip
+        kube = StubKube([_scale_set("linux", ["linux"])])
+        lis = Listener(
+            kube, _gateway(fake), parse_config_url("https://github.com/acme"), "ns", "a",  # type: ignore[arg-type]
+            spec, ListenerMetrics.create(), clock=lambda: now[0],
+        )  # fmt: skip
+        for _ in range(3):  # 100 repositories a poll
+            await lis.poll()
+            now[0] += 15
+        assert kube.writes[-1][1]["assignedJobs"] == 60
+        assert sum(fake.secondary_limited.values()) == 0
+        assert sum(fake.primary_limited.values()) == 0
+        counted = sum(n for (_, _, s), n in fake.requests.items() if s != 304)
+        for _ in range(8):
+            await lis.poll()
+            now[0] += 15
+        assert sum(n for (_, _, s), n in fake.requests.items() if s != 304) == counted
+        assert kube.writes[-1][1]["assignedJobs"] == 60
+    finally:
+        await fake.stop()

@@ -4,7 +4,8 @@ Serves `POST /webhook` (signed `workflow_job` deliveries) on the webhook port an
 `/metrics` + `/healthz` on the metrics port, and polls GitHub every `pollInterval`.
 GitHub credentials come from the environment (the Deployment maps the team's Secret in with
 envFrom: `github_token`, or `github_app_id` + `github_app_installation_id` +
-`github_app_private_key`); the webhook secret from RUNNERFLEET_WEBHOOK_SECRET.
+`github_app_private_key`); the webhook secret from RUNNERFLEET_WEBHOOK_SECRET; optionally
+RUNNERFLEET_LISTENER_READS_PER_MINUTE (see planning/polling.py).
 
 Layer: listener (an adapter, like the kopf handlers): parses input, calls the service.
 """
@@ -15,6 +16,7 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -25,6 +27,7 @@ from runnerfleet.listener.signature import verify
 from runnerfleet.metrics import ListenerMetrics, serve_metrics
 from runnerfleet.models.github import GitHubCredentials, parse_config_url
 from runnerfleet.models.team_listener import TeamListenerSpec
+from runnerfleet.planning.polling import PollPolicy
 from runnerfleet.services.listener import Listener
 
 log = logging.getLogger("runnerfleet.listener")
@@ -56,7 +59,10 @@ async def serve(options: ListenerOptions) -> None:
         metrics.github_requests.labels(endpoint, str(status)).inc()
 
     github = GitHubGateway(target, credentials, on_request=count)
-    listener = Listener(kube, github, target, options.namespace, options.name, spec, metrics)
+    listener = Listener(
+        kube, github, target, options.namespace, options.name, spec, metrics,
+        policy=_policy(os.environ),
+    )  # fmt: skip
     secret = os.environ.get("RUNNERFLEET_WEBHOOK_SECRET", "").encode()
     runners = [await serve_metrics(metrics.registry, options.metrics_port)]
     if spec.webhook.enabled:
@@ -71,6 +77,13 @@ async def serve(options: ListenerOptions) -> None:
         for runner in runners:
             await runner.cleanup()
         await api.close()
+
+
+def _policy(env: Mapping[str, str]) -> PollPolicy:
+    """The poll schedule; RUNNERFLEET_LISTENER_READS_PER_MINUTE shares GitHub's per-endpoint
+    secondary limit among listeners on one installation (default: all of it, 800)."""
+    reads = env.get("RUNNERFLEET_LISTENER_READS_PER_MINUTE")
+    return PollPolicy(reads_per_minute=int(reads)) if reads else PollPolicy()
 
 
 async def _serve_webhooks(
