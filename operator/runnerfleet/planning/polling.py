@@ -8,7 +8,9 @@ them is counted again. So each poll reads:
 - every **hot** repository: one never read yet (so the first poll is complete), one whose last
   read found queued or running jobs, one with a `workflow_job` webhook in the last
   `webhook_hot_seconds`, and one whose `pushed_at` moved since it was last read (a push is
-  what starts most workflows; the repository list that carries it is one paged read);
+  what starts most workflows; the repository list that carries it is one paged read). While
+  webhooks are live (a delivery in the last `webhook_hot_seconds`) they bring the news, so a
+  busy repository is only reconciled every `reconcile_seconds`;
 - a few **cold** repositories, the longest unread first, at most `idle_visits_per_hour` spread
   evenly over the polls, and none while GitHub's remaining budget is below `reserve` or the
   cold reads have already spent `idle_counted_per_hour` counted (non-304) requests in the
@@ -43,6 +45,7 @@ class PollPolicy:
     webhook_hot_seconds: float = 600.0  # a webhook keeps its repository hot this long
     repos_refresh_seconds: float = 60.0  # the repository list is re-read at most this often
     reads_per_minute: int = 800  # per endpoint: GitHub allows 900 points/min (margin for others)
+    reconcile_seconds: float = 60.0  # a busy repository's reads while webhooks are live
 
 
 @dataclass
@@ -67,14 +70,24 @@ class PollPlan:
 
 
 def is_hot(
-    state: RepoState | None, pushed_at: float | None, now: float, policy: PollPolicy
+    state: RepoState | None,
+    pushed_at: float | None,
+    now: float,
+    policy: PollPolicy,
+    webhooks_live: bool = False,
 ) -> bool:
-    """A repository to read every poll (see the module docstring)."""
-    if state is None or state.last_polled is None or state.active:
+    """A repository to read this poll (see the module docstring). While webhooks are live
+    they bring the news, and a busy repository is only reconciled every `reconcile_seconds`."""
+    if state is None or state.last_polled is None:
         return True
-    if state.last_webhook is not None and now - state.last_webhook < policy.webhook_hot_seconds:
+    if pushed_at is not None and (state.pushed_at is None or pushed_at > state.pushed_at):
         return True
-    return pushed_at is not None and (state.pushed_at is None or pushed_at > state.pushed_at)
+    recent_hook = (
+        state.last_webhook is not None and now - state.last_webhook < policy.webhook_hot_seconds
+    )
+    if not (state.active or recent_hook):
+        return False
+    return not webhooks_live or now - state.last_polled >= policy.reconcile_seconds
 
 
 def cold_quota(
@@ -97,6 +110,7 @@ def plan_poll(
     policy: PollPolicy,
     remaining: int | None = None,
     idle_counted: int = 0,
+    webhooks_live: bool = False,
 ) -> PollPlan:
     """`repos` maps each repository ("owner/name") to its `pushed_at`; returns what to read:
     hot ones, then the cold quota, each longest unread first (ties by name: deterministic),
@@ -107,7 +121,8 @@ def plan_poll(
         return ((state.last_polled or -1.0) if state else -1.0, r)
 
     hot = sorted(
-        (r for r, p in repos.items() if is_hot(states.get(r), p, now, policy)), key=staleness
+        (r for r, p in repos.items() if is_hot(states.get(r), p, now, policy, webhooks_live)),
+        key=staleness,
     )
     hot_set = set(hot)
     cold = sorted((r for r in repos if r not in hot_set), key=staleness)

@@ -92,6 +92,7 @@ class Listener:
     last_written: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
     started_seen: set[int] = field(default_factory=set)  # pruned to the table's jobs
     last_poll_ok: float | None = None
+    last_webhook: float | None = None  # the last delivery for this team
     last_plan: PollPlan | None = None
     unmatched: int = 0
     assignment: dict[int, tuple[str, str]] = field(default_factory=dict)  # latest match only
@@ -170,9 +171,15 @@ class Listener:
         self.last_plan = plan_poll(
             self.repos, self.repo_states, now=now, poll_interval=self.poll_interval,
             policy=self.policy, remaining=self.github.rate_limit_remaining,
-            idle_counted=self.idle_spend.total(now),
+            idle_counted=self.idle_spend.total(now), webhooks_live=self._webhooks_live(now),
         )  # fmt: skip
         return self.last_plan
+
+    def _webhooks_live(self, now: float) -> bool:
+        return (
+            self.last_webhook is not None
+            and now - self.last_webhook < self.policy.webhook_hot_seconds
+        )
 
     async def _read(
         self, plan: PollPlan, started: float, results: dict[str, list[TrackedJob]]
@@ -275,6 +282,7 @@ class Listener:
             created_at=_epoch(wj.get("created_at")), started_at=_epoch(wj.get("started_at")),
         )  # fmt: skip
         self.repo_states.setdefault(full, RepoState()).last_webhook = now
+        self.last_webhook = now
         finished = self.table.webhook(job)
         if finished is not None:
             self._finished([finished])
