@@ -6,6 +6,7 @@ with the reason: nothing here ever skips because the cluster is missing.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,6 +18,10 @@ from tests.support.kube import api_client, temporary_namespace
 
 _MARK_BY_DIR = {"unit": pytest.mark.unit, "cluster": pytest.mark.cluster, "e2e": pytest.mark.e2e}
 SESSION_NODES = 3
+# Operators started by tests sweep GitHub's runner list sooner than production's 5 s / 60 s,
+# so a test sees a runner online within about a second (operator subprocesses inherit this).
+os.environ.setdefault("RUNNERFLEET_SWEEP_MIN_SECONDS", "1")
+os.environ.setdefault("RUNNERFLEET_SWEEP_MAX_SECONDS", "10")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -72,6 +72,18 @@ def is_runner_of(name: str, scale_set: str, namespace: str) -> bool:
     )
 
 
+def runner_owner(name: str) -> tuple[str, str] | None:
+    """(scale-set name, namespace tag) of a name `runner_name` could produce, else None."""
+    if len(name) < 11 or name[-10] != "-":
+        return None
+    scale_set, tag, suffix = name[:-10], name[-9:-5], name[-5:]
+    if not all(ch in "0123456789abcdef" for ch in tag) or not all(
+        ch in _SUFFIX_ALPHABET for ch in suffix
+    ):
+        return None
+    return scale_set, tag
+
+
 COMPONENT_LISTENER: Final = "listener"
 LABEL_LISTENER: Final = f"{LABEL_PREFIX}/listener"
 ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"

@@ -199,6 +199,8 @@ async def test_rate_limit_backs_off_until_reset_and_keeps_runners(running_fleet:
     before = sorted(f.registrations("linux"))
     f.github.exhaust_rate_limit(reset_in=8)
     calls_at_block = sum(f.github.requests.values())
+    # An idle scale set makes no GitHub call of its own; a new job makes it register one.
+    await f.set_demand("linux", 1, sequence=1)
     cond = await f.wait_condition("rss", "linux", "GitHubReachable", reason="RateLimited")
     assert "existing runners are kept" in cond["message"]
     # During the block: runners untouched, and at most a couple of refused calls, no storm.
@@ -206,9 +208,8 @@ async def test_rate_limit_backs_off_until_reset_and_keeps_runners(running_fleet:
         assert sorted(f.registrations("linux")) == before
         assert len(await f.pods("linux")) == 2
         await asyncio.sleep(0.3)
-    assert sum(f.github.requests.values()) - calls_at_block <= 2
-    # After the reset it carries on (a new runner is created on demand).
-    await f.set_demand("linux", 1, sequence=1)
+    assert sum(f.github.requests.values()) - calls_at_block <= 3
+    # After the reset it carries on: the runner the job needs is created.
     await f.expect_runners("linux", idle=3, within=20)
 
 
@@ -291,6 +292,7 @@ async def test_orphan_registration_is_removed(running_fleet: Fleet) -> None:
         lambda: asyncio.sleep(0, orphan in f.registrations("linux")),
         lambda present: not present,
         what="the orphan registration to be deleted",
+        within=75,  # the next sweep finds it; it is an orphan only after a 30 s grace
     )
     assert orphan in f.github.deleted_runners
     await f.expect_runners("linux", idle=1, within=10)

@@ -35,25 +35,38 @@ def _gateway(fake: FakeGitHub, path: str = "acme", token: str | None = None) -> 
     return GitHubGateway(target, GitHubCredentials(token=token or fake.add_token()))
 
 
+async def _names(gh: GitHubGateway) -> list[str]:
+    return [r.name for r in (await gh.sweep_runners()).runners]
+
+
 async def test_register_list_delete_with_token(fake: FakeGitHub) -> None:
     gh = _gateway(fake)
     reg, jit = await gh.create_jit_runner("r-1", ["self-hosted", "linux"], 1)
     assert reg.name == "r-1"
     assert fake.runner_from_jit(jit) is not None
-    assert [r.name for r in await gh.list_runners()] == ["r-1"]
+    assert await _names(gh) == ["r-1"]
+    assert [r.id for r in await gh.runners_named("r-1")] == [reg.id]
+    found = await gh.get_runner(reg.id)
+    assert found is not None
+    assert (found.name, found.online) == ("r-1", False)
     await gh.delete_runner(reg.id, "r-1")
     await gh.delete_runner(reg.id, "r-1")  # already gone: still fine
-    assert await gh.list_runners() == []
+    assert await _names(gh) == []
+    assert await gh.get_runner(reg.id) is None
 
 
 async def test_repo_scope_and_pagination(fake: FakeGitHub) -> None:
     gh = _gateway(fake, "acme/app")
     for i in range(130):
         await gh.create_jit_runner(f"r-{i}", ["linux"], 1)
-    listed = await gh.list_runners()
-    assert len(listed) == 130
-    assert len({r.name for r in listed}) == 130
-    assert await _gateway(fake, "acme").list_runners() == []  # org scope sees none of them
+    sweep = await gh.sweep_runners()
+    assert len(sweep.runners) == 130
+    assert len({r.name for r in sweep.runners}) == 130
+    assert (len(sweep.pages), sweep.paid) == (2, 2)
+    again = await gh.sweep_runners(sweep.pages)
+    assert again.paid == 0, "unchanged pages are answered 304 and cost nothing"
+    assert again.runners == sweep.runners
+    assert await _names(_gateway(fake, "acme")) == []  # org scope sees none of them
 
 
 async def test_app_credentials_exchange_a_jwt_for_an_installation_token(fake: FakeGitHub) -> None:
@@ -72,7 +85,7 @@ async def test_app_credentials_exchange_a_jwt_for_an_installation_token(fake: Fa
     assert pem not in repr(creds)
     gh = GitHubGateway(parse_config_url(f"{fake.url}/acme"), creds)
     await gh.create_jit_runner("r-1", ["linux"], 1)
-    await gh.list_runners()
+    await gh.sweep_runners()
     issued = [k for k in fake.requests if k[1].endswith("/access_tokens")]
     assert sum(fake.requests[k] for k in issued) == 1, "the installation token is reused"
 
@@ -92,16 +105,16 @@ async def test_errors_map_to_runnerfleet_exceptions(fake: FakeGitHub) -> None:
         await gh.delete_runner(reg.id, "r-1")
 
     with pytest.raises(GitHubAuthError):
-        await _gateway(fake, token="ghs_wrong").list_runners()
+        await _gateway(fake, token="ghs_wrong").sweep_runners()
 
     fake.unreachable = True
     with pytest.raises(GitHubUnavailableError):
-        await gh.list_runners()
+        await gh.sweep_runners()
     fake.unreachable = False
 
     fake.exhaust_rate_limit(reset_in=120)
     with pytest.raises(RateLimitedError) as limited:
-        await gh.list_runners()
+        await gh.sweep_runners()
     assert time.time() + 60 < limited.value.reset_at <= time.time() + 121
     assert gh.rate_limited_until == limited.value.reset_at
 
@@ -110,7 +123,7 @@ async def test_stopped_github_is_unavailable(fake: FakeGitHub) -> None:
     gh = _gateway(fake)
     await fake.stop()
     with pytest.raises(GitHubUnavailableError):
-        await gh.list_runners()
+        await gh.sweep_runners()
 
 
 def test_config_urls() -> None:
@@ -131,9 +144,9 @@ def test_config_urls() -> None:
 async def test_enterprise_scope(fake: FakeGitHub) -> None:
     gh = _gateway(fake, "enterprises/big")
     reg, _ = await gh.create_jit_runner("e-1", ["linux"], 1)
-    assert [r.name for r in await gh.list_runners()] == ["e-1"]
+    assert await _names(gh) == ["e-1"]
     await gh.delete_runner(reg.id, "e-1")
-    assert await gh.list_runners() == []
+    assert await _names(gh) == []
 
 
 async def test_queue_reads_are_conditional_and_304s_are_free(fake: FakeGitHub) -> None:

@@ -110,7 +110,8 @@ def test_finished_runner_is_removed_and_replaced() -> None:
 
 
 def test_registration_timeout_fails_the_runner_and_backs_off() -> None:
-    stuck = [runner(f"s{i}", "pending", age=120) for i in range(3)]
+    # GitHub showed them offline in a sweep after their deadline: that is evidence.
+    stuck = [replace(runner(f"s{i}", "pending", age=120), checked_at=NOW - 1) for i in range(3)]
     p = plan(stuck, LIMITS, None, Memory(), NOW)
     assert [r for _, r in p.failures] == ["RegistrationTimeout"] * 3
     assert p.failing
@@ -123,21 +124,55 @@ def test_registration_timeout_fails_the_runner_and_backs_off() -> None:
     assert recovered.memory.consecutive_failures == 0
 
 
+def test_past_the_deadline_without_evidence_is_unknown_not_failed() -> None:
+    # GitHub has said nothing since before the deadline (no sweep yet, or it failed).
+    stale = [replace(runner("s", "pending", age=120), checked_at=NOW - 100)]
+    unseen = [runner("u", "pending", age=120)]
+    for runners in (stale, unseen):
+        p = plan(runners, LIMITS, None, Memory(), NOW)
+        assert p.failures == []
+        assert p.counts[State.PENDING] == 1
+        assert p.wants_evidence, "the round asks the shared sweep for evidence"
+
+
 def test_crash_between_steps_resumes_the_missing_step() -> None:
     registering = ObservedRunner(
         "reg", NOW - 5, has_secret=True, registration=ObservedRegistration(7, False, False)
     )
-    starting = ObservedRunner("start", NOW - 5, has_secret=True, has_jit=True)
+    # Read this round: GitHub has its registration, offline, so the JIT config is unused.
+    starting = ObservedRunner(
+        "start", NOW - 5, has_secret=True, has_jit=True, checked_at=NOW,
+        registration=ObservedRegistration(8, False, False),
+    )  # fmt: skip
     p = plan([registering, starting], replace(LIMITS, min_runners=2), None, Memory(), NOW)
     assert p.actions == [RegisterRunner("reg", 7), CreatePod("start")]
 
 
+def test_a_vanished_pod_is_recreated_only_on_fresh_evidence() -> None:
+    stale = ObservedRunner(
+        "s", NOW - 50, has_secret=True, has_jit=True, checked_at=NOW - 30,
+        registration=ObservedRegistration(8, False, False),
+    )  # fmt: skip
+    p = plan([stale], replace(LIMITS, min_runners=1), None, Memory(), NOW)
+    assert p.actions == [], "a stale 'offline' may hide a spent JIT config: wait for a read"
+    gone = ObservedRunner("g", NOW - 50, has_secret=True, has_jit=True, checked_at=NOW)
+    p = plan([gone], replace(LIMITS, min_runners=0), None, Memory(), NOW)
+    assert p.counts[State.FINISHED] == 1
+    assert p.failures == []
+    assert RemoveRunner("g", "RegistrationGone", None, require_idle=False, has_pod=False) in (
+        p.actions
+    )
+
+
 def test_orphan_registrations_are_removed_unless_busy() -> None:
-    orphan = ObservedRunner("o", NOW - 5, registration=ObservedRegistration(9, True, False))
-    busy = ObservedRunner("b", NOW - 5, registration=ObservedRegistration(10, True, True))
-    p = plan([orphan, busy], replace(LIMITS, min_runners=0), None, Memory(), NOW)
+    orphan = ObservedRunner("o", NOW - 50, registration=ObservedRegistration(9, True, False))
+    busy = ObservedRunner("b", NOW - 50, registration=ObservedRegistration(10, True, True))
+    young = ObservedRunner("y", NOW - 5, registration=ObservedRegistration(11, False, False))
+    p = plan([orphan, busy, young], replace(LIMITS, min_runners=0), None, Memory(), NOW)
     assert DeleteRegistration("o", 9, "OrphanRegistration") in p.actions
     assert not any(getattr(a, "name", "") == "b" for a in p.actions)
+    # First seen moments ago: its Secret may simply not be in this round's read yet.
+    assert not any(getattr(a, "name", "") == "y" for a in p.actions)
 
 
 def test_kept_failed_pod_is_deleted_after_keep_period() -> None:

@@ -40,9 +40,14 @@ def runner_labels(owner: ScaleSetIdentity, runner: str) -> dict[str, str]:
     return labels
 
 
+def scale_set_labels(owner: ScaleSetIdentity) -> dict[str, str]:
+    """The labels every child (pods, Secrets) of one scale set carries."""
+    return {c.LABEL_MANAGED_BY: c.MANAGED_BY_VALUE, c.LABEL_SCALE_SET: owner.name}
+
+
 def scale_set_selector(owner: ScaleSetIdentity) -> str:
     """Label selector for every child (pods, Secrets) of one scale set."""
-    return f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY_VALUE},{c.LABEL_SCALE_SET}={owner.name}"
+    return ",".join(f"{k}={v}" for k, v in scale_set_labels(owner).items())
 
 
 def owner_reference(owner: ScaleSetIdentity) -> dict[str, Any]:

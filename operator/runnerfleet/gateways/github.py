@@ -22,9 +22,13 @@ from githubkit.exception import RateLimitExceeded, RequestError, RequestFailed
 from githubkit_schemas.latest.models import (
     OrgsOrgActionsRunnersGenerateJitconfigPostResponse201,
     OrgsOrgActionsRunnersGetResponse200,
+    Runner,
 )
 
+from runnerfleet.gateways.github_budget import Budget, MeteredTransport, endpoint_of
 from runnerfleet.models.github import GitHubCredentials, GitHubTarget
+
+RUNNERS_PER_PAGE = 100
 
 
 class GitHubError(Exception):
@@ -68,6 +72,23 @@ class Registration:
     online: bool
     busy: bool
     labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunnerPage:
+    """One page of a conditional runner listing: its ETag and the registrations on it."""
+
+    etag: str | None
+    runners: tuple[Registration, ...]
+
+
+@dataclass(frozen=True)
+class RunnerSweep:
+    """Every registration in the target scope, read page by page with ETags."""
+
+    runners: tuple[Registration, ...]
+    pages: dict[int, RunnerPage]
+    paid: int  # pages GitHub answered in full (counted against the rate limit); 304s are free
 
 
 @dataclass(frozen=True)
@@ -138,9 +159,15 @@ class GitHubGateway:
         target: GitHubTarget,
         credentials: GitHubCredentials,
         on_request: Callable[[str, int], None] | None = None,
+        budget: Budget | None = None,
+        transport: MeteredTransport | None = None,
     ) -> None:
         self.target = target
         self._on_request = on_request  # (endpoint, status) of every queue read, for metrics
+        # One budget and one connection pool per installation, shared by every gateway on it
+        # (the caller passes them); a gateway made alone gets its own.
+        self.budget = budget or (transport.budget if transport else Budget())
+        self._transport = transport or MeteredTransport(self.budget)
         auth: TokenAuthStrategy | AppInstallationAuthStrategy
         if credentials.token:
             auth = TokenAuthStrategy(credentials.token)
@@ -157,13 +184,22 @@ class GitHubGateway:
             http_cache=False,
             auto_retry=False,
             user_agent="runnerfleet",
+            async_transport=self._transport,
         )
         self._group_ids: dict[str, int] = {}
-        self.rate_limited_until = 0.0  # set whenever GitHub says the limit is exhausted
         self.rate_limit_remaining: int | None = None
         # URL key -> (ETag, parsed value): conditional GETs answered 304 cost no rate limit.
         self._etag_cache: dict[str, tuple[str, Any]] = {}
         self.requests: dict[tuple[str, int], int] = {}  # (endpoint, status) -> count
+
+    @property
+    def rate_limited_until(self) -> float:
+        """Epoch seconds until which GitHub said this budget is exhausted (0: it is not)."""
+        return self.budget.limited_until
+
+    async def close(self) -> None:
+        """Close the connection pool (only for a gateway that owns it)."""
+        await self._transport.close()
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[None]:
@@ -178,7 +214,7 @@ class GitHubGateway:
     def _fail(self, err: Exception, what: str) -> GitHubError:
         mapped = _map_error(err, what)
         if isinstance(mapped, RateLimitedError):
-            self.rate_limited_until = max(self.rate_limited_until, mapped.reset_at)
+            self.budget.limited_until = max(self.budget.limited_until, mapped.reset_at)
         return mapped
 
     @property
@@ -235,37 +271,81 @@ class GitHubGateway:
         data = resp.parsed_data
         return _registration(data.runner), str(data.encoded_jit_config)
 
-    async def list_runners(self) -> list[Registration]:
-        """Every runner registered in the target scope (all pages)."""
-        out: list[Registration] = []
+    async def sweep_runners(self, previous: dict[int, RunnerPage] | None = None) -> RunnerSweep:
+        """Every runner registered in the target scope: all pages, each a conditional GET
+        against the ETag it had in `previous`, so an unchanged page costs no rate limit."""
+        previous = previous or {}
+        pages: dict[int, RunnerPage] = {}
+        paid = 0
         page = 1
         while True:
+            cached = previous.get(page)
+            headers = {"If-None-Match": cached.etag} if cached and cached.etag else {}
             try:
-                resp = await self._list_page(page)
+                resp = await self._list_page(page, headers)
             except Exception as err:
                 raise self._fail(err, "list runners") from err
-            data = resp.parsed_data
-            out.extend(_registration(r) for r in data.runners)
-            if len(data.runners) < 100 or len(out) >= data.total_count:
-                return out
+            if resp.status_code == 304 and cached is not None:
+                current = cached
+            else:
+                paid += 1
+                data = resp.parsed_data
+                regs = tuple(_registration(r) for r in data.runners)
+                current = RunnerPage(resp.headers.get("etag"), regs)
+            pages[page] = current
+            if len(current.runners) < RUNNERS_PER_PAGE:
+                break
             page += 1
+        runners = tuple(r for p in pages.values() for r in p.runners)
+        return RunnerSweep(runners, pages, paid)
 
-    async def _list_page(self, page: int) -> Any:
+    def jit_writes_available(self) -> int:
+        """JIT registrations that fit in this minute under GitHub's secondary limit."""
         t = self.target
-        if t.scope == "repo":
-            return await self._actions.async_list_self_hosted_runners_for_repo(
-                t.owner, t.repo, per_page=100, page=page
-            )
-        if t.scope == "enterprise":
-            return await self._gh.arequest(
-                "GET",
-                f"/enterprises/{t.owner}/actions/runners",
-                params={"per_page": 100, "page": page},
-                response_model=OrgsOrgActionsRunnersGetResponse200,
-            )
-        return await self._actions.async_list_self_hosted_runners_for_org(
-            t.owner, per_page=100, page=page
-        )
+        path = {
+            "repo": f"/repos/{t.owner}/{t.repo}/actions/runners/generate-jitconfig",
+            "enterprise": f"/enterprises/{t.owner}/actions/runners/generate-jitconfig",
+        }.get(t.scope, f"/orgs/{t.owner}/actions/runners/generate-jitconfig")
+        return self.budget.writes_available(endpoint_of("POST", path))
+
+    async def runners_named(self, name: str) -> list[Registration]:
+        """Registrations called `name` (one request: GitHub filters by name)."""
+        try:
+            resp = await self._list_page(1, {}, name=name)
+        except Exception as err:
+            raise self._fail(err, f"find runner {name}") from err
+        return [_registration(r) for r in resp.parsed_data.runners]
+
+    async def get_runner(self, runner_id: int) -> Registration | None:
+        """One registration by id, or None if GitHub no longer has it (404)."""
+        t = self.target
+        path = {
+            "repo": f"/repos/{t.owner}/{t.repo}/actions/runners/{runner_id}",
+            "enterprise": f"/enterprises/{t.owner}/actions/runners/{runner_id}",
+        }.get(t.scope, f"/orgs/{t.owner}/actions/runners/{runner_id}")
+        try:
+            resp = await self._gh.arequest("GET", path, response_model=Runner)
+        except RequestFailed as err:
+            if err.response.status_code == 404:
+                return None
+            raise self._fail(err, f"read runner {runner_id}") from err
+        except Exception as err:
+            raise self._fail(err, f"read runner {runner_id}") from err
+        return _registration(resp.parsed_data)
+
+    async def _list_page(self, page: int, headers: dict[str, str], name: str | None = None) -> Any:
+        t = self.target
+        params: dict[str, Any] = {"per_page": RUNNERS_PER_PAGE, "page": page}
+        if name is not None:
+            params["name"] = name
+        path = {
+            "repo": f"/repos/{t.owner}/{t.repo}/actions/runners",
+            "enterprise": f"/enterprises/{t.owner}/actions/runners",
+        }.get(t.scope, f"/orgs/{t.owner}/actions/runners")
+        return await self._gh.arequest(
+            "GET", path, params=params, headers=headers,
+            response_model=OrgsOrgActionsRunnersGetResponse200,
+        )  # fmt: skip
 
     async def delete_runner(self, runner_id: int, name: str) -> None:
         """Remove a registration. Already gone (404) counts as done; busy raises RunnerBusyError."""

@@ -86,6 +86,9 @@ def _map(err: Exception, what: str) -> KubeError:
     return KubeError(f"{what}: {type(err).__name__}: {err}")
 
 
+map_error = _map  # for the informer module
+
+
 async def _json(resp: Any, what: str) -> dict[str, Any]:
     """The body of a raw (`_preload_content=False`) response. kubernetes_asyncio raises on
     error statuses only when it preloads, so raw calls check the status here."""
@@ -150,27 +153,21 @@ class KubeGateway:
             item["dataKeys"] = sorted((item.pop("data", None) or {}).keys())
         return items
 
-    async def create(self, manifest: dict[str, Any]) -> None:
-        """Create a Pod or Secret. AlreadyExistsError lets callers adopt it."""
+    async def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Create a Pod or Secret; returns the object the apiserver stored.
+        AlreadyExistsError lets callers adopt it."""
         kind = manifest["kind"]
         ns = manifest["metadata"]["namespace"]
         what = f"create {kind} {ns}/{manifest['metadata']['name']}"
-        try:
-            if kind == "Pod":
-                await self.core.create_namespaced_pod(ns, manifest)  # type: ignore[arg-type]
-            elif kind == "Secret":
-                await self.core.create_namespaced_secret(ns, manifest)  # type: ignore[arg-type]
-            else:
-                raise KubeError(f"{what}: unsupported kind")
-        except KubeError:
-            raise
-        except Exception as err:
-            raise _map(err, what) from err
+        if kind not in ("Pod", "Secret"):
+            raise KubeError(f"{what}: unsupported kind")
+        return await self._rest("POST", f"/api/v1/namespaces/{ns}/{kind.lower()}s", what, manifest)
 
     async def store_jit_config(
         self, namespace: str, name: str, encoded_jit: str, runner_id: int
-    ) -> None:
-        """Put the JIT config into the runner's Secret (the value never leaves this call)."""
+    ) -> dict[str, Any]:
+        """Put the JIT config into the runner's Secret (the value never leaves this call);
+        returns the Secret without its data."""
         patch = {
             "metadata": {
                 "annotations": {
@@ -180,10 +177,13 @@ class KubeGateway:
             },
             "data": {c.SECRET_KEY_JITCONFIG: base64.b64encode(encoded_jit.encode()).decode()},
         }
-        try:
-            await self.core.patch_namespaced_secret(name, namespace, patch)
-        except Exception as err:
-            raise _map(err, f"store JIT config in Secret {namespace}/{name}") from err
+        stored = await self._rest(
+            "PATCH", f"/api/v1/namespaces/{namespace}/secrets/{name}",
+            f"store JIT config in Secret {namespace}/{name}", patch,
+            "application/merge-patch+json",
+        )  # fmt: skip
+        stored["dataKeys"] = sorted((stored.pop("data", None) or {}).keys())
+        return stored
 
     async def delete_pod(self, namespace: str, name: str) -> None:
         """Delete a pod; already gone counts as done."""
@@ -360,6 +360,10 @@ class KubeGateway:
             raise _map(err, what) from err
         return await _json(resp, what)
 
+    async def raw_list(self, path: str, selector: str) -> dict[str, Any]:
+        """A whole list response (items and the list's resourceVersion), for informers."""
+        return await self._rest("GET", path, f"list {path}", query=[("labelSelector", selector)])
+
     # ------------------------------------------------------------------ node pools
     async def get_node_pool(self, name: str) -> dict[str, Any]:
         path = f"/apis/{c.API_VERSION}/{c.RUNNER_NODE_POOL_PLURAL}/{name}"
@@ -423,16 +427,19 @@ class KubeGateway:
             "application/merge-patch+json",
         )  # fmt: skip
 
-    async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, Any]) -> None:
-        """Merge-patch a pod's annotations (None removes one); a gone pod counts as done."""
+    async def annotate_pod(
+        self, namespace: str, name: str, annotations: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge-patch a pod's annotations (None removes one); returns the pod, or None if it
+        is gone (which counts as done)."""
         try:
-            await self._rest(
+            return await self._rest(
                 "PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}",
                 f"annotate pod {namespace}/{name}", {"metadata": {"annotations": annotations}},
                 "application/merge-patch+json",
             )  # fmt: skip
         except NotFoundError:
-            return
+            return None
 
     async def get_config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         try:

@@ -18,13 +18,11 @@ from typing import Any
 import kopf
 
 from runnerfleet import conventions as c
-from runnerfleet.gateways.github import GitHubError
-from runnerfleet.gateways.kubernetes import KubeError, KubeGateway, connect
 from runnerfleet.metrics import serve_metrics
 from runnerfleet.services import node_pool as pool_service
 from runnerfleet.services import scale_set as service
+from runnerfleet.services import startup
 from runnerfleet.services import team_listener as listener_service
-from runnerfleet.services.leader import LeaderElector
 
 log = logging.getLogger("runnerfleet.operator")
 RSS = (c.GROUP, c.VERSION, c.RUNNER_SCALE_SET_PLURAL)
@@ -48,58 +46,40 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = 330
     settings.watching.inactivity_timeout = 600
     settings.execution.max_workers = 4
-    api = await connect(os.environ.get("RUNNERFLEET_KUBECONFIG"))
-    mode = os.environ.get("RUNNERFLEET_MODE", c.MODE_ACTIVE).strip().lower()
-    if mode not in c.MODES:
-        raise kopf.PermanentError(f"RUNNERFLEET_MODE must be one of {'/'.join(c.MODES)}")
-    memo.runtime = service.Runtime(kube=KubeGateway(api), mode=mode)
-    memo.api = api
-    # One pod watch per served namespace (RBAC may be namespaced), or one cluster-wide.
+    try:
+        config = startup.Settings.from_env()
+    except startup.SettingsError as err:
+        raise kopf.PermanentError(str(err)) from err
+    # One runner pod/Secret informer per served namespace (RBAC may be namespaced), or one
+    # cluster-wide.
     served: list[str | None] = list(getattr(memo, "namespaces", None) or []) or [None]
-    memo.pod_watches = [asyncio.create_task(_watch_pods(memo.runtime, ns)) for ns in served]
-    memo.mode_watch = asyncio.create_task(
-        service.follow_mode(memo.runtime, os.environ.get("RUNNERFLEET_NAMESPACE", "default"))
-    )
-    memo.metrics_server = await serve_metrics(
-        memo.runtime.metrics.registry, int(os.environ.get("RUNNERFLEET_METRICS_PORT", "9090"))
-    )
+    memo.runtime = await startup.build_runtime(config, served)
+    memo.mode_watch = asyncio.create_task(service.follow_mode(memo.runtime, config.namespace))
+    memo.metrics_server = await serve_metrics(memo.runtime.metrics.registry, config.metrics_port)
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    for task in memo.pod_watches:
-        task.cancel()
     memo.mode_watch.cancel()
+    await memo.runtime.close()
     await memo.metrics_server.cleanup()
-    await memo.api.close()
-
-
-async def _watch_pods(runtime: service.Runtime, namespace: str | None) -> None:
-    """Wake a scale set's loop whenever one of its runner pods changes."""
-    delay = 1.0
-    while True:
-        try:
-            async for _event, pod in runtime.kube.watch_runner_pods(namespace):
-                meta = pod.get("metadata", {})
-                owner = meta.get("labels", {}).get(c.LABEL_SCALE_SET)
-                if owner:
-                    runtime.wake(meta.get("namespace", ""), owner)
-                delay = 1.0
-        except KubeError as err:
-            log.warning("runner pod watch broke (%s); re-listing in %.0fs", err, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
 
 
 @kopf.daemon(*RSS, cancellation_timeout=10.0)
 async def run_scale_set(
-    stopped: kopf.DaemonStopped, name: str, namespace: str | None, memo: kopf.Memo, **_: Any
+    stopped: kopf.DaemonStopped,
+    name: str,
+    namespace: str | None,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
-    await service.run(memo.runtime, namespace or "", name, lambda: bool(stopped))
+    # kopf keeps a daemon's `body` current with every watch event: rounds read it, not the API.
+    await service.run(memo.runtime, namespace or "", name, lambda: bool(stopped), lambda: body)
 
 
 @kopf.on.event(*RSS)
-def wake_on_change(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def wake_on_change(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     if hasattr(memo, "runtime"):
         memo.runtime.wake(namespace or "", name)
 
@@ -108,7 +88,7 @@ def wake_on_change(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) 
 async def finalize_scale_set(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     try:
         await service.finalize(memo.runtime, dict(body))
-    except (GitHubError, KubeError) as err:
+    except startup.TRANSIENT as err:
         raise kopf.TemporaryError(f"cleanup pending: {err}", delay=5.0) from err
 
 
@@ -123,7 +103,7 @@ async def run_team_listener(
 
 
 @kopf.on.event(*TL)
-def wake_listener(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def wake_listener(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     if hasattr(memo, "runtime"):
         memo.runtime.listener_wakeups.setdefault((namespace or "", name), asyncio.Event()).set()
 
@@ -135,7 +115,7 @@ async def run_node_pool(stopped: kopf.DaemonStopped, name: str, memo: kopf.Memo,
 
 
 @kopf.on.event(*RNP)
-def wake_node_pool(name: str, memo: kopf.Memo, **_: Any) -> None:
+async def wake_node_pool(name: str, memo: kopf.Memo, **_: Any) -> None:
     if hasattr(memo, "runtime"):
         memo.runtime.pool_wakeups.setdefault(name, asyncio.Event()).set()
 
@@ -146,7 +126,7 @@ async def finalize_node_pool(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None
         await pool_service.finalize(memo.runtime.kube, dict(body))
     except pool_service.PoolInUseError as err:
         raise kopf.TemporaryError(str(err), delay=5.0) from err
-    except KubeError as err:
+    except startup.TRANSIENT as err:
         raise kopf.TemporaryError(f"cleanup pending: {err}", delay=5.0) from err
 
 
@@ -164,9 +144,10 @@ async def operate(namespaces: list[str], lease: LeaseSettings | None) -> int:
     elector = holder = None
     if lease is not None:
         identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
-        api = await connect(os.environ.get("RUNNERFLEET_KUBECONFIG"))
-        elector = LeaderElector(KubeGateway(api), lease.namespace, lease.name, identity,
-                                lease.duration)  # fmt: skip
+        elector = await startup.build_elector(
+            os.environ.get("RUNNERFLEET_KUBECONFIG"), lease.namespace, lease.name, identity,
+            lease.duration,
+        )  # fmt: skip
         await elector.acquire()
         holder = asyncio.create_task(elector.hold(stop))
     try:

@@ -6,7 +6,7 @@ Layer: planning. Pure: takes plain dicts (as the apiserver sends them) and gatew
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from runnerfleet import conventions as c
@@ -22,6 +22,17 @@ class RegistrationLike(Protocol):
     def online(self) -> bool: ...
     @property
     def busy(self) -> bool: ...
+
+
+class SeenLike(Protocol):
+    """A registration and when GitHub showed it so (services.registrations.Seen)."""
+
+    @property
+    def registration(self) -> RegistrationLike: ...
+    @property
+    def at(self) -> float: ...
+    @property
+    def first_at(self) -> float: ...
 
 
 def epoch(timestamp: str | None) -> float | None:
@@ -49,18 +60,28 @@ def observe(
     namespace: str,
     pods: Iterable[dict[str, Any]],
     secrets: Iterable[dict[str, Any]],
-    registrations: Iterable[RegistrationLike],
+    registrations: Iterable[SeenLike],
+    swept_at: float | None,
     now: float,
+    absent: Mapping[str, float] | None = None,
 ) -> list[ObservedRunner]:
-    """One ObservedRunner per name seen in any of the three sources."""
+    """One ObservedRunner per name seen in any of the three sources.
+
+    `registrations` are GitHub's view of this scale set's runners, each with when it was
+    seen; a runner absent from them was absent from the sweep begun at `swept_at`, which is
+    evidence only for runners created before that sweep began. `absent` names runners GitHub
+    has said (since that sweep) it has no registration for, and when.
+    """
     found: dict[str, dict[str, Any]] = {}
 
     for secret in secrets:
         meta = secret["metadata"]
+        runner_id = (meta.get("annotations") or {}).get(c.ANNOTATION_RUNNER_ID)
         found.setdefault(meta["name"], {}).update(
             has_secret=True,
             has_jit=c.SECRET_KEY_JITCONFIG in secret.get("dataKeys", []),
             created_at=epoch(meta.get("creationTimestamp")) or now,
+            registration_id=int(runner_id) if runner_id and runner_id.isdigit() else None,
         )
     for pod in pods:
         meta = pod["metadata"]
@@ -75,11 +96,20 @@ def observe(
             pod_phase=phase, pod_reason=reason, pod_finished_at=finished, protected=protected
         )
         entry.setdefault("created_at", epoch(meta.get("creationTimestamp")) or now)
-    for reg in registrations:
+    for seen in registrations:
+        reg = seen.registration
         if not c.is_runner_of(reg.name, scale_set, namespace):
             continue
         entry = found.setdefault(reg.name, {})
         entry["registration"] = ObservedRegistration(reg.id, reg.online, reg.busy)
-        entry.setdefault("created_at", now)
+        entry["checked_at"] = seen.at
+        entry.setdefault("created_at", seen.first_at)
+    for name, entry in found.items():
+        if "checked_at" in entry:
+            continue
+        if name in (absent or {}):
+            entry["checked_at"] = (absent or {})[name]
+        elif swept_at is not None and swept_at >= entry["created_at"]:
+            entry["checked_at"] = swept_at  # absent from a sweep that began after it existed
 
     return [ObservedRunner(name=name, **fields) for name, fields in sorted(found.items())]

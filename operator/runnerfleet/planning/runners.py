@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from runnerfleet.models.runner_scale_set import Demand
 
 BACKOFF_BASE = 5.0
+FRESH_SECONDS = 5.0  # GitHub evidence this recent counts as read in this round
+ORPHAN_GRACE = 30.0  # a registration with no Secret or pod is an orphan only after this long
 BACKOFF_MAX = 300.0
 FAILING_AFTER = 3  # consecutive failures before the scale set reports RunnersFailing
 
@@ -58,6 +60,17 @@ class ObservedRunner:
     pod_finished_at: float | None = None
     registration: ObservedRegistration | None = None
     protected: bool = False  # pod annotated karpenter.sh/do-not-disrupt=true
+    registration_id: int | None = None  # recorded in the Secret when the JIT config was stored
+    # When GitHub last told us about this runner (a sweep or a direct read): the registration
+    # above as of then, or its absence. None: GitHub has said nothing since it was created.
+    checked_at: float | None = None
+
+    def fresh(self, now: float) -> bool:
+        return self.checked_at is not None and now - self.checked_at <= FRESH_SECONDS
+
+    @property
+    def known_registration_id(self) -> int | None:
+        return self.registration.id if self.registration else self.registration_id
 
 
 @dataclass(frozen=True)
@@ -147,6 +160,9 @@ class Plan:
     memory: Memory
     failures: list[tuple[str, str]] = field(default_factory=list)  # (runner, reason) this round
     backing_off_until: float | None = None
+    # Some runner's state waits on fresher evidence from GitHub (a runner not yet seen online,
+    # one past its registration deadline, or queued jobs that idle runners may be taking).
+    wants_evidence: bool = False
 
     @property
     def failing(self) -> bool:
@@ -181,12 +197,18 @@ def classify(runner: ObservedRunner, now: float, limits: Limits) -> tuple[State,
         if reg is not None and (reg.online or reg.busy):
             # It ran (its one-use JIT config is spent) and its pod is gone: deleted or evicted.
             return State.FAILED, "PodLost"
+        if runner.has_jit and reg is None and runner.fresh(now):
+            # GitHub no longer has the registration (it ran its job and left): nothing to start.
+            return State.FINISHED, "RegistrationGone"
         return (State.STARTING, "") if runner.has_jit else (State.REGISTERING, "")
     if reg is not None and reg.busy:
         return State.BUSY, ""
     if reg is not None and reg.online:
         return State.IDLE, ""
-    if now - runner.created_at > limits.registration_timeout:
+    deadline = runner.created_at + limits.registration_timeout
+    if now > deadline and runner.checked_at is not None and runner.checked_at >= deadline:
+        # Failed only on evidence gathered after the deadline; a runner GitHub has said
+        # nothing about since then is unknown, not failed.
         return State.FAILED, "RegistrationTimeout"
     return State.PENDING, ""
 
@@ -223,7 +245,7 @@ def plan(
     new_memory, scale_actions = _scale(active, desired, limits, memory, now, backoff_until)
     actions.extend(scale_actions)
     removed = {a.name for a in scale_actions if isinstance(a, RemoveRunner)}
-    actions.extend(_resume([(r, s) for r, s in active if r.name not in removed]))
+    actions.extend(_resume([(r, s) for r, s in active if r.name not in removed], now))
     actions.extend(_protect(active))
     return Plan(
         actions=actions,
@@ -232,17 +254,31 @@ def plan(
         memory=new_memory,
         failures=failures,
         backing_off_until=backoff_until if backoff_until and backoff_until > now else None,
+        wants_evidence=_wants_evidence(counts, demand),
     )
+
+
+def _wants_evidence(counts: dict[State, int], demand: Demand | None) -> bool:
+    """Pending runners wait to be seen online; queued jobs beyond the busy runners may be
+    being taken by idle ones right now. Either way a fresher sweep changes the picture."""
+    queued = (demand.assigned_jobs if demand is not None else 0) - counts[State.BUSY]
+    return counts[State.PENDING] > 0 or (queued > 0 and counts[State.IDLE] > 0)
 
 
 def _remove(
     runner: ObservedRunner, reason: str, *, require_idle: bool, keep_pod: bool = False
 ) -> RemoveRunner:
-    reg = runner.registration
+    # A finished runner's registration went with its job (ephemeral); delete it only if GitHub
+    # still lists it. Any other runner's registration is deleted whether or not it was seen.
+    finished = reason in ("JobCompleted", "RegistrationGone")
+    registration_id = (
+        (runner.registration.id if runner.registration else None)
+        if finished else runner.known_registration_id
+    )  # fmt: skip
     return RemoveRunner(
         name=runner.name,
         reason=reason,
-        registration_id=reg.id if reg else None,
+        registration_id=registration_id,
         require_idle=require_idle,
         keep_pod=keep_pod,
         has_pod=runner.pod_phase is not None,
@@ -261,7 +297,7 @@ def _cleanup(
     if state is State.FINISHED:
         if runner.pod_phase is None and not runner.has_secret:
             reg = runner.registration
-            if reg is None or reg.busy:
+            if reg is None or reg.busy or now - runner.created_at < ORPHAN_GRACE:
                 return []
             return [DeleteRegistration(runner.name, reg.id, "OrphanRegistration")]
         return [_remove(runner, reason, require_idle=False)]
@@ -347,14 +383,15 @@ def _scale(
     return with_since(None), removals
 
 
-def _resume(active: list[tuple[ObservedRunner, State]]) -> list[Action]:
+def _resume(active: list[tuple[ObservedRunner, State]], now: float) -> list[Action]:
     """Runners interrupted between steps get the step they lack."""
     out: list[Action] = []
     for runner, state in active:
         if state is State.REGISTERING:
             reg = runner.registration
             out.append(RegisterRunner(runner.name, reg.id if reg else None))
-        elif state is State.STARTING:
+        elif state is State.STARTING and runner.fresh(now):
+            # Only on evidence read this round that its one-use JIT config is still unused.
             out.append(CreatePod(runner.name))
     return out
 

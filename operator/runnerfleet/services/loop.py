@@ -25,21 +25,27 @@ async def reconcile_loop(
     round_: Callable[[], Awaitable[object]],
     wake: asyncio.Event,
     stopped: Callable[[], bool],
-    resync: float,
+    resync: float | Callable[[object], float],
     min_gap: float = 0.0,
 ) -> None:
-    """Run `round_` until `stopped()` or the object is gone (NotFoundError)."""
+    """Run `round_` until `stopped()` or the object is gone (NotFoundError).
+
+    `resync` is the seconds to wait for a wake-up before the next round, or a function of
+    the round's result giving them (a round with timers running asks to come back sooner).
+    """
     while not stopped():
         wake.clear()
         started = time.monotonic()
+        result: object = None
         try:
-            await round_()
+            result = await round_()
         except NotFoundError:
             return
         except KubeError as err:
             log.warning("round for %s failed, retrying: %s", what, err)
+        wait = resync(result) if callable(resync) else resync
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), resync)
+            await asyncio.wait_for(wake.wait(), wait)
         gap = min_gap - (time.monotonic() - started)
         if gap > 0:
             await asyncio.sleep(gap)  # rate limit: coalesce bursts of events into one round

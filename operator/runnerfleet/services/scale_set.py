@@ -1,9 +1,15 @@
 """Reconcile one RunnerScaleSet: observe -> plan -> execute -> report, in a loop per object.
 
 Each scale set gets one long-running loop (a kopf daemon), so rounds of the same object never
-overlap; pod events and spec changes wake it early, and it resyncs every few seconds anyway.
-A round that cannot observe GitHub plans nothing (runners would look unregistered and be
-replaced): existing runners are left alone and the round reports GitHubReachable=False.
+overlap; pod events, spec changes and sweeps that saw its runners change wake it early, and it
+resyncs every few seconds anyway.
+
+A round makes no GitHub list call of its own: GitHub's view of its runners comes from the
+scope's shared `RegistrationBook` (one conditional sweep for every scale set there), updated
+at once by this round's own registrations and removals. The only per-runner reads are for a
+runner whose pod vanished while its JIT config was stored (is the config still unused?), at
+most a few per round. Runner state otherwise comes from the Secret (the registration id) and
+the pod; a runner GitHub has said nothing about is unknown, never failed.
 
 Layer: services. I/O only through the gateways.
 """
@@ -14,9 +20,10 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,13 +35,13 @@ from runnerfleet.builders.runner import (
     ScaleSetIdentity,
     build_runner_pod,
     build_runner_secret,
+    scale_set_labels,
     scale_set_selector,
 )
 from runnerfleet.gateways.github import (
     GitHubError,
     GitHubGateway,
     RateLimitedError,
-    Registration,
     RunnerBusyError,
     RunnerNameTakenError,
 )
@@ -58,9 +65,11 @@ from runnerfleet.planning.runners import (
     DeletePod,
     DeleteRegistration,
     Limits,
+    Plan,
     ProtectPod,
     RegisterRunner,
     RemoveRunner,
+    State,
     plan,
 )
 from runnerfleet.planning.status import (
@@ -70,38 +79,20 @@ from runnerfleet.planning.status import (
     memory_from_status,
     rfc3339,
 )
+from runnerfleet.planning.status_diff import status_patch
 from runnerfleet.services.loop import reconcile_loop
+from runnerfleet.services.registrations import RegistrationBook
+from runnerfleet.services.runtime import Children, GitHubSide, Runtime
 
 log = logging.getLogger("runnerfleet.scaleset")
 
-RESYNC_SECONDS = 5.0
+RESYNC_SECONDS = 5.0  # while runners or timers are in motion
+IDLE_RESYNC_SECONDS = 30.0  # a settled scale set (jittered ±20 %)
+SECRET_TTL = 30.0  # credentials Secrets are re-read at most this often (rotation delay)
+POOL_TTL = 10.0
 MIN_ROUND_GAP = 0.2
 CONCURRENCY = 16
-
-
-@dataclass
-class Runtime:
-    """Process-wide state shared by every scale set's loop."""
-
-    kube: KubeGateway
-    github_factory: Callable[[Any, GitHubCredentials], GitHubGateway] = GitHubGateway
-    wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
-    listener_wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
-    pool_wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
-    mode: str = c.MODE_ACTIVE  # c.MODE_STANDBY: a global suspend (blue/green)
-    # GitHub target key -> epoch seconds until which its rate limit is exhausted.
-    rate_limited_until: dict[str, float] = field(default_factory=dict)
-    metrics: OperatorMetrics = field(default_factory=OperatorMetrics.create)
-    _github: dict[tuple[str, int], GitHubGateway] = field(default_factory=dict)
-
-    def wake(self, namespace: str, name: str) -> None:
-        self.wakeups.setdefault((namespace, name), asyncio.Event()).set()
-
-    def github(self, target: Any, credentials: GitHubCredentials) -> GitHubGateway:
-        key = (target.key, hash((credentials.token, credentials.app_id, credentials.private_key)))
-        if key not in self._github:
-            self._github[key] = self.github_factory(target, credentials)
-        return self._github[key]
+PROBES_PER_ROUND = 5  # direct registration reads a round may make (vanished pods only)
 
 
 @dataclass
@@ -163,30 +154,79 @@ async def follow_mode(runtime: Runtime, namespace: str, every: float = 2.0) -> N
 
 
 # ---------------------------------------------------------------------------------- loop
-async def run(runtime: Runtime, namespace: str, name: str, stopped: Callable[[], bool]) -> None:
-    """Reconcile until `stopped()`: after each round, wait for a wake-up or the resync."""
+async def run(
+    runtime: Runtime,
+    namespace: str,
+    name: str,
+    stopped: Callable[[], bool],
+    live: Callable[[], Mapping[str, Any]] | None = None,
+) -> None:
+    """Reconcile until `stopped()`: after each round, wait for a wake-up or the resync.
+
+    `live` returns the object as the last watch event showed it (kopf keeps a daemon's body
+    current), so a round need not GET it; without it each round reads it.
+    """
     wake = runtime.wakeups.setdefault((namespace, name), asyncio.Event())
     await reconcile_loop(
         f"RunnerScaleSet {namespace}/{name}",
-        lambda: reconcile_once(runtime, namespace, name),
-        wake, stopped, RESYNC_SECONDS, MIN_ROUND_GAP,
+        lambda: _bounded(runtime, reconcile_once(runtime, namespace, name, live)),
+        wake, stopped, _resync, MIN_ROUND_GAP,
     )  # fmt: skip
 
 
-async def reconcile_once(runtime: Runtime, namespace: str, name: str) -> RoundOutcome:
-    """One round: observe, plan, execute, and write status (and Events for problems)."""
+async def _bounded(runtime: Runtime, round_: Awaitable[RoundOutcome]) -> RoundOutcome:
+    async with runtime.round_slots:
+        return await round_
+
+
+def _resync(outcome: object) -> float:
+    """Soon while anything is in motion (timers, pending runners, problems); otherwise rarely,
+    with jitter, so a thousand idle scale sets do not wake together. Changes wake the loop at
+    once anyway (spec and demand events, runner pods and Secrets, sweeps)."""
+    plan_ = outcome.plan if isinstance(outcome, RoundOutcome) else None
+    if plan_ is None or plan_.actions or _in_motion(plan_):
+        return RESYNC_SECONDS
+    return IDLE_RESYNC_SECONDS * random.uniform(0.8, 1.2)  # noqa: S311 (jitter, not a secret)
+
+
+def _in_motion(plan_: Plan) -> bool:
+    counts = plan_.counts
+    # FINISHED includes registrations left with no pod or Secret: orphans in their grace.
+    moving = sum(
+        counts[s] for s in (State.REGISTERING, State.STARTING, State.PENDING, State.FINISHED)
+    )
+    return bool(
+        moving or counts[State.FAILED] or plan_.failures or plan_.backing_off_until
+        or plan_.memory.scale_down_pending_since is not None or plan_.wants_evidence
+    )  # fmt: skip
+
+
+async def reconcile_once(
+    runtime: Runtime,
+    namespace: str,
+    name: str,
+    live: Callable[[], Mapping[str, Any]] | None = None,
+) -> RoundOutcome:
+    """One round: observe, plan, execute, and write status if it changed (and Events)."""
     kube = runtime.kube
-    scale_set = ScaleSet(await kube.get_scale_set(namespace, name))
-    if scale_set.body["metadata"].get("deletionTimestamp"):
+    body = dict(live()) if live is not None else await kube.get_scale_set(namespace, name)
+    if not body or body["metadata"].get("deletionTimestamp"):
         return RoundOutcome(plan=None)
+    key = (namespace, name)
+    # The status as we last wrote it is fresher than the watch may have shown; demand and
+    # kopf's progress come from the object (others write them).
+    previous = {**dict(body.get("status") or {}), **runtime.written.get(key, {})}
+    scale_set = ScaleSet({**body, "status": previous})
     started = time.monotonic()
     outcome = dataclasses.replace(
         await _round(runtime, scale_set), standby=runtime.mode == c.MODE_STANDBY
     )
     _record(runtime.metrics, scale_set, outcome, time.monotonic() - started)
-    now = time.time()
-    status = build_status(outcome, scale_set.status, scale_set.generation, now)
-    await kube.patch_scale_set_status(namespace, name, status)
+    status = build_status(outcome, previous, scale_set.generation, time.time())
+    patch = status_patch(previous, status)
+    if patch is not None:
+        await kube.patch_scale_set_status(namespace, name, patch)
+    runtime.written[key] = {**runtime.written.get(key, {}), **status}
     await _post_events(kube, scale_set, outcome)
     return outcome
 
@@ -203,26 +243,27 @@ async def _round(runtime: Runtime, scale_set: ScaleSet) -> RoundOutcome:
         )
     try:
         target = parse_config_url(spec.github.config_url)
-        credentials = GitHubCredentials.from_secret_data(
-            spec.github.secret_ref.name,
-            await runtime.kube.read_secret_data(ident.namespace, spec.github.secret_ref.name),
-        )
+        secret = spec.github.secret_ref.name
+        data = await runtime.cached(
+            ("secret", ident.namespace, secret), SECRET_TTL,
+            lambda: runtime.kube.read_secret_data(ident.namespace, secret),
+        )  # fmt: skip
+        credentials = GitHubCredentials.from_secret_data(secret, data)
     except InvalidGitHubConfigError as err:
         return RoundOutcome(None, [Problem("ConfigValid", "InvalidGitHubConfig", str(err))])
     except NotFoundError:
         message = f"Secret {spec.github.secret_ref.name} (spec.github.secretRef.name) not found"
         return RoundOutcome(None, [Problem("ConfigValid", "SecretNotFound", message)])
-    github = runtime.github(target, credentials)
-    blocked = runtime.rate_limited_until.get(target.key, 0.0)
-    if time.time() < blocked:
-        return RoundOutcome(None, [_rate_limited(blocked)])
-    place, pool_problem = await _resolve_pool(runtime.kube, spec, ident)
-    async with github.session():
-        return await _converge(runtime, scale_set, spec, github, target.key, place, pool_problem)
+    side = runtime.github(target, credentials)
+    budget = side.gateway.budget
+    if budget.exhausted():
+        return RoundOutcome(None, [_rate_limited(budget.limited_until)])
+    place, pool_problem = await _resolve_pool(runtime, spec, ident)
+    return await _converge(runtime, scale_set, spec, side, place, pool_problem)
 
 
 async def _resolve_pool(
-    kube: KubeGateway, spec: RunnerScaleSetSpec, ident: ScaleSetIdentity
+    runtime: Runtime, spec: RunnerScaleSetSpec, ident: ScaleSetIdentity
 ) -> tuple[Placement | None, Problem | None]:
     """Where new runner pods go, or why none can be created (the pool is missing, going
     away, or isolated to other teams). Existing runners are never touched because of it."""
@@ -230,7 +271,9 @@ async def _resolve_pool(
         return None, None
     pool = spec.node_pool
     try:
-        body = await kube.get_node_pool(pool)
+        body = await runtime.cached(
+            ("pool", pool), POOL_TTL, lambda: runtime.kube.get_node_pool(pool)
+        )
     except NotFoundError:
         return None, Problem(
             "NodePoolReady", "NodePoolNotFound",
@@ -264,43 +307,87 @@ async def _converge(
     runtime: Runtime,
     scale_set: ScaleSet,
     spec: RunnerScaleSetSpec,
-    github: GitHubGateway,
-    key: str,
+    side: GitHubSide,
     place: Placement | None,
     pool_problem: Problem | None,
 ) -> RoundOutcome:
     ident = scale_set.identity
-    selector = scale_set_selector(ident)
-    pods, secrets_ = await asyncio.gather(
-        runtime.kube.list_pods(ident.namespace, selector),
-        runtime.kube.list_secrets(ident.namespace, selector),
-    )
+    pods, secrets_ = await _children(runtime, ident)
+    github, book = side.gateway, side.book
     try:
-        registrations = await github.list_runners()
+        await _probe_vanished(github, book, pods, secrets_)
     except RateLimitedError as err:
-        runtime.rate_limited_until[key] = err.reset_at
         return RoundOutcome(None, [_rate_limited(err.reset_at)])
     except GitHubError as err:
         return RoundOutcome(None, [Problem("GitHubReachable", type(err).__name__, str(err))])
 
     now = time.time()
     status_model = RunnerScaleSetStatus.model_validate(scale_set.status)
-    runners = observe(ident.name, ident.namespace, pods, secrets_, registrations, now)
+    runners = observe(
+        ident.name, ident.namespace, pods, secrets_,
+        book.runners_of(ident.name, ident.namespace), book.swept_at, now,
+        book.absent_of(ident.name, ident.namespace),
+    )  # fmt: skip
     standby = runtime.mode == c.MODE_STANDBY
     decided = plan(
         runners, limits_of(spec, standby), status_model.demand,
         memory_from_status(scale_set.status), now,
     )  # fmt: skip
+    if decided.wants_evidence:
+        book.ask()
     actions = decided.actions
     if pool_problem is not None:
         actions = [a for a in actions if not isinstance(a, _CREATES)]
-    problems = await _execute(runtime.kube, github, scale_set, spec, place, actions)
+    problems = await _execute(runtime.kube, runtime.children, side, scale_set, spec, place, actions)
     if pool_problem is not None:
         problems.append(pool_problem)
-    if github.rate_limited_until > time.time():
-        runtime.rate_limited_until[key] = github.rate_limited_until
+    if book.last_error is not None and not any(p.condition == "GitHubReachable" for p in problems):
+        problems.append(Problem("GitHubReachable", "SweepFailed", book.last_error))
     scaled = any(isinstance(a, CreateRunners | RemoveRunner) for a in actions)
     return RoundOutcome(decided, problems, scaled)
+
+
+async def _children(
+    runtime: Runtime, ident: ScaleSetIdentity
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The scale set's runner pods and Secrets: from the informers when they run (no API
+    call), else listed (service tests run without them)."""
+    if runtime.children is not None:
+        return await runtime.children.of(ident.namespace, scale_set_labels(ident))
+    selector = scale_set_selector(ident)
+    pods, secrets_ = await asyncio.gather(
+        runtime.kube.list_pods(ident.namespace, selector),
+        runtime.kube.list_secrets(ident.namespace, selector),
+    )
+    return pods, secrets_
+
+
+async def _probe_vanished(
+    github: GitHubGateway,
+    book: RegistrationBook,
+    pods: list[dict[str, Any]],
+    secrets_: list[dict[str, Any]],
+) -> None:
+    """Read the registration of each runner whose JIT config is stored but whose pod is gone:
+    a pod is re-created only if GitHub says the one-use config was never used."""
+    with_pods = {
+        (p["metadata"].get("labels") or {}).get(c.LABEL_RUNNER, p["metadata"]["name"]) for p in pods
+    }
+    probed = 0
+    for secret in secrets_:
+        meta = secret["metadata"]
+        runner_id = (meta.get("annotations") or {}).get(c.ANNOTATION_RUNNER_ID, "")
+        if meta["name"] in with_pods or not runner_id.isdigit():
+            continue
+        if probed >= PROBES_PER_ROUND:
+            book.ask()  # the rest wait for the next round or the sweep
+            return
+        probed += 1
+        registration = await github.get_runner(int(runner_id))
+        if registration is None:
+            book.forget(meta["name"], int(runner_id))
+        else:
+            book.note(registration)
 
 
 def _record(
@@ -346,20 +433,36 @@ async def _post_events(kube: KubeGateway, scale_set: ScaleSet, outcome: RoundOut
 # ---------------------------------------------------------------------------------- execute
 async def _execute(
     kube: KubeGateway,
-    github: GitHubGateway,
+    cache: Children | None,
+    side: GitHubSide,
     scale_set: ScaleSet,
     spec: RunnerScaleSetSpec,
     place: Placement | None,
     actions: list[Action],
 ) -> list[Problem]:
-    """Perform the actions with bounded concurrency; collect problems instead of stopping."""
-    executor = _Executor(kube, github, scale_set.identity, spec, place)
+    """Perform the actions with bounded concurrency; collect problems instead of stopping.
+
+    Registrations are paced: a round starts no more JIT registrations than fit in this
+    minute under GitHub's secondary limit (shared by every scale set on the installation);
+    the rest wait for a later round instead of queueing inside this one.
+    """
+    executor = _Executor(kube, side.gateway, side.book, cache, scale_set.identity, spec, place)
+    room = side.gateway.jit_writes_available()
     steps: list[Callable[[], Awaitable[None]]] = []
     for action in actions:
-        if isinstance(action, CreateRunners):
-            steps.extend(executor.create_runner for _ in range(action.count))
-        else:
-            steps.append(lambda a=action: executor.apply(a))  # type: ignore[misc]
+        if isinstance(action, CreateRunners | RegisterRunner):
+            count = action.count if isinstance(action, CreateRunners) else 1
+            take, room = min(count, room), room - min(count, room)
+            if take < count:
+                ident = scale_set.identity
+                log.info("%s/%s: %d registrations wait for GitHub's secondary limit",
+                         ident.namespace, ident.name, count - take)  # fmt: skip
+            if isinstance(action, CreateRunners):
+                steps.extend(executor.create_runner for _ in range(take))
+                continue
+            if take == 0:
+                continue
+        steps.append(lambda a=action: executor.apply(a))  # type: ignore[misc]
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def guarded(step: Callable[[], Awaitable[None]]) -> None:
@@ -393,6 +496,8 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
 class _Executor:
     kube: KubeGateway
     github: GitHubGateway
+    book: RegistrationBook
+    cache: Children | None  # written through, so the next round sees what this one did
     owner: ScaleSetIdentity
     spec: RunnerScaleSetSpec
     place: Placement | None
@@ -402,33 +507,52 @@ class _Executor:
         match action:
             case RegisterRunner(name=name, stale_registration_id=stale):
                 if stale is not None:
-                    await self.github.delete_runner(stale, name)
+                    await self._delete_registration(stale, name)
                 await self._register_and_start(name)
             case CreatePod(name=name):
                 await self._create_pod(name)
             case RemoveRunner():
                 await self._remove(action)
             case DeletePod(name=name):
-                await self.kube.delete_pod(self.owner.namespace, name)
+                await self._delete("Pod", name)
             case ProtectPod(name=name, protect=protect):
                 value = "true" if protect else None
-                await self.kube.annotate_pod(
+                pod = await self.kube.annotate_pod(
                     self.owner.namespace, name, {c.ANNOTATION_DO_NOT_DISRUPT: value}
                 )
+                if pod is not None:
+                    self._wrote(pod)
             case DeleteRegistration(name=name, registration_id=reg_id):
                 try:
-                    await self.github.delete_runner(reg_id, name)
+                    await self._delete_registration(reg_id, name)
                 except RunnerBusyError:
                     return
+
+    async def _delete_registration(self, registration_id: int, name: str) -> None:
+        """Remove it at GitHub (gone already counts as done) and from the shared book."""
+        await self.github.delete_runner(registration_id, name)
+        self.book.forget(name, registration_id)
 
     async def create_runner(self) -> None:
         """Secret first (the intent record), then the JIT registration, then the pod."""
         name = c.runner_name(self.owner.name, self.owner.namespace, secrets.randbits(40))
         try:
-            await self.kube.create(build_runner_secret(self.owner, name))
+            self._wrote(await self.kube.create(build_runner_secret(self.owner, name)))
         except AlreadyExistsError:
             return  # astronomically unlikely name clash: the next round creates another
         await self._register_and_start(name)
+
+    def _wrote(self, obj: dict[str, Any]) -> None:
+        if self.cache is not None:
+            self.cache.wrote(obj)
+
+    async def _delete(self, kind: str, name: str) -> None:
+        if kind == "Pod":
+            await self.kube.delete_pod(self.owner.namespace, name)
+        else:
+            await self.kube.delete_secret(self.owner.namespace, name)
+        if self.cache is not None:
+            self.cache.deleted(kind, self.owner.namespace, name)
 
     async def _register_and_start(self, name: str) -> None:
         group = await self.github.runner_group_id(self.spec.github.runner_group)
@@ -442,17 +566,21 @@ class _Executor:
             registration, encoded = await self.github.create_jit_runner(
                 name, list(self.spec.labels), group
             )
-        await self.kube.store_jit_config(self.owner.namespace, name, encoded, registration.id)
+        self.book.note(registration)
+        self._wrote(
+            await self.kube.store_jit_config(self.owner.namespace, name, encoded, registration.id)
+        )
         await self._create_pod(name)
 
     async def _drop_registration_named(self, name: str) -> None:
-        found: list[Registration] = [r for r in await self.github.list_runners() if r.name == name]
-        for reg in found:
-            await self.github.delete_runner(reg.id, name)
+        for reg in await self.github.runners_named(name):
+            await self._delete_registration(reg.id, name)
 
     async def _create_pod(self, name: str) -> None:
         try:
-            await self.kube.create(build_runner_pod(self.owner, self.spec, name, self.place))
+            self._wrote(
+                await self.kube.create(build_runner_pod(self.owner, self.spec, name, self.place))
+            )
         except AlreadyExistsError:
             return
 
@@ -460,14 +588,14 @@ class _Executor:
         """GitHub first (a busy runner stops the removal), then the pod, then the Secret."""
         if action.registration_id is not None:
             try:
-                await self.github.delete_runner(action.registration_id, action.name)
+                await self._delete_registration(action.registration_id, action.name)
             except RunnerBusyError:
                 if action.require_idle:
                     return
         if action.has_pod and not action.keep_pod:
-            await self.kube.delete_pod(self.owner.namespace, action.name)
+            await self._delete("Pod", action.name)
         if action.has_secret:
-            await self.kube.delete_secret(self.owner.namespace, action.name)
+            await self._delete("Secret", action.name)
 
 
 # ---------------------------------------------------------------------------------- delete
@@ -496,23 +624,37 @@ async def finalize(runtime: Runtime, body: dict[str, Any]) -> None:
         github = None
     else:
         github = runtime.github(target, credentials)
-    if github is not None:
-        async with github.session():
-            await _deregister_all(github, ident)
     pods, secrets_ = await asyncio.gather(
         runtime.kube.list_pods(ident.namespace, selector),
         runtime.kube.list_secrets(ident.namespace, selector),
     )
+    if github is not None:
+        if github.book.swept_at is None:
+            await github.book.sweep()  # a fresh process: find registrations no Secret records
+        await _deregister_all(github, ident, secrets_)
     await asyncio.gather(
         *(runtime.kube.delete_pod(ident.namespace, p["metadata"]["name"]) for p in pods),
         *(runtime.kube.delete_secret(ident.namespace, s["metadata"]["name"]) for s in secrets_),
     )
     runtime.wakeups.pop((ident.namespace, ident.name), None)
+    runtime.written.pop((ident.namespace, ident.name), None)
 
 
-async def _deregister_all(github: GitHubGateway, ident: ScaleSetIdentity) -> None:
-    for reg in await github.list_runners():
-        if c.is_runner_of(reg.name, ident.name, ident.namespace):
-            # A busy one's pod goes too; GitHub drops the runner when its job fails.
-            with contextlib.suppress(RunnerBusyError):
-                await github.delete_runner(reg.id, reg.name)
+async def _deregister_all(
+    side: GitHubSide, ident: ScaleSetIdentity, secrets_: list[dict[str, Any]]
+) -> None:
+    """Every registration of the scale set: those its Secrets record, and any the shared
+    sweep has seen under its runner names (left by a crash before the id was stored)."""
+    known = {
+        s.registration.name: s.registration.id
+        for s in side.book.runners_of(ident.name, ident.namespace)
+    }
+    for secret in secrets_:
+        runner_id = (secret["metadata"].get("annotations") or {}).get(c.ANNOTATION_RUNNER_ID, "")
+        if runner_id.isdigit():
+            known[secret["metadata"]["name"]] = int(runner_id)
+    for name, registration_id in known.items():
+        # A busy one's pod goes too; GitHub drops the runner when its job fails.
+        with contextlib.suppress(RunnerBusyError):
+            await side.gateway.delete_runner(registration_id, name)
+        side.book.forget(name, registration_id)

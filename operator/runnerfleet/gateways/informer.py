@@ -1,0 +1,194 @@
+"""Informer-style caches: one list + watch per kind, shared by every object's loop.
+
+Rounds used to list their pods and Secrets from the apiserver every few seconds each; with a
+thousand scale sets that is most of the apiserver's load while nothing happens. An `Informer`
+lists once, then watches from the list's resourceVersion (with bookmarks, so a quiet watch
+can resume where it stopped instead of re-listing), keeps the objects in memory and calls
+`on_change` for each object that changed. Only a 410 Gone (history compacted) causes a
+re-list; a broken connection resumes from the last version seen.
+
+Selectors are applied by the apiserver, so only runnerfleet's own objects ever arrive.
+Secrets are kept without their data (only the key names), so JIT configs never sit in the
+operator's memory longer than the write that stores them.
+
+Our own writes go into the cache at once (`upsert`/`remove`), so the next round sees them even
+before their watch events arrive and never creates a runner twice.
+
+Layer: gateways. Network I/O to the Kubernetes API only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes_asyncio import watch
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from runnerfleet.gateways.kubernetes import KubeError, KubeGateway, map_error
+
+log = logging.getLogger("runnerfleet.informer")
+WATCH_SECONDS = 300  # server-side timeout of one watch request; it resumes afterwards
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+def _strip_secret(obj: dict[str, Any]) -> dict[str, Any]:
+    if "data" not in obj and "dataKeys" in obj:
+        return obj  # stripped already (the gateway's answer to a write)
+    obj["dataKeys"] = sorted((obj.pop("data", None) or {}).keys())
+    obj.pop("stringData", None)
+    return obj
+
+
+def _matches(obj: dict[str, Any], labels: dict[str, str]) -> bool:
+    have = obj.get("metadata", {}).get("labels") or {}
+    return all(have.get(k) == v for k, v in labels.items())
+
+
+class Informer:
+    """The cached objects of one kind (`pods` or `secrets`) matching `selector`."""
+
+    def __init__(
+        self,
+        kube: KubeGateway,
+        plural: str,
+        namespace: str | None,
+        selector: str,
+        on_change: Callable[[dict[str, Any]], None] = lambda obj: None,
+    ) -> None:
+        self.kube = kube
+        self.plural = plural
+        self.namespace = namespace
+        self.selector = selector
+        self.on_change = on_change
+        self.synced = asyncio.Event()
+        self.lists = 0  # full lists made (1 + one per 410 Gone)
+        self.watches = 0  # watch requests made
+        self._store: dict[Key, dict[str, Any]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ reads (no I/O)
+    def items(self, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+        return [
+            obj for (ns, _), obj in self._store.items()
+            if ns == namespace and _matches(obj, labels)
+        ]  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    # ------------------------------------------------------------------ our own writes
+    def upsert(self, obj: dict[str, Any]) -> None:
+        """An object we just wrote (the apiserver's answer): visible before its watch event."""
+        if self.plural == "secrets":
+            obj = _strip_secret(dict(obj))
+        meta = obj["metadata"]
+        self._store[(meta["namespace"], meta["name"])] = obj
+
+    def remove(self, namespace: str, name: str) -> None:
+        self._store.pop((namespace, name), None)
+
+    # ------------------------------------------------------------------ running
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        version: str | None = None
+        delay = 1.0
+        while True:
+            try:
+                if version is None:
+                    version = await self._list()
+                version = await self._watch(version)
+                delay = 1.0
+            except _Gone:
+                version = None  # history compacted: list again
+            except KubeError as err:
+                log.warning("%s watch broke (%s); resuming in %.0fs", self.plural, err, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _path(self) -> str:
+        if self.namespace:
+            return f"/api/v1/namespaces/{self.namespace}/{self.plural}"
+        return f"/api/v1/{self.plural}"
+
+    async def _list(self) -> str:
+        """Replace the cache with a full list; returns the list's resourceVersion."""
+        self.lists += 1
+        body = await self.kube.raw_list(self._path(), self.selector)
+        fresh: dict[Key, dict[str, Any]] = {}
+        for obj in body.get("items", []):
+            if self.plural == "secrets":
+                obj = _strip_secret(obj)
+            meta = obj["metadata"]
+            fresh[(meta["namespace"], meta["name"])] = obj
+        old, self._store = self._store, fresh
+        for key in old.keys() | fresh.keys():
+            obj = fresh.get(key) or old[key]
+            self.on_change(obj)
+        self.synced.set()
+        return str(body.get("metadata", {}).get("resourceVersion", ""))
+
+    async def _watch(self, version: str) -> str:
+        """Follow changes from `version` until the server ends the watch; returns the last
+        version seen, to resume from."""
+        self.watches += 1
+        w = watch.Watch(return_type="object")
+        core = self.kube.core
+        kwargs: dict[str, Any] = {
+            "label_selector": self.selector, "resource_version": version,
+            "allow_watch_bookmarks": True, "timeout_seconds": WATCH_SECONDS,
+        }  # fmt: skip
+        calls = {
+            ("pods", True): core.list_namespaced_pod,
+            ("pods", False): core.list_pod_for_all_namespaces,
+            ("secrets", True): core.list_namespaced_secret,
+            ("secrets", False): core.list_secret_for_all_namespaces,
+        }
+        call: Any = calls[(self.plural, bool(self.namespace))]
+        args = (self.namespace,) if self.namespace else ()
+        try:
+            async for event in w.stream(call, *args, **kwargs):
+                kind = str(event["type"])
+                obj = event["raw_object"]
+                version = str(obj.get("metadata", {}).get("resourceVersion") or version)
+                if kind == "BOOKMARK":
+                    continue
+                self._apply(kind, obj)
+        except ApiException as err:
+            if err.status == 410:
+                raise _Gone from err
+            raise map_error(err, f"watch {self.plural}") from err
+        except Exception as err:
+            raise map_error(err, f"watch {self.plural}") from err
+        finally:
+            w.stop()
+        return version
+
+    def _apply(self, kind: str, obj: dict[str, Any]) -> None:
+        if self.plural == "secrets":
+            obj = _strip_secret(obj)
+        meta = obj["metadata"]
+        key = (meta["namespace"], meta["name"])
+        if kind == "DELETED":
+            self._store.pop(key, None)
+        else:
+            self._store[key] = obj
+        self.on_change(obj)
+
+
+class _Gone(Exception):
+    """The watch's resourceVersion is too old (410): the informer must list again."""

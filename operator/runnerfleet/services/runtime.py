@@ -1,0 +1,209 @@
+"""The operator's process-wide state: gateways, GitHub budgets and books, wake-ups, mode.
+
+One `Runtime` per operator process, built once at start-up by the handlers and passed to every
+service. It owns what must be shared for the fleet to scale:
+- one GitHub `Budget` and one connection pool per set of credentials (an App installation or a
+  token), drawn from by every scale set on it;
+- one gateway and one `RegistrationBook` (the shared runner sweep) per registration scope;
+- the wake-up events of every object's loop. They are set only from the event loop's thread
+  (kopf runs our handlers as coroutines), and `wake_runners` maps runner names that changed
+  in a sweep back to the loops of their scale sets.
+
+Layer: services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from runnerfleet import conventions as c
+from runnerfleet.gateways.github import GitHubGateway
+from runnerfleet.gateways.github_budget import Budget, MeteredTransport
+from runnerfleet.gateways.informer import Informer
+from runnerfleet.gateways.kubernetes import KubeGateway
+from runnerfleet.metrics import OperatorMetrics
+from runnerfleet.models.github import GitHubCredentials, GitHubTarget
+from runnerfleet.services.registrations import RegistrationBook, SweepSettings
+
+GatewayFactory = Callable[[GitHubTarget, GitHubCredentials, MeteredTransport], GitHubGateway]
+
+
+def _default_gateway(
+    target: GitHubTarget, credentials: GitHubCredentials, transport: MeteredTransport
+) -> GitHubGateway:
+    return GitHubGateway(target, credentials, transport=transport)
+
+
+def sweep_settings_from_env() -> SweepSettings:
+    """Sweep pacing; the defaults suit production, tests shorten them."""
+    default = SweepSettings()
+    return SweepSettings(
+        min_interval=float(os.environ.get("RUNNERFLEET_SWEEP_MIN_SECONDS", default.min_interval)),
+        max_interval=float(os.environ.get("RUNNERFLEET_SWEEP_MAX_SECONDS", default.max_interval)),
+        budget_share=float(os.environ.get("RUNNERFLEET_SWEEP_SHARE", default.budget_share)),
+    )
+
+
+@dataclass
+class GitHubSide:
+    """What one registration scope needs: its gateway and its shared book."""
+
+    gateway: GitHubGateway
+    book: RegistrationBook
+    secret_hash: int  # the credentials it was made with; a rotated Secret gets a new side
+
+
+def credentials_key(credentials: GitHubCredentials) -> str:
+    """Which budget credentials draw from (an installation, or a token), without the secret."""
+    if credentials.token:
+        return f"token:{hash(credentials.token):x}"
+    return f"app:{credentials.app_id}:{credentials.installation_id}"
+
+
+RUNNER_CHILDREN = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY_VALUE},{c.LABEL_SCALE_SET}"
+
+
+@dataclass
+class Children:
+    """Every scale set's runner pods and Secrets, from one informer per kind (and served
+    namespace), written through by the executor so a round sees its own creations at once."""
+
+    pods: list[Informer]
+    secrets: list[Informer]
+
+    @staticmethod
+    def _pick(informers: list[Informer], namespace: str) -> Informer:
+        for informer in informers:
+            if informer.namespace in (None, namespace):
+                return informer
+        raise LookupError(f"namespace {namespace} is not served")
+
+    async def of(
+        self, namespace: str, labels: dict[str, str]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        pods, secrets = self._pick(self.pods, namespace), self._pick(self.secrets, namespace)
+        await pods.synced.wait()
+        await secrets.synced.wait()
+        return pods.items(namespace, labels), secrets.items(namespace, labels)
+
+    def wrote(self, obj: dict[str, Any]) -> None:
+        ns = obj["metadata"]["namespace"]
+        group = self.pods if obj.get("kind") == "Pod" else self.secrets
+        self._pick(group, ns).upsert(obj)
+
+    def deleted(self, kind: str, namespace: str, name: str) -> None:
+        group = self.pods if kind == "Pod" else self.secrets
+        self._pick(group, namespace).remove(namespace, name)
+
+    def start(self) -> None:
+        for informer in (*self.pods, *self.secrets):
+            informer.start()
+
+    async def stop(self) -> None:
+        for informer in (*self.pods, *self.secrets):
+            await informer.stop()
+
+
+@dataclass
+class Runtime:
+    """Process-wide state shared by every object's loop."""
+
+    kube: KubeGateway
+    gateway_factory: GatewayFactory = _default_gateway
+    sweep: SweepSettings = field(default_factory=sweep_settings_from_env)
+    wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    listener_wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    pool_wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
+    mode: str = c.MODE_ACTIVE  # c.MODE_STANDBY: a global suspend (blue/green)
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics.create)
+    children: Children | None = None  # None: rounds list from the apiserver (service tests)
+    # Rounds running at once, across every scale set: a sweep or a re-list that wakes a
+    # thousand loops together runs them through this many slots, not all at once.
+    round_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
+    # What each scale set's status was last written as (fresher than a watch may have shown).
+    written: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    _reads: dict[tuple[str, ...], tuple[float, Any]] = field(default_factory=dict)
+    _transports: dict[str, MeteredTransport] = field(default_factory=dict)
+    _sides: dict[tuple[str, str], GitHubSide] = field(default_factory=dict)
+    _retired: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def wake(self, namespace: str, name: str) -> None:
+        self.wakeups.setdefault((namespace, name), asyncio.Event()).set()
+
+    def wake_runners(self, names: set[str]) -> None:
+        """Wake the loops of the scale sets these runner names belong to."""
+        owners = {owner for name in names if (owner := c.runner_owner(name)) is not None}
+        for namespace, scale_set in list(self.wakeups):
+            if (scale_set, c.namespace_tag(namespace)) in owners:
+                self.wakeups[(namespace, scale_set)].set()
+
+    def watch_children(self, namespaces: list[str | None]) -> None:
+        """Start the runner pod and Secret informers (one each per served namespace, or one
+        cluster-wide); every change wakes the loop of the scale set it belongs to."""
+
+        def wake_owner(obj: dict[str, Any]) -> None:
+            meta = obj.get("metadata", {})
+            owner = (meta.get("labels") or {}).get(c.LABEL_SCALE_SET)
+            if owner:
+                self.wake(meta.get("namespace", ""), owner)
+
+        def make(plural: str) -> list[Informer]:
+            return [
+                Informer(self.kube, plural, ns, RUNNER_CHILDREN, wake_owner) for ns in namespaces
+            ]
+
+        self.children = Children(make("pods"), make("secrets"))
+        self.children.start()
+
+    async def cached(
+        self, key: tuple[str, ...], ttl: float, fetch: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        """`fetch()`, reused for `ttl` seconds by every caller asking for `key` (a credentials
+        Secret many scale sets share, a node pool). Failures are never cached."""
+        hit = self._reads.get(key)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < ttl:
+            return hit[1]
+        value = await fetch()
+        self._reads[key] = (now, value)
+        return value
+
+    def budget(self, credentials: GitHubCredentials) -> Budget:
+        return self._transport(credentials).budget
+
+    def _transport(self, credentials: GitHubCredentials) -> MeteredTransport:
+        key = credentials_key(credentials)
+        if key not in self._transports:
+            self._transports[key] = MeteredTransport(Budget())
+        return self._transports[key]
+
+    def github(self, target: GitHubTarget, credentials: GitHubCredentials) -> GitHubSide:
+        """The scope's gateway and book, made (and its sweep started) on first use."""
+        secret_hash = hash((credentials.token, credentials.app_id, credentials.private_key))
+        key = (target.key, credentials_key(credentials))
+        side = self._sides.get(key)
+        if side is not None and side.secret_hash != secret_hash:
+            task = asyncio.create_task(side.book.stop())  # credentials rotated: retire it
+            self._retired.add(task)
+            task.add_done_callback(self._retired.discard)
+            side = None
+        if side is None:
+            gateway = self.gateway_factory(target, credentials, self._transport(credentials))
+            book = RegistrationBook(gateway, self.sweep, on_change=self.wake_runners)
+            side = self._sides[key] = GitHubSide(gateway, book, secret_hash)
+            book.start()
+        return side
+
+    async def close(self) -> None:
+        if self.children is not None:
+            await self.children.stop()
+        for side in self._sides.values():
+            await side.book.stop()
+        for transport in self._transports.values():
+            await transport.close()
+        await self.kube.api.close()
