@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 
 
-.PHONY: help venv cluster-binaries crds docs chart-crds lint format test bench test-unit test-cluster demo cluster-up cluster-down clean
+.PHONY: help venv cluster-binaries crds docs chart-crds lint format test bench bench-fleet test-unit test-cluster demo cluster-up cluster-down clean
 
 help:
 	@echo "make demo              local control plane + (as it lands) operator, fake GitHub, runners"
@@ -65,6 +65,11 @@ demo: venv cluster-binaries
 bench: venv cluster-binaries
 	$(BIN)/python bench/run.py --jobs 200 $(BENCH_ARGS)
 	$(BIN)/python bench/latency.py --jobs 100
+
+# The fleet benchmark (docs/benchmarks.md): 100 teams x 10 scale sets by default;
+# e.g. `make bench-fleet FLEET_ARGS="--teams 2 --scale-sets 5 --idle 60"` for a small run.
+bench-fleet: venv cluster-binaries
+	$(BIN)/python bench/fleet.py $(FLEET_ARGS)
 
 cluster-up: venv cluster-binaries
 	$(BIN)/runnerfleet cluster up --nodes 3

@@ -1,0 +1,898 @@
+"""Fleet benchmark (`make bench-fleet`): T teams x S scale sets on kwok nodes, with the fake
+GitHub's limits on, through four phases, written to bench/fleet.json.
+
+Everything runs against one local control plane: the operator as two real processes with
+leader election (the chart's shape), one TeamListener per team (the real `runnerfleet listen`
+program through the stand-in kubelet, or demand written directly for large fleets), the fake
+GitHub with an org of other registered runners, and the simulated runners. Phases:
+
+1. control: nothing of ours running yet; the apiserver's own request rate (kwok, scheduler,
+   controller-manager) is the baseline subtracted from every later apiserver figure;
+2. idle: the fleet settled at minRunners, no jobs, for `--idle` seconds;
+3. stream: jobs arrive at `--stream-rate` per second for `--stream-seconds`, until all are done;
+4. burst: `--burst` jobs at once, until all are done;
+5. failover: SIGKILL the Lease holder and raise one scale set's minRunners at that moment;
+   time to the new leader's first correct action (the runner pod it must create) and GitHub
+   requests in the minute after.
+
+What each figure means is in docs/benchmarks.md.
+
+    python bench/fleet.py --scale 0.02 --idle 60     # 2 teams x 10 scale sets
+    python bench/fleet.py                            # 100 x 10, 5,000 runners, 200 nodes
+
+Layer: tooling (a benchmark script, outside the package). I/O: a local control plane, child
+processes (operators, listeners), the fake GitHub on 127.0.0.1, and the output file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from kubernetes_asyncio import client, config, watch
+from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client.exceptions import ApiException
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
+from rich.table import Table
+
+from runnerfleet import conventions as c
+from runnerfleet.localcluster import LocalCluster, NodeSpec
+from runnerfleet.localcluster.binaries import KUBERNETES_VERSION
+from runnerfleet.sim.demand import write_demand
+from runnerfleet.sim.demo import quantiles
+from runnerfleet.sim.github import FakeGitHub, FakeJob, FakeRunner, RateLimit
+from runnerfleet.sim.kubelet import ListenerKubelet
+from runnerfleet.sim.operator_process import OperatorProcess
+from runnerfleet.sim.runners import SimulatedRunners
+
+ROOT = Path(__file__).resolve().parents[1]
+ORG = "acme"
+LEASE_NAMESPACE = "runnerfleet-system"
+LEASE_NAME = "runnerfleet-operator"
+FULL = {"teams": 100, "scale_sets": 10, "runners": 5000, "nodes": 200}
+Key = tuple[str, str]  # (namespace, scale set)
+
+
+# ----------------------------------------------------------------------------- pure helpers
+@dataclass(frozen=True)
+class Shape:
+    """How big the fleet is: teams x scale sets, runner capacity, nodes, the org's others."""
+
+    teams: int
+    scale_sets: int
+    runners: int
+    nodes: int
+    other_runners: int
+
+    @property
+    def sets(self) -> int:
+        return self.teams * self.scale_sets
+
+    @property
+    def fraction(self) -> float:
+        """This fleet's size relative to the full one (by scale sets)."""
+        return self.sets / (FULL["teams"] * FULL["scale_sets"])
+
+    @property
+    def max_runners(self) -> int:
+        """maxRunners of each scale set, so that the fleet's total stays within `runners`."""
+        return max(2, self.runners // self.sets)
+
+
+def shape_for(
+    scale: float,
+    teams: int | None = None,
+    scale_sets: int | None = None,
+    runners: int | None = None,
+    nodes: int | None = None,
+    other_runners: int = 250,
+) -> Shape:
+    """The full fleet (100 x 10, 5,000 runners, 200 nodes) times `scale`; explicit values win.
+    Scale shrinks the number of teams (each keeps its 10 scale sets); runners and nodes follow
+    the number of scale sets. The org's other runners model the org, not the fleet: unscaled."""
+    t = teams or max(1, round(FULL["teams"] * scale))
+    s = scale_sets or FULL["scale_sets"]
+    fraction = t * s / (FULL["teams"] * FULL["scale_sets"])
+    r = runners or max(2 * t * s, round(FULL["runners"] * fraction))
+    n = nodes or max(2, round(FULL["nodes"] * fraction))
+    return Shape(t, s, r, n, other_runners)
+
+
+def desired_runners(body: dict[str, Any]) -> int:
+    """What the operator should keep for a RunnerScaleSet: min(max, min + assigned jobs)."""
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    if spec.get("suspend"):
+        return 0
+    assigned = int((status.get("demand") or {}).get("assignedJobs", 0))
+    return min(int(spec.get("maxRunners", 0)), int(spec.get("minRunners", 0)) + assigned)
+
+
+def per_hour(count: float, seconds: float) -> float:
+    return round(count * 3600 / seconds, 1) if seconds > 0 else 0.0
+
+
+def counts_against_limit(status: int) -> bool:
+    """GitHub's rule as the fake applies it: a 304 (and a refused 401) is free."""
+    return status not in (304, 401)
+
+
+def limit_kind(status: int, body: str) -> str | None:
+    """Which limit a 403/429 reports: `primary`, `secondary`, or None for other refusals."""
+    if status not in (403, 429):
+        return None
+    text = body.lower()
+    if "secondary rate limit" in text:
+        return "secondary"
+    return "primary" if "rate limit" in text else None
+
+
+def parse_apiserver_requests(text: str) -> Counter[str]:
+    """kube-apiserver's /metrics -> `apiserver_request_total` summed by "VERB resource"."""
+    out: Counter[str] = Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name != "apiserver_request_total":
+                continue
+            labels = sample.labels
+            resource = labels.get("resource", "")
+            if labels.get("subresource"):
+                resource += "/" + labels["subresource"]
+            out[f"{labels.get('verb', '')} {resource}"] += int(sample.value)
+    return out
+
+
+def delta(after: Counter[Any], before: Counter[Any]) -> Counter[Any]:
+    return Counter({k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)})
+
+
+@dataclass
+class LagTracker:
+    """Reconcile lag: from a scale set's desired count going up (a demand or spec change seen
+    on the watch) to that many live runner pods (Pending or Running, not deleting). A sample
+    belongs to the phase it started in; one overtaken by the next change is `superseded`.
+    Decreases only cancel (scale-down waits `scaleDownDelay` on purpose)."""
+
+    phase: str = "setup"
+    targets: dict[Key, int] = field(default_factory=dict)
+    live: dict[Key, set[str]] = field(default_factory=dict)
+    pending: dict[Key, tuple[float, int, str]] = field(default_factory=dict)
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    superseded: Counter[str] = field(default_factory=Counter)
+    first_seen: dict[str, tuple[float, Key]] = field(default_factory=dict)
+
+    def on_scale_set(self, key: Key, target: int, now: float) -> None:
+        old = self.targets.get(key, 0)
+        self.targets[key] = target
+        if target == old:
+            return
+        if key in self.pending:
+            self.superseded[self.pending.pop(key)[2]] += 1
+        if target > old:
+            self.pending[key] = (now, target, self.phase)
+            self._check(key, now)
+
+    def on_pod(self, key: Key, pod: str, live: bool, now: float) -> None:
+        self.first_seen.setdefault(pod, (now, key))
+        pods = self.live.setdefault(key, set())
+        if live:
+            pods.add(pod)
+        else:
+            pods.discard(pod)
+        self._check(key, now)
+
+    def _check(self, key: Key, now: float) -> None:
+        wanted = self.pending.get(key)
+        if wanted is not None and len(self.live.get(key, ())) >= wanted[1]:
+            self.samples.setdefault(wanted[2], []).append(now - wanted[0])
+            del self.pending[key]
+
+    def figures(self, phase: str) -> dict[str, Any]:
+        unresolved = sum(1 for p in self.pending.values() if p[2] == phase)
+        return {
+            **quantiles(self.samples.get(phase, [])),
+            "samples": len(self.samples.get(phase, [])),
+            "superseded": self.superseded[phase],
+            "unresolved": unresolved,
+        }
+
+    def pods_after(self, key: Key, since: float) -> list[float]:
+        return sorted(t for t, k in self.first_seen.values() if k == key and t >= since)
+
+
+# ----------------------------------------------------------------------------- processes
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a live process (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_peak_rss_mib(pid: int) -> float:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    line = next((x for x in status.splitlines() if x.startswith("VmHWM:")), "VmHWM: 0 kB")
+    return int(line.split()[1]) / 1024
+
+
+@dataclass
+class ClusterwideOperator(OperatorProcess):
+    """`runnerfleet operator` watching the whole cluster, as the chart runs it by default
+    (OperatorProcess always passes one --namespace)."""
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "runnerfleet.cli", "operator",
+                 "--kubeconfig", str(self.kubeconfig), *self.args],
+                stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, "RUNNERFLEET_METRICS_PORT": str(self.metrics_port),
+                     **self.env},
+            )  # fmt: skip
+
+
+class MeteredGitHub(FakeGitHub):
+    """The fake GitHub, also sorting each 403/429 it answers into primary or secondary (by
+    GitHub's message), and counting what counts against the limit, whichever version of the
+    fake this is (with `GitHubLimits` or before it)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.limited: Counter[str] = Counter()
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        resp = await super()._middleware(request, handler)
+        if isinstance(resp, web.Response) and resp.status in (403, 429):
+            kind = limit_kind(resp.status, resp.text or "")
+            self.limited[f"{kind or 'other'} {resp.status}"] += 1
+        return resp
+
+    def counted(self) -> Counter[str]:
+        """Requests counted against the primary limit, by "METHOD route"."""
+        by_endpoint = getattr(self, "counted_by_endpoint", None)
+        if by_endpoint is not None:
+            return Counter(by_endpoint)
+        out: Counter[str] = Counter()
+        for (method, route, status), n in self.requests.items():
+            if counts_against_limit(status):
+                out[f"{method} {route}"] += n
+        return out
+
+    def add_repository(self, name: str) -> None:
+        adder = getattr(self, "add_repositories", None)
+        if adder is not None:
+            adder([name])
+        elif name not in self.repositories:
+            self.repositories.append(name)
+
+
+def make_github(args: argparse.Namespace) -> MeteredGitHub:
+    """The fake GitHub with GitHub's limits: the one place they are configured. With
+    sim/github_limits.py: GitHub's defaults (primary budget, secondary limits, pages), the
+    primary budget set by `--rate-limit`; before it: the fake's primary budget only."""
+    try:
+        from runnerfleet.sim.github_limits import GitHubLimits  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        github = MeteredGitHub()
+        github.rate = RateLimit(limit=args.rate_limit)  # type: ignore[misc,unused-ignore]
+        github.latency = args.github_latency
+        return github
+    limits = GitHubLimits(primary_per_hour=args.rate_limit, latency=args.github_latency)
+    if args.no_limits:
+        limits = GitHubLimits.off(latency=args.github_latency)
+    return MeteredGitHub(limits=limits)
+
+
+def limits_in_force(github: FakeGitHub) -> dict[str, Any]:
+    limits = getattr(github, "limits", None)
+    if limits is None:
+        return {"model": "primary budget only (fake before GitHubLimits)",
+                "primary_per_hour": github.rate.limit}  # fmt: skip
+    return {"model": "GitHubLimits", **limits.__dict__}
+
+
+def add_other_runners(github: FakeGitHub, count: int) -> None:
+    """The rest of the org: registered runners no scale set owns (a fifth of them busy)."""
+    for i in range(count):
+        labels = ["self-hosted", "linux", "other"]
+        runner = FakeRunner(10_000_000 + i, f"other-{i:05d}", f"org/{ORG}", labels, 1,
+                            status="online", busy=i % 5 == 0)  # fmt: skip
+        github.runners[runner.id] = runner
+
+
+# ----------------------------------------------------------------------------- snapshots
+@dataclass(frozen=True)
+class Snapshot:
+    at: float
+    github: Counter[tuple[str, str, int]]
+    counted: Counter[str]
+    limited: Counter[str]
+    apiserver: Counter[str]
+    operator_cpu: float
+    listeners_cpu: float
+
+
+def phase_figures(before: Snapshot, after: Snapshot, jobs: int = 0) -> dict[str, Any]:
+    """GitHub, apiserver and CPU figures of the window between two snapshots."""
+    seconds = after.at - before.at
+    total = sum(delta(after.github, before.github).values())
+    by_endpoint = delta(after.counted, before.counted)
+    counted = sum(by_endpoint.values())
+    api = delta(after.apiserver, before.apiserver)
+    return {
+        "seconds": round(seconds, 1),
+        "github_requests_per_hour": per_hour(total, seconds),
+        "github_counted_per_hour": per_hour(counted, seconds),
+        "github_counted_per_job": round(counted / jobs, 2) if jobs else None,
+        "github_counted_by_endpoint": {
+            k.replace("/api/v3", ""): per_hour(v, seconds) for k, v in by_endpoint.most_common(6)
+        },
+        "github_rate_limited": dict(delta(after.limited, before.limited)),
+        "apiserver_requests_per_second": round(sum(api.values()) / seconds, 2),
+        "apiserver_top": {k: round(v / seconds, 2) for k, v in api.most_common(8)},
+        "operator_cpu_per_second": round((after.operator_cpu - before.operator_cpu) / seconds, 3),
+        "listeners_cpu_per_second": round(
+            max(0.0, after.listeners_cpu - before.listeners_cpu) / seconds, 3
+        ),
+    }
+
+
+# ----------------------------------------------------------------------------- the bench
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    shape: Shape
+    cluster: LocalCluster
+    api: ApiClient
+    work: Path
+    console: Console
+    github: MeteredGitHub = field(default_factory=lambda: MeteredGitHub())
+    tracker: LagTracker = field(default_factory=LagTracker)
+    operators: list[OperatorProcess] = field(default_factory=list)
+    kubelets: list[ListenerKubelet] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    results: dict[str, Any] = field(default_factory=dict)
+    peak_rss: float = 0.0
+    operator_cpu_dead: float = 0.0  # CPU of killed replicas, so totals stay monotonic
+
+    @property
+    def use_listener(self) -> bool:
+        return bool(self.args.demand == "listener")
+
+    def labels(self, team: int, scale_set: int) -> list[str]:
+        return ["self-hosted", f"team-{team:03d}", f"set-{scale_set:02d}"]
+
+    # ------------------------------------------------------------------ measurement
+    async def apiserver_counts(self) -> Counter[str]:
+        resp = await asyncio.to_thread(self.cluster.api().get, "/metrics")
+        return await asyncio.to_thread(parse_apiserver_requests, str(resp.body))
+
+    def operator_cpu(self) -> float:
+        live = sum(proc_cpu_seconds(op.proc.pid) for op in self.operators if op.proc)
+        for op in self.operators:
+            if op.proc and op.proc.poll() is None:
+                self.peak_rss = max(self.peak_rss, proc_peak_rss_mib(op.proc.pid))
+        return live + self.operator_cpu_dead
+
+    async def snapshot(self) -> Snapshot:
+        listeners = sum(
+            proc_cpu_seconds(p.proc.pid) for k in self.kubelets for p in k.processes.values()
+        )
+        return Snapshot(
+            time.monotonic(), Counter(self.github.requests), self.github.counted(),
+            Counter(self.github.limited),
+            await self.apiserver_counts(), self.operator_cpu(), listeners,
+        )  # fmt: skip
+
+    async def watch_forever(self, list_fn: Any, args: tuple[Any, ...], on_event: Any,
+                            **kwargs: Any) -> None:  # fmt: skip
+        while True:
+            w = watch.Watch()
+            try:
+                async for event in w.stream(list_fn, *args, **kwargs):
+                    on_event(event["type"], event["object"])
+            except (ApiException, OSError, TimeoutError):
+                await asyncio.sleep(0.5)  # re-watch after an apiserver hiccup
+            finally:
+                w.stop()
+
+    def on_scale_set(self, kind: str, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        target = 0 if kind == "DELETED" else desired_runners(body)
+        self.tracker.on_scale_set((meta["namespace"], meta["name"]), target, time.monotonic())
+
+    def on_pod(self, kind: str, pod: Any) -> None:
+        owner = (pod.metadata.labels or {}).get(c.LABEL_SCALE_SET, "")
+        live = (
+            kind != "DELETED"
+            and pod.metadata.deletion_timestamp is None
+            and pod.status.phase in ("Pending", "Running")
+        )
+        key = (pod.metadata.namespace, owner)
+        self.tracker.on_pod(key, pod.metadata.name, live, time.monotonic())
+
+    def start_watches(self) -> None:
+        custom, core = client.CustomObjectsApi(self.api), client.CoreV1Api(self.api)
+        selector = f"{c.LABEL_COMPONENT}={c.COMPONENT_RUNNER}"
+        sets = (c.GROUP, c.VERSION, c.RUNNER_SCALE_SET_PLURAL)
+        self.tasks += [
+            asyncio.create_task(self.watch_forever(
+                custom.list_cluster_custom_object, sets, self.on_scale_set)),
+            asyncio.create_task(self.watch_forever(
+                core.list_pod_for_all_namespaces, (), self.on_pod, label_selector=selector)),
+        ]  # fmt: skip
+
+    # ------------------------------------------------------------------ setup
+    async def create_namespace(self, name: str) -> None:
+        core = client.CoreV1Api(self.api)
+        await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+        for _ in range(600):
+            with contextlib.suppress(ApiException):
+                await core.read_namespaced_service_account("default", name)
+                return
+            await asyncio.sleep(0.1)  # the controller-manager creates it within moments
+        raise RuntimeError(f"no default ServiceAccount in {name}")
+
+    def scale_set(self, team: int, index: int) -> dict[str, Any]:
+        resources = {"requests": {"cpu": "100m", "memory": "256Mi"}}
+        return {
+            "apiVersion": c.API_VERSION, "kind": c.RUNNER_SCALE_SET_KIND,
+            "metadata": {"name": f"set-{index:02d}", "labels": {c.LABEL_TEAM: f"team-{team:03d}"}},
+            "spec": {"github": {"configUrl": f"{self.github.url}/{ORG}",
+                                "secretRef": {"name": "github-app"}},
+                     "labels": self.labels(team, index), "minRunners": 1,
+                     "maxRunners": self.shape.max_runners,
+                     "template": {"spec": {"containers": [{"name": "runner",
+                                                           "resources": resources}]}}},
+        }  # fmt: skip
+
+    def team_listener(self, team: int) -> dict[str, Any]:
+        name = f"team-{team:03d}"
+        return {
+            "apiVersion": c.API_VERSION, "kind": c.TEAM_LISTENER_KIND, "metadata": {"name": name},
+            "spec": {"team": name,
+                     "github": {"configUrl": f"{self.github.url}/{ORG}",
+                                "secretRef": {"name": "github-app"}},
+                     "repositories": {"names": [f"{name}-app"]},
+                     "scaleSetSelector": {"matchLabels": {c.LABEL_TEAM: name}},
+                     "pollInterval": self.args.poll_interval},
+        }  # fmt: skip
+
+    async def setup_team(self, team: int, token: str) -> None:
+        namespace = f"team-{team:03d}"
+        await self.create_namespace(namespace)
+        await client.CoreV1Api(self.api).create_namespaced_secret(namespace, client.V1Secret(
+            metadata=client.V1ObjectMeta(name="github-app"),
+            data={"github_token": base64.b64encode(token.encode()).decode()},
+        ))  # fmt: skip
+        self.github.add_repository(f"{ORG}/{namespace}-app")
+        custom = client.CustomObjectsApi(self.api)
+        for index in range(self.shape.scale_sets):
+            await custom.create_namespaced_custom_object(
+                c.GROUP, c.VERSION, namespace, c.RUNNER_SCALE_SET_PLURAL,
+                self.scale_set(team, index),
+            )  # fmt: skip
+        if self.use_listener:
+            kubelet = ListenerKubelet(self.api, self.cluster.kubeconfig, namespace, self.work)
+            kubelet.start()
+            self.kubelets.append(kubelet)
+            await custom.create_namespaced_custom_object(
+                c.GROUP, c.VERSION, namespace, c.TEAM_LISTENER_PLURAL, self.team_listener(team)
+            )
+
+    def start_operators(self) -> None:
+        env = {"RUNNERFLEET_LEADER_ELECT": "true", "RUNNERFLEET_NAMESPACE": LEASE_NAMESPACE,
+               "RUNNERFLEET_LEASE_SECONDS": str(self.args.lease_seconds)}  # fmt: skip
+        for i in range(2):
+            op = ClusterwideOperator(self.cluster.kubeconfig, LEASE_NAMESPACE,
+                                     self.work / f"operator-{i}.log", env=env)  # fmt: skip
+            op.start()
+            self.operators.append(op)
+
+    async def listeners_polled(self) -> bool:
+        if not self.use_listener:
+            return True
+        custom = client.CustomObjectsApi(self.api)
+        found = await custom.list_cluster_custom_object(c.GROUP, c.VERSION, c.TEAM_LISTENER_PLURAL)
+        polled = [(i.get("status") or {}).get("poll", {}).get("lastSuccessfulPoll")
+                  for i in found["items"]]  # fmt: skip
+        return len(polled) == self.shape.teams and all(bool(p) for p in polled)
+
+    async def settle(self) -> float:
+        """Wait until every scale set has its minRunners online and every listener polled."""
+        started = time.monotonic()
+        deadline = started + self.args.settle_timeout
+        while True:
+            ours = [r for r in self.github.runners.values() if not r.name.startswith("other-")]
+            online = sum(1 for r in ours if r.status == "online")
+            if online >= self.shape.sets and await self.listeners_polled():
+                return round(time.monotonic() - started, 1)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fleet not settled: {online}/{self.shape.sets} runners online")
+            await asyncio.sleep(1)  # a benchmark's progress check, not a test's sync
+
+    async def direct_demand(self) -> None:
+        """Play every team's listener: write each scale set's demand from the fake's jobs
+        (queued + in progress) once a second when it changed."""
+        written: dict[Key, int] = {}
+        while True:
+            counts: Counter[Key] = Counter()
+            for job in self.github.jobs.values():
+                if job.status in ("queued", "in_progress"):
+                    counts[(job.labels[1], job.labels[2])] += 1
+            changed = {k: counts.get(k, 0) for k in set(counts) | set(written)
+                       if counts.get(k, 0) != written.get(k, 0)}  # fmt: skip
+            sequence = int(time.time() * 1000)
+            for (namespace, name), n in changed.items():
+                await write_demand(self.api, namespace, name, n, sequence, "bench")
+                written[(namespace, name)] = n
+            await asyncio.sleep(1)  # the demand writer's tick
+
+    # ------------------------------------------------------------------ phases
+    def enqueue(self, team: int, index: int, duration: float) -> FakeJob:
+        repo = f"{ORG}/team-{team:03d}-app"
+        return self.github.enqueue_job(repo, self.labels(team, index), duration)
+
+    async def until_done(self, jobs: list[FakeJob], within: float) -> None:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if all(j.status == "completed" for j in jobs):
+                return
+            await asyncio.sleep(0.5)  # progress check with a deadline
+
+    def job_duration(self, rng: random.Random) -> float:
+        return rng.uniform(self.args.job_seconds_min, self.args.job_seconds_max)
+
+    async def stream(self) -> list[FakeJob]:
+        rng = random.Random(7)  # noqa: S311 (simulated arrivals)
+        jobs: list[FakeJob] = []
+        end = time.monotonic() + self.args.stream_seconds
+        next_at = time.monotonic()
+        while time.monotonic() < end:
+            while next_at <= time.monotonic():
+                team, index = rng.randrange(self.shape.teams), rng.randrange(self.shape.scale_sets)
+                jobs.append(self.enqueue(team, index, self.job_duration(rng)))
+                next_at += rng.expovariate(self.args.stream_rate)
+            await asyncio.sleep(0.1)  # the arrival clock's tick
+        await self.until_done(jobs, self.args.drain_timeout)
+        return jobs
+
+    async def burst(self) -> list[FakeJob]:
+        rng = random.Random(11)  # noqa: S311 (simulated durations)
+        sets = [(t, s) for t in range(self.shape.teams) for s in range(self.shape.scale_sets)]
+        jobs = [self.enqueue(*sets[i % len(sets)], self.job_duration(rng))
+                for i in range(self.args.burst)]  # fmt: skip
+        await self.until_done(jobs, self.args.drain_timeout)
+        return jobs
+
+    async def idle(self) -> list[FakeJob]:
+        await asyncio.sleep(self.args.idle)  # the measurement window itself
+        return []
+
+    async def measure(self, name: str, body: Any) -> dict[str, Any]:
+        self.tracker.phase = name
+        before = await self.snapshot()
+        jobs: list[FakeJob] = await body()
+        after = await self.snapshot()
+        figures = phase_figures(before, after, len(jobs))
+        figures["reconcile_lag_seconds"] = self.tracker.figures(name)
+        if jobs:
+            waits = [j.started_at - j.created_at for j in jobs if j.started_at is not None]
+            figures["jobs"] = {
+                "enqueued": len(jobs), "started": len(waits),
+                "completed": sum(1 for j in jobs if j.conclusion == "success"),
+                "failed": sum(1 for j in jobs if j.conclusion not in (None, "success")),
+            }  # fmt: skip
+            figures["queue_to_running_seconds"] = quantiles(waits)
+        figures["operator_peak_rss_mib"] = round(self.peak_rss, 1)
+        self.results[name] = figures
+        self.console.print(f"[bold]{name}[/bold] {json.dumps(figures)}")
+        return figures
+
+    # ------------------------------------------------------------------ failover
+    async def lease_holder(self) -> str:
+        with contextlib.suppress(ApiException):
+            lease = await client.CoordinationV1Api(self.api).read_namespaced_lease(
+                LEASE_NAME, LEASE_NAMESPACE
+            )
+            return str(lease.spec.holder_identity or "")
+        return ""
+
+    async def wait_until(self, probe: Any, within: float) -> float | None:
+        """Seconds until `await probe()` is truthy, or None after `within`."""
+        started = time.monotonic()
+        while time.monotonic() - started < within:
+            if await probe():
+                return round(time.monotonic() - started, 2)
+            await asyncio.sleep(0.1)  # measuring a time-to-event
+        return None
+
+    async def failover(self) -> dict[str, Any]:
+        """SIGKILL the Lease holder and, at that moment, raise the emptiest scale set's
+        minRunners to its maxRunners: the new leader's first correct action is a new runner
+        pod there (existing idle runners cannot satisfy it)."""
+        self.tracker.phase = "failover"
+        holder = await self.lease_holder()
+        leaders = [op for op in self.operators if op.proc and holder.endswith(f"-{op.proc.pid}")]
+        if not leaders:
+            raise RuntimeError(f"no replica holds the lease (holder {holder!r})")
+        leader = leaders[0]
+        key = min(self.tracker.targets, key=lambda k: (len(self.tracker.live.get(k, ())), k))
+        namespace, name = key
+        live_before = len(self.tracker.live.get(key, ()))
+        before = await self.snapshot()
+        assert leader.proc is not None
+        self.operator_cpu_dead += proc_cpu_seconds(leader.proc.pid)
+        killed = time.monotonic()
+        leader.kill()
+        await client.CustomObjectsApi(self.api).patch_namespaced_custom_object(
+            c.GROUP, c.VERSION, namespace, c.RUNNER_SCALE_SET_PLURAL, name,
+            {"spec": {"minRunners": self.shape.max_runners}},
+            _content_type="application/merge-patch+json",  # type: ignore[call-arg]
+        )  # fmt: skip
+
+        async def taken() -> bool:
+            return (await self.lease_holder()) not in ("", holder)
+
+        async def acted() -> bool:
+            return bool(self.tracker.pods_after(key, killed))
+
+        takeover = asyncio.create_task(self.wait_until(taken, 120))
+        action = asyncio.create_task(self.wait_until(acted, 120))
+        await asyncio.sleep(max(0.0, killed + 60 - time.monotonic()))  # the minute after
+        after = await self.snapshot()
+        await asyncio.gather(takeover, action)
+        created = self.tracker.pods_after(key, killed)
+        figures = phase_figures(before, after)
+        figures.update(
+            lease_takeover_seconds=takeover.result(),
+            first_correct_action_seconds=round(created[0] - killed, 2) if created else None,
+            changed_set=f"{namespace}/{name}",
+            new_pods_for_changed_set=len(created),
+            new_pods_needed=self.shape.max_runners - live_before,
+            reconcile_lag_seconds=self.tracker.figures("failover"),
+            operator_peak_rss_mib=round(self.peak_rss, 1),
+        )
+        self.results["failover"] = figures
+        self.console.print(f"[bold]failover[/bold] {json.dumps(figures)}")
+        return figures
+
+    # ------------------------------------------------------------------ the run
+    async def run(self) -> dict[str, Any]:
+        await self.measure("control", self.control_window)
+        await self.github.start()
+        token = self.github.add_token()
+        add_other_runners(self.github, self.shape.other_runners)
+        sim = SimulatedRunners(self.github, self.api, None)
+        sim.start()
+        self.start_watches()
+        await self.create_namespace(LEASE_NAMESPACE)
+        self.start_operators()
+        try:
+            return await self.phases(token)
+        finally:
+            for task in self.tasks:
+                task.cancel()
+            for kubelet in self.kubelets:
+                await kubelet.stop()
+            for op in self.operators:
+                op.stop()
+            await sim.stop()
+            await self.github.stop()
+
+    async def control_window(self) -> list[FakeJob]:
+        await asyncio.sleep(self.args.control)  # the cluster alone: the apiserver baseline
+        return []
+
+    async def phases(self, token: str) -> dict[str, Any]:
+        self.tracker.phase = "setup"
+        gate = asyncio.Semaphore(8)
+
+        async def team(t: int) -> None:
+            async with gate:
+                await self.setup_team(t, token)
+
+        await asyncio.gather(*(team(t) for t in range(self.shape.teams)))
+        if not self.use_listener:
+            self.tasks.append(asyncio.create_task(self.direct_demand()))
+        settled = await self.settle()
+        lag = self.tracker.figures("setup")
+        self.results["setup"] = {"settle_seconds": settled, "reconcile_lag_seconds": lag}
+        await self.measure("idle", self.idle)
+        await self.measure("stream", self.stream)
+        await self.measure("burst", self.burst)
+        await self.failover()
+        return self.results
+
+
+# ----------------------------------------------------------------------------- report
+def code_root() -> Path:
+    """The tree whose runnerfleet is being measured (PYTHONPATH may point at a worktree)."""
+    import runnerfleet
+
+    return Path(runnerfleet.__file__).resolve().parents[2]
+
+
+def git(root: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    return done.stdout.strip()
+
+
+def headline(results: dict[str, Any], budget_per_hour: int) -> dict[str, Any]:
+    """The issue's acceptance figures, picked out of the phases."""
+    idle, stream, burst = results["idle"], results["stream"], results["burst"]
+    control = results["control"]["apiserver_requests_per_second"]
+    limited: Counter[str] = Counter()
+    for phase in results.values():
+        limited.update(phase.get("github_rate_limited", {}))
+    return {
+        "idle_github_counted_per_hour": idle["github_counted_per_hour"],
+        "idle_github_requests_per_hour": idle["github_requests_per_hour"],
+        "idle_times_primary_budget": round(idle["github_counted_per_hour"] / budget_per_hour, 2),
+        "load_github_counted_per_hour": stream["github_counted_per_hour"],
+        "stream_github_counted_per_job": stream["github_counted_per_job"],
+        "burst_github_counted_per_job": burst["github_counted_per_job"],
+        "github_403_429": dict(limited),
+        "idle_apiserver_requests_per_second_net": round(
+            idle["apiserver_requests_per_second"] - control, 2),
+        "stream_reconcile_lag_seconds": stream["reconcile_lag_seconds"],
+        "burst_reconcile_lag_seconds": burst["reconcile_lag_seconds"],
+        "stream_queue_to_running_seconds": stream["queue_to_running_seconds"],
+        "burst_queue_to_running_seconds": burst["queue_to_running_seconds"],
+        "idle_operator_cpu_per_second": idle["operator_cpu_per_second"],
+        "stream_operator_cpu_per_second": stream["operator_cpu_per_second"],
+        "operator_peak_rss_mib": results["failover"]["operator_peak_rss_mib"],
+        "failover_first_correct_action_seconds":
+            results["failover"]["first_correct_action_seconds"],
+        "failover_github_counted_next_minute": round(
+            results["failover"]["github_counted_per_hour"] / 60, 1),
+    }  # fmt: skip
+
+
+def table(results: dict[str, Any]) -> Table:
+    out = Table(title="runnerfleet fleet benchmark")
+    columns = ("phase", "s", "GH req/h", "counted/h", "per job", "403/429", "apiserver/s",
+               "lag p50/p95", "queued→running p50/p95", "op CPU/s", "RSS MiB")  # fmt: skip
+    for col in columns:
+        out.add_column(col, justify="left" if col == "phase" else "right")
+
+    def pair(q: dict[str, Any] | None) -> str:
+        if not q or q.get("samples", 1) == 0:
+            return "-"
+        return f"{q['p50']:.2f}/{q['p95']:.2f}"
+
+    for name in ("control", "idle", "stream", "burst", "failover"):
+        p = results[name]
+        out.add_row(
+            name, f"{p['seconds']:.0f}", f"{p['github_requests_per_hour']:.0f}",
+            f"{p['github_counted_per_hour']:.0f}", str(p["github_counted_per_job"] or "-"),
+            str(sum(p["github_rate_limited"].values())), f"{p['apiserver_requests_per_second']}",
+            pair(p.get("reconcile_lag_seconds")), pair(p.get("queue_to_running_seconds")),
+            f"{p['operator_cpu_per_second']}", f"{p['operator_peak_rss_mib']}",
+        )  # fmt: skip
+    return out
+
+
+async def run(args: argparse.Namespace, shape: Shape, cluster: LocalCluster, work: Path,
+              console: Console) -> dict[str, Any]:  # fmt: skip
+    cfg = client.Configuration()
+    await config.load_kube_config(config_file=str(cluster.kubeconfig), client_configuration=cfg)
+    cfg.connection_pool_maxsize = 64
+    async with ApiClient(configuration=cfg) as api:
+        bench = Bench(args, shape, cluster, api, work, console, github=make_github(args))
+        try:
+            phases = await bench.run()
+            return {"github_limits": limits_in_force(bench.github), "phases": phases}
+        except BaseException:
+            for op in bench.operators:
+                console.print(f"---- {op.log_path} ----\n{op.logs()[-4000:]}")
+            raise
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    p.add_argument("--scale", type=float, default=1.0, help="fraction of 100 teams x 10 sets")
+    p.add_argument("--teams", type=int)
+    p.add_argument("--scale-sets", type=int, help="scale sets per team (default 10)")
+    p.add_argument("--runners", type=int, help="fleet capacity: sum of maxRunners")
+    p.add_argument("--nodes", type=int, help="kwok nodes")
+    p.add_argument("--other-runners", type=int, default=250, help="the org's other runners")
+    p.add_argument("--demand", choices=["listener", "direct", "auto"], default="auto",
+                   help="real listener processes, or demand written by the bench "
+                        "(auto: listeners up to 20 teams)")  # fmt: skip
+    p.add_argument("--poll-interval", default="15s", help="TeamListener pollInterval")
+    p.add_argument("--control", type=float, default=20, help="apiserver baseline window, s")
+    p.add_argument("--idle", type=float, default=120, help="idle window, s")
+    p.add_argument("--stream-rate", type=float, help="jobs/s (default 20 x fleet fraction)")
+    p.add_argument("--stream-seconds", type=float, default=60)
+    p.add_argument("--burst", type=int, help="jobs at once (default 1,000 x fraction)")
+    p.add_argument("--job-seconds-min", type=float, default=5)
+    p.add_argument("--job-seconds-max", type=float, default=15)
+    p.add_argument("--drain-timeout", type=float, default=180, help="wait for a phase's jobs")
+    p.add_argument("--settle-timeout", type=float, default=300)
+    p.add_argument("--lease-seconds", type=int, default=15)
+    p.add_argument("--rate-limit", type=int, default=5000, help="primary budget per hour")
+    p.add_argument("--no-limits", action="store_true", help="the fake's limits off")
+    p.add_argument("--github-latency", type=float, default=0.0, help="seconds per request")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "fleet.json")
+    args = p.parse_args(argv)
+    return args
+
+
+def fill_defaults(args: argparse.Namespace, shape: Shape) -> None:
+    """Defaults that follow the fleet's size: demand source, stream rate, burst size."""
+    if args.demand == "auto":
+        args.demand = "listener" if shape.teams <= 20 else "direct"
+    args.stream_rate = args.stream_rate or max(0.2, round(20 * shape.fraction, 2))
+    args.burst = args.burst or max(20, round(1000 * shape.fraction))
+
+
+def main() -> int:
+    args = parse_args()
+    shape = shape_for(args.scale, args.teams, args.scale_sets, args.runners, args.nodes,
+                      args.other_runners)  # fmt: skip
+    fill_defaults(args, shape)
+    console = Console(stderr=True, width=160)
+    root = code_root()
+    console.print(
+        f"fleet: {shape} demand={args.demand} code={root} @ {git(root, 'rev-parse', 'HEAD')[:12]}"
+    )
+    pods = str(max(110, 2 * (shape.runners + shape.teams) // shape.nodes))
+    with tempfile.TemporaryDirectory(prefix="rf-fleet-") as tmp:
+        cluster = LocalCluster(Path(tmp) / "cluster")
+        cluster.up([NodeSpec(count=shape.nodes, pods=pods)], timeout=120 + shape.nodes)
+        try:
+            cluster.apply_crds(root / "crds")
+            outcome = asyncio.run(run(args, shape, cluster, Path(tmp), console))
+        finally:
+            cluster.down()
+    report = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": git(root, "rev-parse", "HEAD"),
+        "uncommitted_operator_files": len(
+            git(root, "status", "--porcelain", "--", "operator").splitlines()
+        ),
+        "kubernetes": KUBERNETES_VERSION,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "shape": {**shape.__dict__, "max_runners_per_set": shape.max_runners},
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "github_limits": outcome["github_limits"],
+        "headline": headline(outcome["phases"], args.rate_limit),
+        "phases": outcome["phases"],
+    }
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    console.print(table(outcome["phases"]))
+    f = outcome["phases"]["failover"]
+    console.print(
+        f"failover: lease taken over after {f['lease_takeover_seconds']} s; first correct "
+        f"action after {f['first_correct_action_seconds']} s "
+        f"({f['new_pods_for_changed_set']} of {f['new_pods_needed']} new pods in the minute)"
+    )
+    console.print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

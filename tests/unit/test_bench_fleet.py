@@ -1,0 +1,116 @@
+"""The fleet benchmark's pure parts: fleet shape, desired count, reconcile lag, limit kinds,
+apiserver metrics parsing and per-phase rates (bench/fleet.py)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from bench.fleet import (
+    LagTracker,
+    Snapshot,
+    desired_runners,
+    limit_kind,
+    parse_apiserver_requests,
+    phase_figures,
+    shape_for,
+)
+
+
+def test_full_fleet_and_scaled_fleets() -> None:
+    full = shape_for(1.0)
+    assert (full.teams, full.scale_sets, full.runners, full.nodes) == (100, 10, 5000, 200)
+    assert full.max_runners == 5  # 1,000 scale sets share 5,000 runners
+    small = shape_for(0.05)
+    assert (small.teams, small.scale_sets, small.runners, small.nodes) == (5, 10, 250, 10)
+    explicit = shape_for(1.0, teams=2, scale_sets=5)
+    assert (explicit.sets, explicit.runners, explicit.nodes, explicit.max_runners) == (10, 50, 2, 5)
+    assert explicit.other_runners == 250  # the org does not shrink with the fleet
+
+
+@pytest.mark.parametrize(
+    ("spec", "assigned", "want"),
+    [
+        ({"minRunners": 1, "maxRunners": 5}, None, 1),
+        ({"minRunners": 1, "maxRunners": 5}, 2, 3),
+        ({"minRunners": 1, "maxRunners": 5}, 9, 5),
+        ({"minRunners": 1, "maxRunners": 5, "suspend": True}, 2, 0),
+    ],
+)
+def test_desired_runners(spec: dict[str, object], assigned: int | None, want: int) -> None:
+    status = {"demand": {"assignedJobs": assigned}} if assigned is not None else {}
+    assert desired_runners({"spec": spec, "status": status}) == want
+
+
+def test_lag_runs_from_a_raised_target_to_that_many_live_pods() -> None:
+    t = LagTracker(phase="stream")
+    key = ("team-000", "set-00")
+    t.on_pod(key, "p1", True, 0.0)
+    t.on_scale_set(key, 1, 0.0)  # first sight: 0 -> 1, already there
+    t.on_scale_set(key, 3, 10.0)
+    t.on_pod(key, "p2", True, 11.0)
+    assert t.samples["stream"] == [0.0]  # not yet: 2 of 3
+    t.on_pod(key, "p3", True, 12.5)
+    assert t.samples["stream"] == [0.0, 2.5]
+    assert t.pods_after(key, 10.0) == [11.0, 12.5]
+
+
+def test_lag_superseded_and_decreases_do_not_make_samples() -> None:
+    t = LagTracker(phase="burst")
+    key = ("team-000", "set-00")
+    t.on_scale_set(key, 2, 0.0)
+    t.on_scale_set(key, 4, 1.0)  # overtakes the first change before it was met
+    t.phase = "idle"
+    t.on_scale_set(key, 1, 2.0)  # a decrease cancels, no sample
+    t.on_pod(key, "p1", True, 3.0)
+    t.on_pod(key, "p1", False, 4.0)  # finished: no longer live
+    assert t.figures("burst") == {"p50": 0.0, "p95": 0.0, "samples": 0, "superseded": 2,
+                                  "unresolved": 0}  # fmt: skip
+    assert t.live[key] == set()
+
+
+def test_limit_kind_from_githubs_messages() -> None:
+    assert limit_kind(403, '{"message": "API rate limit exceeded for installation ID 7."}') == (
+        "primary"
+    )
+    assert limit_kind(429, '{"message": "You have exceeded a secondary rate limit."}') == (
+        "secondary"
+    )
+    assert limit_kind(403, '{"message": "Resource not accessible by integration"}') is None
+    assert limit_kind(200, "rate limit") is None
+
+
+def test_apiserver_requests_summed_by_verb_and_resource() -> None:
+    text = """# HELP apiserver_request_total Counter of apiserver requests
+# TYPE apiserver_request_total counter
+apiserver_request_total{code="200",component="apiserver",resource="pods",scope="namespace",subresource="",verb="LIST",version="v1"} 3
+apiserver_request_total{code="200",component="apiserver",resource="pods",scope="cluster",subresource="",verb="LIST",version="v1"} 2
+apiserver_request_total{code="200",component="apiserver",resource="runnerscalesets",scope="resource",subresource="status",verb="PATCH",version="v1alpha1"} 7
+# TYPE apiserver_request_duration_seconds histogram
+apiserver_request_duration_seconds_count{verb="LIST"} 99
+"""  # noqa: E501
+    assert parse_apiserver_requests(text) == Counter(
+        {"LIST pods": 5, "PATCH runnerscalesets/status": 7}
+    )
+
+
+def test_phase_figures_are_rates_over_the_window() -> None:
+    before = Snapshot(100.0, Counter(), Counter(), Counter(), Counter({"LIST pods": 10}), 1.0, 0)
+    after = Snapshot(
+        160.0,
+        Counter({("GET", "/api/v3/orgs/{org}/actions/runners", 200): 50,
+                 ("GET", "/api/v3/repos/{org}/{repo}/actions/runs", 304): 10}),
+        Counter({"GET /api/v3/orgs/{org}/actions/runners": 50}),
+        Counter({"primary 403": 2}),
+        Counter({"LIST pods": 130}),
+        4.0, 0.6,
+    )  # fmt: skip
+    got = phase_figures(before, after, jobs=10)
+    assert got["github_requests_per_hour"] == 3600.0  # 60 requests in 60 s
+    assert got["github_counted_per_hour"] == 3000.0  # the 304s are free
+    assert got["github_counted_per_job"] == 5.0
+    assert got["github_counted_by_endpoint"] == {"GET /orgs/{org}/actions/runners": 3000.0}
+    assert got["github_rate_limited"] == {"primary 403": 2}
+    assert got["apiserver_requests_per_second"] == 2.0
+    assert got["operator_cpu_per_second"] == 0.05
+    assert got["listeners_cpu_per_second"] == 0.01
