@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 import aiohttp
 import pytest
@@ -260,6 +261,11 @@ async def test_listener_metrics_expose_the_families(running_fleet: Fleet) -> Non
     f = running_fleet
     await _team_a(f, poll="1s")
     proc = await f.listener_process()
+    await wait_for(  # a 2 s job must not be over before the listener's first poll
+        lambda: f.team_listener("team-a"),
+        lambda t: bool(t.get("status", {}).get("poll", {}).get("lastSuccessfulPoll")),
+        what="a first successful poll",
+    )
     f.github.enqueue_job("acme/app", TEAM_A, 2.0)
     await f.expect_runners("team-a-linux", idle=1, busy=1, within=20)
 
@@ -302,3 +308,143 @@ async def test_spec_change_rolls_the_listener(running_fleet: Fleet) -> None:
     assert second[0].pod != first.pod
     f.github.enqueue_job("acme/app", TEAM_A, 30.0)
     await f.expect_runners("team-a-linux", idle=1, busy=1, within=10)
+
+
+# ---------------------------------------------------------------- an organisation at scale
+ORG_REPOS = [f"acme/svc-{i:04}" for i in range(2000)]
+ARCHIVED = [f"acme/old-{i:02}" for i in range(20)]
+RUNS = "/api/v3/repos/{org}/{repo}/actions/runs"
+
+
+async def _org_team(f: Fleet, poll: str, **listener: object) -> None:
+    """2,000 repositories (and 20 archived ones) on the installation; team-a watches them all
+    with a scale set that runs nothing (maxRunners 0), so every job stays queued."""
+    f.github.add_repositories(ORG_REPOS)
+    f.github.add_repositories(ARCHIVED, archived=True)
+    await f.apply_scale_set(make_scale_set(
+        "team-a-linux", config_url=f.config_url, team="team-a", labels=TEAM_A, max_runners=0,
+    ))  # fmt: skip
+    body = make_team_listener(
+        "team-a", team="team-a", config_url=f.config_url,
+        scaleSetSelector={"matchLabels": {c.LABEL_TEAM: "team-a"}}, pollInterval=poll,
+        **listener,
+    )  # fmt: skip
+    body["spec"]["repositories"] = {"all": True}
+    await f.apply_team_listener(body)
+
+
+def _spread(f: Fleet) -> list[Any]:
+    """300 queued jobs in 300 different repositories (13 is coprime to 2,000), plus one in
+    an archived repository, which must never count."""
+    jobs = [f.github.enqueue_job(ORG_REPOS[(i * 13) % 2000], TEAM_A, 3600.0) for i in range(300)]
+    f.github.enqueue_job(ARCHIVED[0], TEAM_A, 3600.0)
+    return jobs
+
+
+async def _demand(f: Fleet) -> int:
+    rss = await f.scale_set("team-a-linux")
+    return int(((rss.get("status") or {}).get("demand") or {}).get("assignedJobs", -1))
+
+
+def _github_requests(f: Fleet) -> tuple[int, int]:
+    """(all, counted against the rate limit) GitHub requests so far: the listener's queue
+    reads (the operator makes none here: it runs no runner)."""
+    queue = [(t, s, n) for (_, t, s), n in f.github.requests.items() if "/actions/runners" not in t]
+    return sum(n for *_, n in queue), sum(n for _, s, n in queue if s != 304)
+
+
+async def _polls(proc: Any) -> int:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(f"http://127.0.0.1:{proc.metrics_port}/metrics") as resp,
+    ):
+        text = await resp.text()
+    return sum(
+        int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+        if line.startswith("runnerfleet_listener_polls_total{")
+    )  # fmt: skip
+
+
+async def _per_poll(f: Fleet, proc: Any, polls: int, within: float) -> tuple[float, float]:
+    """GitHub requests per poll (all, counted) over the next `polls` polls."""
+    start, (all_0, counted_0) = await _polls(proc), _github_requests(f)
+    await wait_for(lambda: _polls(proc), lambda n: n >= start + polls,
+                   what=f"{polls} more polls", within=within)  # fmt: skip
+    done, (all_1, counted_1) = await _polls(proc), _github_requests(f)
+    return (all_1 - all_0) / (done - start), (counted_1 - counted_0) / (done - start)
+
+
+async def _first_read_done(f: Fleet, within: float) -> None:
+    """Never-read repositories go first, so the first 4,000 run listings are the first read
+    of all 2,000 (two lists each, one page each)."""
+    await wait_for(
+        lambda: asyncio.sleep(0, sum(n for (_, t, _), n in f.github.requests.items() if t == RUNS)),
+        lambda n: n >= 2 * len(ORG_REPOS), what="every repository read once", within=within,
+    )  # fmt: skip
+
+
+@pytest.mark.timeout(720)  # GitHub's secondary limit makes the first read ~5 minutes
+async def test_org_of_2000_repositories_polling_alone_demand_is_exact(
+    running_fleet: Fleet,
+) -> None:
+    f = running_fleet
+    jobs = _spread(f)
+    await _org_team(f, poll="10s")
+    proc = await f.listener_process()
+    started = time.monotonic()
+    await wait_for(lambda: _demand(f), lambda d: d == 300, what="demand 300", within=480)
+    found = time.monotonic() - started
+    await _first_read_done(f, within=120)
+    busy = await _per_poll(f, proc, polls=4, within=120)
+    assert await _demand(f) == 300
+    refused = sum(n for (_, _, s), n in f.github.requests.items() if s in (403, 429))
+    assert refused == 0, "reads are paced under GitHub's limits: nothing refused"
+    for job in jobs:  # every job ends; no webhooks: the polls alone must see it
+        job.status, job.conclusion, job.completed_at = "completed", "success", time.time()
+    await wait_for(lambda: _demand(f), lambda d: d == 0, what="demand back to 0", within=180)
+    await wait_for(
+        lambda: f.team_listener("team-a"),
+        lambda t: t["status"]["poll"]["queuedJobs"] == 0, what="the job table empty",
+    )  # fmt: skip
+    idle = await _per_poll(f, proc, polls=4, within=120)
+    print(f"2,000 repositories, polling alone: demand 300 after {found:.0f}s; GitHub requests "
+          f"per poll (all, counted): with 300 jobs {busy[0]:.1f}, {busy[1]:.1f}; "
+          f"idle {idle[0]:.1f}, {idle[1]:.1f}")  # fmt: skip
+    assert idle[1] == 0, "an idle organisation must cost no rate limit (all 304)"
+    assert idle[0] <= 20 + 2 * 8 + 2, "idle: the repository list (20 pages) and the trickle"
+
+
+async def test_org_of_2000_repositories_with_webhooks_demand_is_exact(
+    running_fleet: Fleet,
+) -> None:
+    f = running_fleet
+    core = client.CoreV1Api(f.kube)
+    secret = "It's a Secret to Everybody"
+    await core.create_namespaced_secret(f.namespace, client.V1Secret(
+        metadata=client.V1ObjectMeta(name="hook"), string_data={"github_webhook_secret": secret},
+    ))  # fmt: skip
+    await _org_team(f, poll="5s", webhook={"enabled": True, "secretRef": {"name": "hook"}})
+    proc = await f.listener_process()
+    await wait_for(
+        lambda: f.team_listener("team-a"),
+        lambda t: bool(t.get("status", {}).get("poll", {}).get("lastSuccessfulPoll")),
+        what="the first poll (it has read the repository list)",
+    )
+    f.github.webhook_url = f"http://127.0.0.1:{proc.webhook_port}/webhook"
+    f.github.webhook_secret = secret.encode()
+    sent = time.monotonic()
+    _spread(f)
+    # Long before the polls could have read the 300 repositories (about five minutes).
+    await wait_for(lambda: _demand(f), lambda d: d == 300, what="demand 300", within=60)
+    took = time.monotonic() - sent
+    seen: set[int] = set()
+    polls = await _polls(proc)
+
+    async def probe() -> int:
+        seen.add(await _demand(f))
+        return await _polls(proc)
+
+    # Polls keep reconciling meanwhile; none may drop a job the webhooks reported.
+    await wait_for(probe, lambda n: n >= polls + 4, what="4 more polls", within=120)
+    assert seen == {300}
+    print(f"2,000 repositories with webhooks: demand 300 {took:.1f}s after the deliveries")
