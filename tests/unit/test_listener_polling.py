@@ -90,14 +90,14 @@ def test_hot_repositories_are_read_every_poll() -> None:
 
 def test_live_webhooks_turn_busy_repository_reads_into_a_slow_reconcile() -> None:
     repos = {"acme/busy": None, "acme/new": None}
-    states = {"acme/busy": RepoState(last_polled=100.0, active=True, last_webhook=140.0)}
-    live = plan_poll(repos, states, now=150.0, poll_interval=15, policy=POLICY,
+    states = {"acme/busy": RepoState(last_polled=100.0, active=True, last_webhook=390.0)}
+    live = plan_poll(repos, states, now=399.0, poll_interval=15, policy=POLICY,
                      webhooks_live=True)  # fmt: skip
     assert live.hot == ("acme/new",)  # never read: read now; busy: webhooks bring its news
-    later = plan_poll(repos, states, now=160.0, poll_interval=15, policy=POLICY,
+    later = plan_poll(repos, states, now=400.0, poll_interval=15, policy=POLICY,
                       webhooks_live=True)  # fmt: skip
-    assert later.hot == ("acme/new", "acme/busy")  # reconciled every 60 s
-    polling = plan_poll(repos, states, now=150.0, poll_interval=15, policy=POLICY)
+    assert later.hot == ("acme/new", "acme/busy")  # reconciled every 5 minutes
+    polling = plan_poll(repos, states, now=399.0, poll_interval=15, policy=POLICY)
     assert "acme/busy" in polling.hot  # without webhooks: every poll
 
 

@@ -45,7 +45,7 @@ class PollPolicy:
     webhook_hot_seconds: float = 600.0  # a webhook keeps its repository hot this long
     repos_refresh_seconds: float = 60.0  # the repository list is re-read at most this often
     reads_per_minute: int = 800  # per endpoint: GitHub allows 900 points/min (margin for others)
-    reconcile_seconds: float = 60.0  # a busy repository's reads while webhooks are live
+    reconcile_seconds: float = 300.0  # a busy repository is re-read this often while webhooks live
 
 
 @dataclass
