@@ -633,6 +633,14 @@ class Bench:
         minRunners to its maxRunners: the new leader's first correct action is a new runner
         pod there (existing idle runners cannot satisfy it)."""
         self.tracker.phase = "failover"
+
+        async def settled() -> bool:
+            live = self.tracker.live
+            return all(len(live.get(k, ())) == n for k, n in self.tracker.targets.items())
+
+        # Start from a settled fleet, so the minute after the kill holds no scale-down of
+        # the burst's runners (scaleDownDelay) and measures the failover alone.
+        quiesce = await self.wait_until(settled, self.args.drain_timeout)
         holder = await self.lease_holder()
         leaders = [op for op in self.operators if op.proc and holder.endswith(f"-{op.proc.pid}")]
         if not leaders:
@@ -666,6 +674,7 @@ class Bench:
         created = self.tracker.pods_after(key, killed)
         figures = phase_figures(before, after)
         figures.update(
+            settled_before_kill_seconds=quiesce,
             lease_takeover_seconds=takeover.result(),
             first_correct_action_seconds=round(created[0] - killed, 2) if created else None,
             changed_set=f"{namespace}/{name}",
