@@ -169,3 +169,21 @@ def test_the_informer_cache_keeps_secrets_without_data_and_sees_own_writes() -> 
     assert informer.items("elsewhere", labels) == []
     informer.remove(NS, "r")
     assert informer.items(NS, labels) == []
+
+
+def test_a_late_watch_event_does_not_undo_our_own_write() -> None:
+    from typing import Any, cast
+
+    from runnerfleet.gateways.informer import Informer
+
+    informer = Informer(cast(Any, None), "secrets", None, "x")
+    meta = {"name": "r", "namespace": NS, "labels": {}}
+    # Our write (the JIT config stored) is cached at once, at version 12 ...
+    informer.upsert({"metadata": {**meta, "resourceVersion": "12"}, "dataKeys": ["jitconfig"]})
+    # ... then the watch delivers the Secret's creation (version 10), without the config.
+    informer._apply("ADDED", {"metadata": {**meta, "resourceVersion": "10"}, "data": {}})
+    assert informer.items(NS, {})[0]["dataKeys"] == ["jitconfig"]
+    informer._apply("MODIFIED", {"metadata": {**meta, "resourceVersion": "13"}, "data": {}})
+    assert informer.items(NS, {})[0]["dataKeys"] == []
+    informer._apply("DELETED", {"metadata": {**meta, "resourceVersion": "14"}})
+    assert informer.items(NS, {}) == []

@@ -185,9 +185,25 @@ class Informer:
         key = (meta["namespace"], meta["name"])
         if kind == "DELETED":
             self._store.pop(key, None)
+        elif _older(obj, self._store.get(key)):
+            return  # an event our own write (already cached) has overtaken
         else:
             self._store[key] = obj
         self.on_change(obj)
+
+
+def _older(new: dict[str, Any], cached: dict[str, Any] | None) -> bool:
+    """True if `new` is an older version than `cached`. resourceVersions are opaque strings
+    by contract; the apiserver's are etcd revisions, so they compare as integers when both
+    parse, and anything else is taken as newer."""
+    if cached is None:
+        return False
+    try:
+        return int(new["metadata"]["resourceVersion"]) < int(
+            cached["metadata"]["resourceVersion"]
+        )
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 class _Gone(Exception):

@@ -23,7 +23,7 @@ from typing import Any
 
 from runnerfleet import conventions as c
 from runnerfleet.gateways.github import GitHubGateway
-from runnerfleet.gateways.github_budget import Budget, MeteredTransport
+from runnerfleet.gateways.github_budget import WRITE_POINTS_PER_WINDOW, Budget, MeteredTransport
 from runnerfleet.gateways.informer import Informer
 from runnerfleet.gateways.kubernetes import KubeGateway
 from runnerfleet.metrics import OperatorMetrics
@@ -46,6 +46,14 @@ def sweep_settings_from_env() -> SweepSettings:
         min_interval=float(os.environ.get("RUNNERFLEET_SWEEP_MIN_SECONDS", default.min_interval)),
         max_interval=float(os.environ.get("RUNNERFLEET_SWEEP_MAX_SECONDS", default.max_interval)),
         budget_share=float(os.environ.get("RUNNERFLEET_SWEEP_SHARE", default.budget_share)),
+    )
+
+
+def write_points_from_env() -> int:
+    """Points a minute per endpoint our writes may spend (GitHub allows 900; a GHES admin may
+    set another limit, and other clients of the App need room too)."""
+    return int(
+        os.environ.get("RUNNERFLEET_GITHUB_WRITE_POINTS_PER_MINUTE", WRITE_POINTS_PER_WINDOW)
     )
 
 
@@ -116,6 +124,7 @@ class Runtime:
     kube: KubeGateway
     gateway_factory: GatewayFactory = _default_gateway
     sweep: SweepSettings = field(default_factory=sweep_settings_from_env)
+    write_points_per_minute: int = field(default_factory=write_points_from_env)
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     listener_wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     pool_wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
@@ -179,7 +188,8 @@ class Runtime:
     def _transport(self, credentials: GitHubCredentials) -> MeteredTransport:
         key = credentials_key(credentials)
         if key not in self._transports:
-            self._transports[key] = MeteredTransport(Budget())
+            budget = Budget(points_per_window=self.write_points_per_minute)
+            self._transports[key] = MeteredTransport(budget)
         return self._transports[key]
 
     def github(self, target: GitHubTarget, credentials: GitHubCredentials) -> GitHubSide:

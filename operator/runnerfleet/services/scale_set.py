@@ -223,11 +223,12 @@ async def reconcile_once(
     )
     _record(runtime.metrics, scale_set, outcome, time.monotonic() - started)
     status = build_status(outcome, previous, scale_set.generation, time.time())
+    # Events first: whoever sees a condition turn False can already find its Event.
+    await _post_events(kube, scale_set, outcome)
     patch = status_patch(previous, status)
     if patch is not None:
         await kube.patch_scale_set_status(namespace, name, patch)
     runtime.written[key] = {**runtime.written.get(key, {}), **status}
-    await _post_events(kube, scale_set, outcome)
     return outcome
 
 
