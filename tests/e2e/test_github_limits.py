@@ -22,6 +22,7 @@ from kubernetes_asyncio.client import ApiClient
 from runnerfleet.localcluster import LocalCluster
 from tests.support.factories import make_scale_set
 from tests.support.fleet import Fleet, fleet
+from tests.support.kube import wait_for
 
 BURST = 25
 JIT = "POST /api/v3/orgs/{org}/actions/runners/generate-jitconfig"
@@ -73,6 +74,13 @@ async def test_idle_scale_sets_cost_github_nothing(limited_fleet: Fleet) -> None
         await f.apply_scale_set(make_scale_set(f"idle-{i}", config_url=f.config_url, min_runners=1))
     for i in range(5):
         await f.expect_runners(f"idle-{i}", idle=1, within=60)
+        # ... and the operator has seen it online (a sweep paid for that change already).
+        name = f"idle-{i}"
+        await wait_for(
+            lambda: f.scale_set(name),
+            lambda body: (body.get("status") or {}).get("idle") == 1,
+            what=f"{name} to report its runner idle",
+        )
     f.github.reset_counters()
     # More than two sweep intervals (10 s in tests) and a settled resync (30 s ± 20 %):
     await asyncio.sleep(40)  # an observation window (a negative property), not synchronisation
