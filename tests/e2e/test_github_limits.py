@@ -11,6 +11,7 @@ never answers 403, no runner is counted failed, and every runner arrives.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -75,11 +76,10 @@ async def test_idle_scale_sets_cost_github_nothing(limited_fleet: Fleet) -> None
     for i in range(5):
         await f.expect_runners(f"idle-{i}", idle=1, within=60)
         # ... and the operator has seen it online (a sweep paid for that change already).
-        name = f"idle-{i}"
         await wait_for(
-            lambda: f.scale_set(name),
+            functools.partial(f.scale_set, f"idle-{i}"),
             lambda body: (body.get("status") or {}).get("idle") == 1,
-            what=f"{name} to report its runner idle",
+            what=f"idle-{i} to report its runner idle",
         )
     f.github.reset_counters()
     # More than two sweep intervals (10 s in tests) and a settled resync (30 s ± 20 %):
