@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 
 
-.PHONY: help venv cluster-binaries crds docs chart-crds lint format test bench bench-fleet test-unit test-cluster demo cluster-up cluster-down clean
+.PHONY: test-slow help venv cluster-binaries crds docs chart-crds lint format test bench bench-fleet test-unit test-cluster demo cluster-up cluster-down clean
 
 help:
 	@echo "make demo              local control plane + (as it lands) operator, fake GitHub, runners"
@@ -51,7 +51,10 @@ format: venv
 	$(BIN)/ruff format operator tests tools bench
 
 test: lint cluster-binaries
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: venv cluster-binaries
+	$(BIN)/pytest -m slow $(PYTEST_ARGS)
 
 test-unit: venv
 	$(BIN)/pytest -m unit $(PYTEST_ARGS)
