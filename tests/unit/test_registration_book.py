@@ -187,3 +187,13 @@ def test_a_late_watch_event_does_not_undo_our_own_write() -> None:
     assert informer.items(NS, {})[0]["dataKeys"] == []
     informer._apply("DELETED", {"metadata": {**meta, "resourceVersion": "14"}})
     assert informer.items(NS, {}) == []
+
+
+def test_the_budget_says_when_the_next_write_fits() -> None:
+    clock = Clock()
+    budget = Budget(clock=clock, points_per_window=10)  # two writes a minute
+    assert budget.write_free_at("POST /x") == clock.now
+    budget.reserve_write("POST /x")
+    clock.now += 5
+    budget.reserve_write("POST /x")
+    assert budget.write_free_at("POST /x") == clock.now - 5 + 60

@@ -299,14 +299,22 @@ class GitHubGateway:
         runners = tuple(r for p in pages.values() for r in p.runners)
         return RunnerSweep(runners, pages, paid)
 
-    def jit_writes_available(self) -> int:
-        """JIT registrations that fit in this minute under GitHub's secondary limit."""
+    @property
+    def _jit_endpoint(self) -> str:
         t = self.target
         path = {
             "repo": f"/repos/{t.owner}/{t.repo}/actions/runners/generate-jitconfig",
             "enterprise": f"/enterprises/{t.owner}/actions/runners/generate-jitconfig",
         }.get(t.scope, f"/orgs/{t.owner}/actions/runners/generate-jitconfig")
-        return self.budget.writes_available(endpoint_of("POST", path))
+        return endpoint_of("POST", path)
+
+    def jit_writes_available(self) -> int:
+        """JIT registrations that fit in this minute under GitHub's secondary limit."""
+        return self.budget.writes_available(self._jit_endpoint)
+
+    def jit_free_at(self) -> float:
+        """When the next JIT registration fits under the secondary limit (epoch seconds)."""
+        return self.budget.write_free_at(self._jit_endpoint)
 
     async def runners_named(self, name: str) -> list[Registration]:
         """Registrations called `name` (one request: GitHub filters by name)."""

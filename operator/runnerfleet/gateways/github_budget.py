@@ -98,6 +98,14 @@ class Budget:
         used = len(self._window(endpoint)) * WRITE_POINTS
         return max(0, (self.points_per_window - used) // WRITE_POINTS)
 
+    def write_free_at(self, endpoint: str) -> float:
+        """When the next write to `endpoint` fits in its window (now, if it does already)."""
+        window = self._window(endpoint)
+        slots = self.points_per_window // WRITE_POINTS
+        if len(window) < slots:
+            return self.clock()
+        return window[len(window) - slots] + WINDOW_SECONDS
+
     def reserve_write(self, endpoint: str) -> float:
         """Book one write to `endpoint`; returns how long to wait before sending it."""
         window = self._window(endpoint)

@@ -199,9 +199,7 @@ def _older(new: dict[str, Any], cached: dict[str, Any] | None) -> bool:
     if cached is None:
         return False
     try:
-        return int(new["metadata"]["resourceVersion"]) < int(
-            cached["metadata"]["resourceVersion"]
-        )
+        return int(new["metadata"]["resourceVersion"]) < int(cached["metadata"]["resourceVersion"])
     except (KeyError, TypeError, ValueError):
         return False
 
