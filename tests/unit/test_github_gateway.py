@@ -4,7 +4,6 @@ auth, pagination, and every error mapped onto runnerfleet's own exceptions."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -20,14 +19,6 @@ from runnerfleet.gateways.github import (
 )
 from runnerfleet.models.github import GitHubCredentials, parse_config_url
 from runnerfleet.sim.github import FakeGitHub
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeGitHub]:
-    gh = FakeGitHub()
-    await gh.start()
-    yield gh
-    await gh.stop()
 
 
 def _gateway(fake: FakeGitHub, path: str = "acme", token: str | None = None) -> GitHubGateway:

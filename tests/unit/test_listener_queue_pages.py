@@ -5,7 +5,6 @@ bounded, archived repositories flagged."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -13,14 +12,6 @@ from runnerfleet.gateways import github as gateway
 from runnerfleet.gateways.github import GitHubGateway
 from runnerfleet.models.github import GitHubCredentials, parse_config_url
 from runnerfleet.sim.github import FakeGitHub
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeGitHub]:
-    gh = FakeGitHub()
-    await gh.start()
-    yield gh
-    await gh.stop()
 
 
 def _gateway(fake: FakeGitHub) -> GitHubGateway:

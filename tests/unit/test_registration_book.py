@@ -4,8 +4,6 @@ writes are paced below GitHub's secondary limit."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
 
@@ -18,14 +16,6 @@ from runnerfleet.services.registrations import RegistrationBook, SweepSettings
 from runnerfleet.sim.github import FakeGitHub
 
 NS = "team-a"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeGitHub]:
-    gh = FakeGitHub()
-    await gh.start()
-    yield gh
-    await gh.stop()
 
 
 class Clock:
