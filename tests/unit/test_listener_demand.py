@@ -110,3 +110,24 @@ async def test_endless_conflicts_give_up_without_raising() -> None:
     lis = _listener(kube)  # type: ignore[arg-type]
     await lis.publish()
     assert kube.writes == []
+
+
+async def test_a_job_starting_reports_its_runner_busy_to_the_operator() -> None:
+    from runnerfleet import conventions as c
+
+    kube = StubKube([_scale_set("linux", ["linux"])])
+    lis = _listener(kube)
+    mine = c.runner_name("linux", "ns", 7)
+    other = c.runner_name("linux", "elsewhere", 7)  # same name in another namespace
+    lis.table.webhook(_job(1, ("linux",)))
+    await lis.publish()
+    assert kube.writes[-1][1]["busyRunners"] == []
+    kube.scale_sets = [_scale_set("linux", ["linux"], kube.writes[-1][1])]
+    for job_id, runner in ((1, mine), (2, other)):
+        started = TrackedJob(job_id, "acme/app", 1, ("linux",), "in_progress", seen_at=1.0,
+                             runner_name=runner)  # fmt: skip
+        lis.table.webhook(started)
+    await lis.publish()
+    # Demand did not change (a running job still holds its runner) but the news is written.
+    assert kube.writes[-1][1]["assignedJobs"] == 2
+    assert kube.writes[-1][1]["busyRunners"] == [mine]

@@ -187,3 +187,30 @@ def test_the_budget_says_when_the_next_write_fits() -> None:
     clock.now += 5
     budget.reserve_write("POST /x")
     assert budget.write_free_at("POST /x") == clock.now - 5 + 60
+
+
+def test_the_listeners_word_marks_a_live_runner_busy_until_github_says_more() -> None:
+    from runnerfleet.planning.runners import Limits, Memory, ProtectPod, State, plan
+
+    name = _name(5)
+    secret = {
+        "metadata": {"name": name, "creationTimestamp": "2026-01-01T00:00:10Z",
+                     "annotations": {c.ANNOTATION_RUNNER_ID: "77"}},
+        "dataKeys": [c.SECRET_KEY_JITCONFIG],
+    }  # fmt: skip
+    pod = {
+        "metadata": {"name": name, "creationTimestamp": "2026-01-01T00:00:11Z",
+                     "labels": {c.LABEL_RUNNER: name}},
+        "status": {"phase": "Running"},
+    }  # fmt: skip
+    t0 = 1767225610.0
+    hinted = observe("linux", NS, [pod], [secret], [], None, t0 + 30, busy={name: t0 + 20})
+    p = plan(hinted, Limits(min_runners=1, max_runners=2), None, Memory(), t0 + 30)
+    assert p.counts[State.BUSY] == 1
+    assert ProtectPod(name, protect=True) in p.actions, "Karpenter must not disrupt it"
+    # A sweep that began after the listener's report is newer evidence and wins.
+    later = Registration(77, name, online=True, busy=False)
+    swept = type("Seen", (), {"registration": later, "at": t0 + 25, "first_at": t0 + 12})()
+    runners = observe("linux", NS, [pod], [secret], [swept], t0 + 25, t0 + 30, busy={name: t0 + 20})
+    assert runners[0].registration is not None
+    assert not runners[0].registration.busy

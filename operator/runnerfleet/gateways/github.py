@@ -111,6 +111,7 @@ class QueuedJob:
     status: str
     created_at: float | None
     started_at: float | None
+    runner_name: str | None = None  # the runner running it (in_progress)
 
 
 def _registration(runner: Any) -> Registration:
@@ -481,6 +482,7 @@ class GitHubGateway:
                     status=str(j.status),
                     created_at=j.created_at.timestamp() if j.created_at else None,
                     started_at=j.started_at.timestamp() if j.started_at else None,
+                    runner_name=str(j.runner_name) if j.runner_name else None,
                 )
                 for j in data.jobs
             ], int(data.total_count)  # fmt: skip

@@ -91,6 +91,14 @@ class Demand(CrdModel):
     sequence: int = Field(ge=0, description="Monotonic report number; lower ones are ignored.")
     observed_at: str = Field(description="When the listener observed the queue (RFC 3339).")
     listener: str = Field(default="", description="Which listener reported it.")
+    busy_runners: list[str] = Field(
+        default_factory=list,
+        max_length=1000,
+        description=(
+            "This set's runners GitHub reports running a job (workflow_job in_progress), "
+            "as seen by the listener at observedAt."
+        ),
+    )
 
 
 class RunnerScaleSetStatus(CrdModel):

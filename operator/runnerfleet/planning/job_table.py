@@ -43,6 +43,7 @@ class TrackedJob:
     from_webhook: bool = False
     created_at: float | None = None
     started_at: float | None = None
+    runner_name: str | None = None  # set once a runner took it
 
 
 @dataclass

@@ -55,6 +55,20 @@ def _pod_outcome(pod: dict[str, Any]) -> tuple[str, float | None]:
     return str(status.get("reason") or ""), None
 
 
+def _busy_hint(entry: dict[str, Any] | None, at: float) -> None:
+    """Mark a live runner busy on the listener's word, unless GitHub said more since."""
+    if entry is None or entry.get("pod_phase") in (None, "Succeeded", "Failed"):
+        return
+    if entry.get("checked_at") is not None and entry["checked_at"] >= at:
+        return
+    reg = entry.get("registration")
+    registration_id = reg.id if reg is not None else entry.get("registration_id")
+    if registration_id is None:
+        return
+    entry["registration"] = ObservedRegistration(registration_id, True, True)
+    entry["checked_at"] = at
+
+
 def observe(
     scale_set: str,
     namespace: str,
@@ -64,13 +78,16 @@ def observe(
     swept_at: float | None,
     now: float,
     absent: Mapping[str, float] | None = None,
+    busy: Mapping[str, float] | None = None,
 ) -> list[ObservedRunner]:
     """One ObservedRunner per name seen in any of the three sources.
 
     `registrations` are GitHub's view of this scale set's runners, each with when it was
     seen; a runner absent from them was absent from the sweep begun at `swept_at`, which is
     evidence only for runners created before that sweep began. `absent` names runners GitHub
-    has said (since that sweep) it has no registration for, and when.
+    has said (since that sweep) it has no registration for, and when. `busy` names runners
+    the listener saw running a job, and when: that is evidence of a busy registration, newer
+    than a sweep that began earlier.
     """
     found: dict[str, dict[str, Any]] = {}
 
@@ -104,6 +121,8 @@ def observe(
         entry["registration"] = ObservedRegistration(reg.id, reg.online, reg.busy)
         entry["checked_at"] = seen.at
         entry.setdefault("created_at", seen.first_at)
+    for name, at in (busy or {}).items():
+        _busy_hint(found.get(name), at)
     for name, entry in found.items():
         if "checked_at" in entry:
             continue

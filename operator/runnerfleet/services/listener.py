@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from runnerfleet import conventions as c
 from runnerfleet.gateways.github import (
     GitHubError,
     GitHubGateway,
@@ -53,6 +54,13 @@ HEARTBEAT_SECONDS = 60.0
 CONFLICT_RETRIES = 5
 CONCURRENCY = 8  # GitHub requests in flight per poll (GitHub allows 100 concurrent)
 WEBHOOK_GRACE_SECONDS = 30.0  # a job a webhook reported survives polls that miss it this long
+
+
+def busy_runners_of(key: tuple[str, str], running: list[str]) -> list[str]:
+    """The runners of scale set `key` (namespace, name) among those running jobs: the
+    operator learns a runner is busy from this at once, not at its next GitHub sweep."""
+    namespace, name = key
+    return sorted(r for r in running if c.is_runner_of(r, name, namespace))[:1000]
 
 
 def _rfc3339(ts: float) -> str:
@@ -223,6 +231,7 @@ class Listener:
                 jobs.append(TrackedJob(
                     id=j.id, repo=full, run_id=j.run_id, labels=j.labels, status=j.status,
                     seen_at=started, created_at=j.created_at, started_at=j.started_at,
+                    runner_name=j.runner_name,
                 ))  # fmt: skip
         return jobs
 
@@ -280,6 +289,7 @@ class Listener:
             status=str(wj.get("status") or payload.get("action") or "queued"),
             seen_at=now, from_webhook=True,
             created_at=_epoch(wj.get("created_at")), started_at=_epoch(wj.get("started_at")),
+            runner_name=str(wj["runner_name"]) if wj.get("runner_name") else None,
         )  # fmt: skip
         self.repo_states.setdefault(full, RepoState()).last_webhook = now
         self.last_webhook = now
@@ -316,16 +326,20 @@ class Listener:
         self.assignment = dict(result.assignment)
         self.unmatched = len(result.unmatched)
         self.metrics.unmatched_jobs.labels(self.spec.team).set(self.unmatched)
+        running = [j.runner_name for j in self.table.jobs.values()
+                   if j.status == "in_progress" and j.runner_name]  # fmt: skip
         for key, demand in result.demand.items():
             self.metrics.queued_jobs.labels(*key).set(demand)
-            await self._write(by_key[key], demand)
+            await self._write(by_key[key], demand, busy_runners_of(key, running))
 
     def _selected(self, scale_set: dict[str, Any]) -> bool:
         wanted = self.spec.scale_set_selector.match_labels
         have = scale_set["metadata"].get("labels") or {}
         return all(have.get(k) == v for k, v in wanted.items())
 
-    async def _write(self, scale_set: dict[str, Any], demand: int) -> None:
+    async def _write(
+        self, scale_set: dict[str, Any], demand: int, busy: list[str] | None = None
+    ) -> None:
         """Write one scale set's demand; on a 409 re-read it and try again (bounded).
 
         The operator patches the same object's status often, so conflicts are normal; leaving
@@ -334,7 +348,7 @@ class Listener:
         meta = scale_set["metadata"]
         key = (meta["namespace"], meta["name"])
         for _ in range(CONFLICT_RETRIES):
-            report = self._report(key, scale_set, demand)
+            report = self._report(key, scale_set, demand, busy or [])
             if report is None:
                 return
             try:
@@ -349,14 +363,15 @@ class Listener:
         log.warning("%s/%s: demand not written after %d conflicts", *key, CONFLICT_RETRIES)
 
     def _report(
-        self, key: tuple[str, str], scale_set: dict[str, Any], demand: int
+        self, key: tuple[str, str], scale_set: dict[str, Any], demand: int, busy: list[str]
     ) -> dict[str, Any] | None:
         """The demand report to write, or None if there is nothing (new) to say."""
         now = self.clock()
         current = (scale_set.get("status") or {}).get("demand") or {}
         previous = self.last_written.get(key)
         fresh = previous is not None and now - previous[1] < HEARTBEAT_SECONDS
-        if current.get("assignedJobs") == demand and fresh:
+        same_busy = sorted(current.get("busyRunners") or []) == busy
+        if current.get("assignedJobs") == demand and same_busy and fresh:
             return None
         if int(current.get("sequence", 0)) >= max(self.sequence, int(now * 1000)) + 1:
             log.warning("%s/%s has a newer demand report; not overwriting it", *key)
@@ -367,6 +382,7 @@ class Listener:
             "sequence": self.sequence,
             "observedAt": _rfc3339(now),
             "listener": f"{self.namespace}/{self.name}",
+            "busyRunners": busy,
         }
 
     # ------------------------------------------------------------------ status

@@ -57,7 +57,7 @@ from runnerfleet.models.base import parse_duration
 from runnerfleet.models.github import GitHubCredentials, InvalidGitHubConfigError, parse_config_url
 from runnerfleet.models.node_pool import RunnerNodePoolSpec
 from runnerfleet.models.runner_scale_set import RunnerScaleSetSpec, RunnerScaleSetStatus
-from runnerfleet.planning.observe import observe
+from runnerfleet.planning.observe import epoch, observe
 from runnerfleet.planning.runners import (
     Action,
     CreatePod,
@@ -327,7 +327,7 @@ async def _converge(
     runners = observe(
         ident.name, ident.namespace, pods, secrets_,
         book.runners_of(ident.name, ident.namespace), book.swept_at, now,
-        book.absent_of(ident.name, ident.namespace),
+        book.absent_of(ident.name, ident.namespace), _busy_hints(status_model),
     )  # fmt: skip
     standby = runtime.mode == c.MODE_STANDBY
     decided = plan(
@@ -351,6 +351,15 @@ async def _converge(
         problems.append(Problem("GitHubReachable", "SweepFailed", book.last_error))
     scaled = any(isinstance(a, CreateRunners | RemoveRunner) for a in actions)
     return RoundOutcome(decided, problems, scaled)
+
+
+def _busy_hints(status: RunnerScaleSetStatus) -> dict[str, float]:
+    """Runners the listener saw running a job, and when (status.demand.busyRunners)."""
+    demand = status.demand
+    at = epoch(demand.observed_at) if demand is not None else None
+    if demand is None or at is None:
+        return {}
+    return dict.fromkeys(demand.busy_runners, at)
 
 
 async def _children(
