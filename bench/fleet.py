@@ -836,7 +836,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--idle", type=float, default=120, help="idle window, s")
     p.add_argument("--stream-rate", type=float, help="jobs/s (default 20 x fleet fraction)")
     p.add_argument("--stream-seconds", type=float, default=60)
-    p.add_argument("--burst", type=int, help="jobs at once (default 1,000 x fraction)")
+    p.add_argument("--burst", type=int, help="jobs at once (default 3 per scale set)")
     p.add_argument("--job-seconds-min", type=float, default=5)
     p.add_argument("--job-seconds-max", type=float, default=15)
     p.add_argument("--drain-timeout", type=float, default=180, help="wait for a phase's jobs")
@@ -855,7 +855,7 @@ def fill_defaults(args: argparse.Namespace, shape: Shape) -> None:
     if args.demand == "auto":
         args.demand = "listener" if shape.teams <= 20 else "direct"
     args.stream_rate = args.stream_rate or max(0.2, round(20 * shape.fraction, 2))
-    args.burst = args.burst or max(20, round(1000 * shape.fraction))
+    args.burst = args.burst or 3 * shape.sets  # more than the warm runner per set can take
 
 
 def main() -> int:
