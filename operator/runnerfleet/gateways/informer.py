@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from kubernetes_asyncio import watch
+from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from runnerfleet.gateways.kubernetes import KubeError, KubeGateway, map_error
@@ -50,7 +50,8 @@ def _matches(obj: dict[str, Any], labels: dict[str, str]) -> bool:
 
 
 class Informer:
-    """The cached objects of one kind (`pods` or `secrets`) matching `selector`."""
+    """The cached objects of one kind (`pods`, `secrets` or `deployments`) matching
+    `selector`."""
 
     def __init__(
         self,
@@ -77,6 +78,9 @@ class Informer:
             obj for (ns, _), obj in self._store.items()
             if ns == namespace and _matches(obj, labels)
         ]  # fmt: skip
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._store.get((namespace, name))
 
     def __len__(self) -> int:
         return len(self._store)
@@ -121,9 +125,10 @@ class Informer:
                 delay = min(delay * 2, 30.0)
 
     def _path(self) -> str:
+        root = "/apis/apps/v1" if self.plural == "deployments" else "/api/v1"
         if self.namespace:
-            return f"/api/v1/namespaces/{self.namespace}/{self.plural}"
-        return f"/api/v1/{self.plural}"
+            return f"{root}/namespaces/{self.namespace}/{self.plural}"
+        return f"{root}/{self.plural}"
 
     async def _list(self) -> str:
         """Replace the cache with a full list; returns the list's resourceVersion."""
@@ -147,7 +152,7 @@ class Informer:
         version seen, to resume from."""
         self.watches += 1
         w = watch.Watch(return_type="object")
-        core = self.kube.core
+        core, apps = self.kube.core, client.AppsV1Api(self.kube.api)
         kwargs: dict[str, Any] = {
             "label_selector": self.selector, "resource_version": version,
             "allow_watch_bookmarks": True, "timeout_seconds": WATCH_SECONDS,
@@ -157,6 +162,8 @@ class Informer:
             ("pods", False): core.list_pod_for_all_namespaces,
             ("secrets", True): core.list_namespaced_secret,
             ("secrets", False): core.list_secret_for_all_namespaces,
+            ("deployments", True): apps.list_namespaced_deployment,
+            ("deployments", False): apps.list_deployment_for_all_namespaces,
         }
         call: Any = calls[(self.plural, bool(self.namespace))]
         args = (self.namespace,) if self.namespace else ()

@@ -94,12 +94,20 @@ async def finalize_scale_set(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None
 
 @kopf.daemon(*TL, cancellation_timeout=10.0)
 async def run_team_listener(
-    stopped: kopf.DaemonStopped, name: str, namespace: str | None, memo: kopf.Memo, **_: Any
+    stopped: kopf.DaemonStopped,
+    name: str,
+    namespace: str | None,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
-    wake = memo.runtime.listener_wakeups.setdefault((namespace or "", name), asyncio.Event())
+    runtime = memo.runtime
+    wake = runtime.listener_wakeups.setdefault((namespace or "", name), asyncio.Event())
+    deployments = runtime.children.deployment if runtime.children is not None else None
     await listener_service.run(
-        memo.runtime.kube, namespace or "", name, lambda: bool(stopped), wake
-    )
+        runtime.kube, namespace or "", name, lambda: bool(stopped), wake, lambda: body,
+        deployments,
+    )  # fmt: skip
 
 
 @kopf.on.event(*TL)

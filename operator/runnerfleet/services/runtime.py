@@ -74,6 +74,9 @@ def credentials_key(credentials: GitHubCredentials) -> str:
 
 
 RUNNER_CHILDREN = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY_VALUE},{c.LABEL_SCALE_SET}"
+LISTENER_DEPLOYMENTS = (
+    f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY_VALUE},{c.LABEL_COMPONENT}={c.COMPONENT_LISTENER}"
+)
 
 
 @dataclass
@@ -83,6 +86,7 @@ class Children:
 
     pods: list[Informer]
     secrets: list[Informer]
+    deployments: list[Informer] = field(default_factory=list)  # TeamListeners' Deployments
 
     @staticmethod
     def _pick(informers: list[Informer], namespace: str) -> Informer:
@@ -108,12 +112,17 @@ class Children:
         group = self.pods if kind == "Pod" else self.secrets
         self._pick(group, namespace).remove(namespace, name)
 
+    async def deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        informer = self._pick(self.deployments, namespace)
+        await informer.synced.wait()
+        return informer.get(namespace, name)
+
     def start(self) -> None:
-        for informer in (*self.pods, *self.secrets):
+        for informer in (*self.pods, *self.secrets, *self.deployments):
             informer.start()
 
     async def stop(self) -> None:
-        for informer in (*self.pods, *self.secrets):
+        for informer in (*self.pods, *self.secrets, *self.deployments):
             await informer.stop()
 
 
@@ -161,12 +170,23 @@ class Runtime:
             if owner:
                 self.wake(meta.get("namespace", ""), owner)
 
+        def wake_listener(obj: dict[str, Any]) -> None:
+            meta = obj.get("metadata", {})
+            owner = (meta.get("labels") or {}).get(c.LABEL_LISTENER)
+            if owner:
+                key = (meta.get("namespace", ""), owner)
+                self.listener_wakeups.setdefault(key, asyncio.Event()).set()
+
         def make(plural: str) -> list[Informer]:
             return [
                 Informer(self.kube, plural, ns, RUNNER_CHILDREN, wake_owner) for ns in namespaces
             ]
 
-        self.children = Children(make("pods"), make("secrets"))
+        deployments = [
+            Informer(self.kube, "deployments", ns, LISTENER_DEPLOYMENTS, wake_listener)
+            for ns in namespaces
+        ]
+        self.children = Children(make("pods"), make("secrets"), deployments)
         self.children.start()
 
     async def cached(
