@@ -293,7 +293,7 @@ def demo(
 )  # fmt: skip
 @click.option(
     "--lease-seconds", envvar="RUNNERFLEET_LEASE_SECONDS", type=click.IntRange(min=2),
-    default=15, show_default=True, help="Lease duration: the longest failover takes.",
+    default=10, show_default=True, help="Lease duration: the longest failover takes.",
 )  # fmt: skip
 def run_operator(
     namespaces: tuple[str, ...],

@@ -37,6 +37,13 @@ def may_take(view: LeaseView, identity: str, now: float) -> bool:
     return now > view.renewed_at + view.duration
 
 
+def expires_in(view: LeaseView, now: float) -> float:
+    """Seconds until another holder's lease expires (0 if it has): when to try again."""
+    if view.holder is None or view.renewed_at is None:
+        return 0.0
+    return max(0.0, view.renewed_at + view.duration - now)
+
+
 def _micro(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 

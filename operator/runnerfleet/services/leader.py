@@ -21,7 +21,13 @@ from runnerfleet.gateways.kubernetes import (
     KubeError,
     KubeGateway,
 )
-from runnerfleet.planning.lease import LeaseView, lease_spec, may_take, released_spec
+from runnerfleet.planning.lease import (
+    LeaseView,
+    expires_in,
+    lease_spec,
+    may_take,
+    released_spec,
+)
 
 log = logging.getLogger("runnerfleet.leader")
 
@@ -36,7 +42,13 @@ class LeaderElector:
 
     @property
     def renew_every(self) -> float:
-        return max(1.0, self.duration / 3)
+        return max(1.0, self.duration / 5)
+
+    @property
+    def renew_deadline(self) -> float:
+        """A holder that could not renew for this long stops acting: 30 % of the lease
+        before anyone else may take it, so two replicas never act at once."""
+        return self.duration * 0.7
 
     async def try_take(self) -> bool:
         """One attempt to claim or renew the lease; True if we hold it afterwards."""
@@ -71,7 +83,16 @@ class LeaderElector:
                 log.info("leader election: standing by; lease %s/%s is held by another replica",
                          self.namespace, self.name)  # fmt: skip
                 announced = True
-            await asyncio.sleep(self.renew_every)
+            await asyncio.sleep(await self._until_expiry())
+
+    async def _until_expiry(self) -> float:
+        """Sleep until the holder's lease would expire (a renewal seen then means sleeping
+        again), so a takeover starts the moment it is allowed, not up to a period later."""
+        try:
+            view = LeaseView.of(await self.kube.get_lease(self.namespace, self.name))
+        except KubeError:
+            return self.renew_every
+        return min(float(self.duration), expires_in(view, time.time()) + 0.05)
 
     async def hold(self, lost: asyncio.Event) -> None:
         """Renew until cancelled; set `lost` once renewing has failed for a lease duration."""
@@ -85,7 +106,7 @@ class LeaderElector:
                 ok = False
             if ok:
                 last_ok = time.monotonic()
-            elif time.monotonic() - last_ok > self.duration or not await self._still_ours():
+            elif time.monotonic() - last_ok > self.renew_deadline or not await self._still_ours():
                 log.error("leader election: lost lease %s/%s; stopping", self.namespace, self.name)
                 lost.set()
                 return
