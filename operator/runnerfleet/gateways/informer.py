@@ -20,7 +20,6 @@ Layer: gateways. Network I/O to the Kubernetes API only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +28,7 @@ from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from runnerfleet.gateways.kubernetes import KubeError, KubeGateway, map_error
+from runnerfleet.tasks import Background
 
 log = logging.getLogger("runnerfleet.informer")
 WATCH_SECONDS = 300  # server-side timeout of one watch request; it resumes afterwards
@@ -70,7 +70,7 @@ class Informer:
         self.lists = 0  # full lists made (1 + one per 410 Gone)
         self.watches = 0  # watch requests made
         self._store: dict[Key, dict[str, Any]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background(self._run)
 
     # ------------------------------------------------------------------ reads (no I/O)
     def items(self, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
@@ -98,15 +98,10 @@ class Informer:
 
     # ------------------------------------------------------------------ running
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run())
+        self._background.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._background.stop()
 
     async def _run(self) -> None:
         version: str | None = None

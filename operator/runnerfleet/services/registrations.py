@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from runnerfleet import conventions as c
 from runnerfleet.gateways.github import GitHubError, GitHubGateway, Registration, RunnerPage
+from runnerfleet.tasks import Background
 
 log = logging.getLogger("runnerfleet.registrations")
 
@@ -68,7 +69,17 @@ class RegistrationBook:
     _pages: dict[int, RunnerPage] = field(default_factory=dict)
     _asked: asyncio.Event = field(default_factory=asyncio.Event)
     _next_allowed: float = 0.0
-    _task: asyncio.Task[None] | None = None
+
+    _background: Background | None = None
+
+    def start(self) -> None:
+        if self._background is None:
+            self._background = Background(self._run)
+        self._background.start()
+
+    async def stop(self) -> None:
+        if self._background is not None:
+            await self._background.stop()
 
     # ------------------------------------------------------------------ reads (no I/O)
     def runners_of(self, scale_set: str, namespace: str) -> list[Seen]:
@@ -103,17 +114,6 @@ class RegistrationBook:
     def ask(self) -> None:
         """A round needs fresher evidence; the next allowed sweep happens soon."""
         self._asked.set()
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def _run(self) -> None:
         while True:
