@@ -214,3 +214,36 @@ def test_the_listeners_word_marks_a_live_runner_busy_until_github_says_more() ->
     runners = observe("linux", NS, [pod], [secret], [swept], t0 + 25, t0 + 30, busy={name: t0 + 20})
     assert runners[0].registration is not None
     assert not runners[0].registration.busy
+
+
+async def test_slots_wake_only_as_many_waiters_as_there_are_slots_in_order() -> None:
+    import asyncio
+    import time as time_
+    from typing import Any, cast
+
+    from runnerfleet.services.runtime import RegistrationQueue
+
+    class Slots:
+        available = 2
+
+        def jit_free_at(self) -> float:
+            return time_.time()
+
+        def jit_writes_available(self) -> int:
+            return self.available
+
+    woken: list[tuple[str, str]] = []
+    done = asyncio.Event()
+
+    def wake(ns: str, name: str) -> None:
+        woken.append((ns, name))
+        if len(woken) == 3:
+            done.set()
+
+    slots = Slots()
+    queue = RegistrationQueue(cast(Any, slots), wake)
+    for name in ("a", "b", "c", "a"):  # "a" asks twice: it keeps its place
+        queue.wait(NS, name)
+    await asyncio.wait_for(done.wait(), 5)
+    assert woken == [(NS, "a"), (NS, "b"), (NS, "c")]
+    assert not queue.waiting

@@ -58,12 +58,46 @@ def write_points_from_env() -> int:
 
 
 @dataclass
+class RegistrationQueue:
+    """Scale sets waiting for JIT registration slots under GitHub's secondary limit, first
+    come first served: when slots free, only as many waiters are woken as there are slots
+    (waking them all would cost a round each for one slot)."""
+
+    gateway: GitHubGateway
+    wake: Callable[[str, str], None]
+    waiting: dict[tuple[str, str], None] = field(default_factory=dict)  # insertion-ordered
+    _timer: asyncio.TimerHandle | None = None
+
+    def wait(self, namespace: str, name: str) -> None:
+        self.waiting.setdefault((namespace, name), None)
+        if self._timer is None:
+            self._arm()
+
+    def _arm(self) -> None:
+        delay = max(0.0, self.gateway.jit_free_at() - time.time()) + 0.05
+        self._timer = asyncio.get_running_loop().call_later(delay, self._grant)
+
+    def _grant(self) -> None:
+        self._timer = None
+        for _ in range(max(1, self.gateway.jit_writes_available())):
+            if not self.waiting:
+                return
+            key = next(iter(self.waiting))
+            del self.waiting[key]
+            self.wake(*key)
+        if self.waiting:
+            self._arm()
+
+
+@dataclass
 class GitHubSide:
-    """What one registration scope needs: its gateway and its shared book."""
+    """What one registration scope needs: its gateway, its shared book and its queue for
+    registration slots."""
 
     gateway: GitHubGateway
     book: RegistrationBook
     secret_hash: int  # the credentials it was made with; a rotated Secret gets a new side
+    registrations: RegistrationQueue
 
 
 def credentials_key(credentials: GitHubCredentials) -> str:
@@ -225,7 +259,8 @@ class Runtime:
         if side is None:
             gateway = self.gateway_factory(target, credentials, self._transport(credentials))
             book = RegistrationBook(gateway, self.sweep, on_change=self.wake_runners)
-            side = self._sides[key] = GitHubSide(gateway, book, secret_hash)
+            queue = RegistrationQueue(gateway, self.wake)
+            side = self._sides[key] = GitHubSide(gateway, book, secret_hash, queue)
             book.start()
         return side
 

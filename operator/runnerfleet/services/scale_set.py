@@ -341,10 +341,9 @@ async def _converge(
         actions = [a for a in actions if not isinstance(a, _CREATES)]
     problems = await _execute(runtime.kube, runtime.children, side, scale_set, spec, place, actions)
     if any(isinstance(a, _CREATES) for a in actions) and github.jit_writes_available() == 0:
-        # Registrations were deferred by the secondary limit: come back when a slot frees,
-        # not at the next resync.
-        delay = max(0.0, github.jit_free_at() - time.time()) + 0.05
-        asyncio.get_running_loop().call_later(delay, runtime.wake, ident.namespace, ident.name)
+        # Registrations were deferred by the secondary limit: queue for the next free slots
+        # (first come, first served), rather than waiting for the next resync.
+        side.registrations.wait(ident.namespace, ident.name)
     if pool_problem is not None:
         problems.append(pool_problem)
     if book.last_error is not None and not any(p.condition == "GitHubReachable" for p in problems):
@@ -470,8 +469,8 @@ async def _execute(
             take, room = min(count, room), room - min(count, room)
             if take < count:
                 ident = scale_set.identity
-                log.info("%s/%s: %d registrations wait for GitHub's secondary limit",
-                         ident.namespace, ident.name, count - take)  # fmt: skip
+                log.debug("%s/%s: %d registrations wait for GitHub's secondary limit",
+                          ident.namespace, ident.name, count - take)  # fmt: skip
             if isinstance(action, CreateRunners):
                 steps.extend(executor.create_runner for _ in range(take))
                 continue
