@@ -118,6 +118,11 @@ class Informer:
                 log.warning("%s watch broke (%s); resuming in %.0fs", self.plural, err, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+            except Exception:  # a bug must not leave the operator blind: log, list afresh
+                log.exception("%s informer failed; listing again in %.0fs", self.plural, delay)
+                version = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     def _path(self) -> str:
         root = "/apis/apps/v1" if self.plural == "deployments" else "/api/v1"

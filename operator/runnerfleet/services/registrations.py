@@ -126,7 +126,11 @@ class RegistrationBook:
                 # the budget is exhausted
                 await asyncio.sleep(wait)
             self._asked.clear()
-            await self.sweep()
+            try:
+                await self.sweep()
+            except Exception:  # a bug must not stop every later sweep
+                log.exception("runner sweep of %s failed", self.gateway.target.key)
+                self._next_allowed = self.clock() + self.settings.min_interval
 
     async def sweep(self) -> None:
         """One full, conditional listing; merge it; tell who changed."""
