@@ -14,11 +14,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-from kubernetes_asyncio import client, config, watch
+from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -279,23 +278,6 @@ class KubeGateway:
             raise _map(err, what) from err
         return await _json(resp, what)
 
-    async def get_deployment_status(self, namespace: str, name: str) -> dict[str, Any] | None:
-        apps = client.AppsV1Api(self.api)
-        try:
-            resp = await apps.read_namespaced_deployment(name, namespace, _preload_content=False)
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise _map(err, f"read Deployment {namespace}/{name}") from err
-        except Exception as err:
-            raise _map(err, f"read Deployment {namespace}/{name}") from err
-        try:
-            body = await _json(resp, f"read Deployment {namespace}/{name}")
-        except NotFoundError:
-            return None
-        status: dict[str, Any] = body.get("status", {})
-        return status
-
     async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The whole Deployment (metadata, spec, status), or None if there is none."""
         try:
@@ -494,36 +476,6 @@ class KubeGateway:
                 "metadata": {"name": name, "namespace": namespace,
                              "resourceVersion": resource_version}, "spec": spec}  # fmt: skip
         await self._rest("PUT", self._lease_path(namespace, name), f"update Lease {name}", body)
-
-    # ------------------------------------------------------------------ watching
-    async def watch_runner_pods(
-        self, namespace: str | None = None
-    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """Stream (event type, pod) for every runnerfleet runner pod, in `namespace` or in all
-        namespaces (which needs cluster-wide pod access).
-
-        The label selector is applied by the apiserver (kopf's own watches filter on the
-        client), so unrelated pods never reach the operator.
-        """
-        selector = (
-            f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY_VALUE},{c.LABEL_COMPONENT}={c.COMPONENT_RUNNER}"
-        )
-        w = watch.Watch()
-        try:
-            if namespace:
-                stream = w.stream(self.core.list_namespaced_pod, namespace,
-                                  label_selector=selector, timeout_seconds=300)  # fmt: skip
-            else:
-                stream = w.stream(self.core.list_pod_for_all_namespaces,
-                                  label_selector=selector, timeout_seconds=300)  # fmt: skip
-            async for event in stream:
-                obj = event["object"]
-                pod = obj if isinstance(obj, dict) else self.api.sanitize_for_serialization(obj)
-                yield str(event["type"]), pod
-        except Exception as err:
-            raise _map(err, "watch runner pods") from err
-        finally:
-            w.stop()
 
 
 _PLURALS = {
