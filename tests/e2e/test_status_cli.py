@@ -43,10 +43,12 @@ async def test_status_json_reflects_a_running_fleet(
     for _ in range(3):
         f.github.enqueue_job("acme/app", TEAM_A, duration=30.0)
     await f.expect_runners("team-a-linux", idle=1, busy=3, within=45)
+    # The operator's view: it learns a runner is online from the next shared sweep.
     await wait_for(
         lambda: f.scale_set("team-a-linux"),
-        lambda o: (o.get("status") or {}).get("busy") == 3,
-        what="status.busy == 3",
+        lambda o: ((o.get("status") or {}).get("busy"), (o.get("status") or {}).get("idle"))
+        == (3, 1),
+        what="status.busy == 3 and status.idle == 1",
     )  # fmt: skip
     await wait_for(
         lambda: f.team_listener("team-a"),
