@@ -6,7 +6,7 @@ them for health scripts), and the script returns `hs`. Every test runs under Lua
 gopher-lua implements 5.1) and under lupa's default, newest Lua.
 
 The hand-written objects copy the shapes the operator writes; the last tests feed the scripts
-statuses made by the operator's own code (build_status, build_listener_status, and the node
+statuses made by the operator's own code (build_status, the TeamListener status fold, and the node
 pool and team listener reconcilers against a fake gateway).
 """
 
@@ -33,7 +33,7 @@ from runnerfleet.planning.runners import (
     plan,
 )
 from runnerfleet.planning.status import Problem, RoundOutcome, build_status, rfc3339
-from runnerfleet.planning.team_listener import build_listener_status
+from runnerfleet.planning.team_listener import fold_status, status_wire
 from runnerfleet.services import node_pool as pool_service
 from runnerfleet.services import team_listener as listener_service
 
@@ -704,7 +704,7 @@ def test_scale_set_health_of_build_status(
     ids=["healthy", "pod-not-ready", "suspended", "rate-limited", "stopped-polling",
          "first-poll-pending"],
 )  # fmt: skip
-def test_listener_health_of_build_listener_status(
+def test_listener_health_of_the_listener_status_fold(
     health: Check,
     deployment: dict[str, Any] | None,
     poll: dict[str, Any],
@@ -712,7 +712,7 @@ def test_listener_health_of_build_listener_status(
     expected: Health,
 ) -> None:
     previous: dict[str, Any] = {"poll": poll} if poll else {}  # the listener's own report
-    patch = build_listener_status(deployment, previous, 1, 15.0, suspended, NOW)
+    patch = status_wire(fold_status(deployment, previous, 1, 15.0, suspended, NOW))
     live = team_listener(merge_patch(previous, patch), generation=1, suspend=suspended)
     status, message = health(live)
     assert (status, message[: len(expected[1])]) == expected, message

@@ -132,18 +132,3 @@ def status_wire(status: TeamListenerStatus) -> dict[str, Any]:
     """The keys this reconciler owns, camelCase (never `poll`: the listener writes it)."""
     dumped = status.model_dump(by_alias=True, mode="json")
     return {key: dumped.get(key) for key in OWNED}
-
-
-def build_listener_status(
-    deployment: dict[str, Any] | None,
-    previous: dict[str, Any],
-    generation: int,
-    poll_interval: float,
-    suspended: bool,
-    now: float,
-    problem: str | None = None,
-) -> dict[str, Any]:
-    """`fold_status` as the wire dict of the owned keys (what a status patch would carry)."""
-    return status_wire(
-        fold_status(deployment, previous, generation, poll_interval, suspended, now, problem)
-    )
