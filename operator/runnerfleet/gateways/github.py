@@ -20,6 +20,7 @@ import httpx
 from githubkit import AppInstallationAuthStrategy, GitHub, TokenAuthStrategy
 from githubkit.exception import RateLimitExceeded, RequestError, RequestFailed
 from githubkit_schemas.latest.models import (
+    AuthenticationToken,
     OrgsOrgActionsRunnersGenerateJitconfigPostResponse201,
     OrgsOrgActionsRunnersGetResponse200,
     Runner,
@@ -241,6 +242,30 @@ class GitHubGateway:
         if name not in self._group_ids:
             raise GitHubNotFoundError(f"runner group {name!r} does not exist")
         return self._group_ids[name]
+
+    async def registration_token(self) -> tuple[str, float]:
+        """A runner registration token for the target scope and when it expires (epoch s).
+
+        The runner scale-set client trades it for an Actions service admin token; it is a REST
+        call, so it goes through this gateway's budget like every other.
+        """
+        t = self.target
+        try:
+            if t.scope == "repo":
+                resp = await self._actions.async_create_registration_token_for_repo(t.owner, t.repo)
+            elif t.scope == "enterprise":
+                # No enterprise endpoint in githubkit's description (see create_jit_runner).
+                resp = await self._gh.arequest(
+                    "POST",
+                    f"/enterprises/{t.owner}/actions/runners/registration-token",
+                    response_model=AuthenticationToken,
+                )
+            else:
+                resp = await self._actions.async_create_registration_token_for_org(t.owner)
+        except Exception as err:
+            raise self._fail(err, "create a registration token") from err
+        data = resp.parsed_data
+        return str(data.token), data.expires_at.timestamp()
 
     async def create_jit_runner(
         self, name: str, labels: list[str], group_id: int
