@@ -84,6 +84,19 @@ def runner_owner(name: str) -> tuple[str, str] | None:
     return scale_set, tag
 
 
+def github_scale_set_name(scale_set: str, namespace: str) -> str:
+    """The name a RunnerScaleSet registers under in GitHub (scale-set protocol).
+
+    Unique in a runner group across namespaces (`<namespace>-<name>`), and the same in every
+    cluster, so an active and a standby cluster manage one GitHub scale set (only the active
+    one holds its session).
+    """
+    return f"{namespace}-{scale_set}"
+
+
+PROTOCOL_SCALE_SET: Final = "scaleSet"  # GitHub's runner scale-set protocol (Actions service)
+PROTOCOL_REST: Final = "rest"  # REST JIT registration + listener polling/webhooks
+
 COMPONENT_LISTENER: Final = "listener"
 LABEL_LISTENER: Final = f"{LABEL_PREFIX}/listener"
 ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"

@@ -37,6 +37,8 @@ class ListenerMetrics:
     queue_wait: Histogram
     jobs_started: Counter
     jobs_completed: Counter
+    scale_set: Gauge  # scale-set protocol statistics, by `stat`
+    sessions: Gauge  # scale-set protocol sessions, by state
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> ListenerMetrics:
@@ -63,6 +65,13 @@ class ListenerMetrics:
             jobs_started=Counter("runnerfleet_jobs_started", "Jobs seen starting", ss, registry=r),
             jobs_completed=Counter("runnerfleet_jobs_completed", "Jobs seen completing", ss,
                                    registry=r),
+            scale_set=Gauge("runnerfleet_scale_set_statistic",
+                            "GitHub's statistics of a scale set (scale-set protocol): "
+                            "available/acquired/assigned/running jobs, registered/busy/idle "
+                            "runners", [*ss, "stat"], registry=r),
+            sessions=Gauge("runnerfleet_listener_sessions",
+                           "Scale-set message sessions of this listener by state "
+                           "(listening, conflict, connecting)", ["state"], registry=r),
         )  # fmt: skip
 
 

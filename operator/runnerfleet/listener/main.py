@@ -13,6 +13,7 @@ Layer: listener (an adapter, like the kopf handlers): parses input, calls the se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from runnerfleet.gateways.actions_service import ActionsServiceClient
 from runnerfleet.gateways.github import GitHubGateway
 from runnerfleet.gateways.kubernetes import KubeGateway, connect
 from runnerfleet.listener.signature import verify
@@ -29,6 +31,7 @@ from runnerfleet.models.github import GitHubCredentials, parse_config_url
 from runnerfleet.models.team_listener import TeamListenerSpec
 from runnerfleet.planning.polling import PollPolicy
 from runnerfleet.services.listener import Listener
+from runnerfleet.services.sessions import SessionManager
 
 log = logging.getLogger("runnerfleet.listener")
 CREDENTIAL_KEYS = ("github_token", "github_app_id", "github_app_installation_id",
@@ -63,6 +66,10 @@ async def serve(options: ListenerOptions) -> None:
         kube, github, target, options.namespace, options.name, spec, metrics,
         policy=_policy(os.environ),
     )  # fmt: skip
+    # Scale sets on GitHub's scale-set protocol: one session each, in this process.
+    actions = ActionsServiceClient(spec.github.config_url, github.registration_token)
+    owner = os.environ.get("HOSTNAME") or f"{options.namespace}/{options.name}"
+    sessions = asyncio.create_task(SessionManager(actions, listener, owner).run())
     secret = os.environ.get("RUNNERFLEET_WEBHOOK_SECRET", "").encode()
     runners = [await serve_metrics(metrics.registry, options.metrics_port)]
     if spec.webhook.enabled:
@@ -74,6 +81,10 @@ async def serve(options: ListenerOptions) -> None:
             await listener.poll()
             await asyncio.sleep(listener.poll_interval)
     finally:
+        sessions.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sessions  # deletes the sessions, so a successor need not wait them out
+        await actions.close()
         for runner in runners:
             await runner.cleanup()
         await api.close()

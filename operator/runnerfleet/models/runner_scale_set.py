@@ -8,7 +8,7 @@ Layer: models. Pure.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from pydantic import Field
 
@@ -39,6 +39,16 @@ class GitHubConfig(CrdModel):
     )
     runner_group: str = Field(
         default="Default", min_length=1, description="Runner group the runners join."
+    )
+    protocol: Literal["scaleSet", "rest"] = Field(
+        default="rest",
+        description=(
+            "How demand is learned and runners registered: `scaleSet` registers this set as a "
+            "GitHub runner scale set (Actions service: the team listener holds its message "
+            "session, JIT configs and removals go to the scale set, none count against the "
+            "REST rate limit; github.com, GHE.com, GHES >= 3.9); `rest` uses REST JIT "
+            "registration and the listener's polling and webhooks."
+        ),
     )
 
 

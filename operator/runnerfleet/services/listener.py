@@ -63,6 +63,11 @@ def busy_runners_of(key: tuple[str, str], running: list[str]) -> list[str]:
     return sorted(r for r in running if c.is_runner_of(r, name, namespace))[:1000]
 
 
+def _protocol(scale_set: dict[str, Any]) -> str:
+    github = (scale_set.get("spec") or {}).get("github") or {}
+    return str(github.get("protocol") or c.PROTOCOL_REST)
+
+
 def _rfc3339(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -116,6 +121,11 @@ class Listener:
         """One poll: the planned repositories -> active runs -> their jobs; merge; publish."""
         if self.clock() < self.github.rate_limited_until:
             self.metrics.polls.labels("rate_limited").inc()
+            await self.report()
+            return
+        if await self._only_protocol_scale_sets():
+            # GitHub reports every scale set's demand through its session: no REST reads.
+            self.metrics.polls.labels("not_needed").inc()
             await self.report()
             return
         started = self.clock()
@@ -315,7 +325,7 @@ class Listener:
     async def _publish(self) -> None:
         scale_sets = [
             s for s in await self.kube.list_scale_sets(self.namespace)
-            if self._selected(s)
+            if self._selected(s) and _protocol(s) == c.PROTOCOL_REST
         ]  # fmt: skip
         by_key = {(s["metadata"]["namespace"], s["metadata"]["name"]): s for s in scale_sets}
         labels = [
@@ -331,6 +341,29 @@ class Listener:
         for key, demand in result.demand.items():
             self.metrics.queued_jobs.labels(*key).set(demand)
             await self._write(by_key[key], demand, busy_runners_of(key, running))
+
+    async def _only_protocol_scale_sets(self) -> bool:
+        protocols = {
+            _protocol(s) for s in await self.kube.list_scale_sets(self.namespace)
+            if self._selected(s)
+        }  # fmt: skip
+        return protocols == {c.PROTOCOL_SCALE_SET}
+
+    async def protocol_scale_sets(self) -> list[dict[str, Any]]:
+        """The team's scale sets on the scale-set protocol (GitHub reports their demand)."""
+        return [
+            s for s in await self.kube.list_scale_sets(self.namespace)
+            if self._selected(s) and _protocol(s) == c.PROTOCOL_SCALE_SET
+        ]  # fmt: skip
+
+    async def write_demand(self, key: tuple[str, str], demand: int, busy: list[str]) -> None:
+        """Write one scale set's demand as GitHub's session reported it (scale-set protocol)."""
+        await self._write(await self.kube.get_scale_set(*key), demand, busy)
+
+    def export_statistics(self, key: tuple[str, str], stats: Any) -> None:
+        for stat in ("available", "acquired", "assigned", "running", "registered", "busy", "idle"):
+            self.metrics.scale_set.labels(*key, stat).set(getattr(stats, stat))
+        self.metrics.queued_jobs.labels(*key).set(stats.assigned)
 
     def _selected(self, scale_set: dict[str, Any]) -> bool:
         wanted = self.spec.scale_set_selector.match_labels

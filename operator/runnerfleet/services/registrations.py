@@ -29,12 +29,35 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from runnerfleet import conventions as c
-from runnerfleet.gateways.github import GitHubError, GitHubGateway, Registration, RunnerPage
+from runnerfleet.gateways.github import GitHubError, Registration, RunnerPage, RunnerSweep
+from runnerfleet.gateways.github_budget import Budget
+from runnerfleet.models.github import GitHubTarget
 from runnerfleet.tasks import Background
 
 log = logging.getLogger("runnerfleet.registrations")
+
+
+class Registrar(Protocol):
+    """Where a scale set's runners are registered: the REST gateway (a registration scope)
+    or a GitHub runner scale set (services/scale_set_protocol.py). Same surface, so the
+    planner, the executor and the book serve both."""
+
+    target: GitHubTarget
+    budget: Budget
+
+    async def runner_group_id(self, name: str) -> int: ...
+    async def create_jit_runner(
+        self, name: str, labels: list[str], group_id: int
+    ) -> tuple[Registration, str]: ...
+    async def delete_runner(self, registration_id: int, name: str) -> None: ...
+    async def get_runner(self, runner_id: int) -> Registration | None: ...
+    async def runners_named(self, name: str) -> list[Registration]: ...
+    async def sweep_runners(self, previous: dict[int, RunnerPage] | None = None) -> RunnerSweep: ...
+    def jit_writes_available(self) -> int: ...
+    def jit_free_at(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -55,7 +78,7 @@ class Seen:
 
 @dataclass
 class RegistrationBook:
-    gateway: GitHubGateway
+    gateway: Registrar
     settings: SweepSettings = field(default_factory=SweepSettings)
     on_change: Callable[[set[str]], None] = lambda names: None  # runner names that changed
     clock: Callable[[], float] = time.time

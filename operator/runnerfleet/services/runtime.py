@@ -22,13 +22,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runnerfleet import conventions as c
+from runnerfleet.gateways.actions_service import ActionsServiceClient
 from runnerfleet.gateways.github import GitHubGateway
 from runnerfleet.gateways.github_budget import WRITE_POINTS_PER_WINDOW, Budget, MeteredTransport
 from runnerfleet.gateways.informer import Informer
 from runnerfleet.gateways.kubernetes import KubeGateway
 from runnerfleet.metrics import OperatorMetrics
 from runnerfleet.models.github import GitHubCredentials, GitHubTarget
-from runnerfleet.services.registrations import RegistrationBook, SweepSettings
+from runnerfleet.services.registrations import Registrar, RegistrationBook, SweepSettings
+from runnerfleet.services.scale_set_protocol import ScaleSetRegistrar
 
 GatewayFactory = Callable[[GitHubTarget, GitHubCredentials, MeteredTransport], GitHubGateway]
 
@@ -63,7 +65,7 @@ class RegistrationQueue:
     come first served: when slots free, only as many waiters are woken as there are slots
     (waking them all would cost a round each for one slot)."""
 
-    gateway: GitHubGateway
+    gateway: Registrar
     wake: Callable[[str, str], None]
     waiting: dict[tuple[str, str], None] = field(default_factory=dict)  # insertion-ordered
     _timer: asyncio.TimerHandle | None = None
@@ -94,7 +96,7 @@ class GitHubSide:
     """What one registration scope needs: its gateway, its shared book and its queue for
     registration slots."""
 
-    gateway: GitHubGateway
+    gateway: Registrar
     book: RegistrationBook
     secret_hash: int  # the credentials it was made with; a rotated Secret gets a new side
     registrations: RegistrationQueue
@@ -182,6 +184,11 @@ class Runtime:
     _reads: dict[tuple[str, ...], tuple[float, Any]] = field(default_factory=dict)
     _transports: dict[str, MeteredTransport] = field(default_factory=dict)
     _sides: dict[tuple[str, str], GitHubSide] = field(default_factory=dict)
+    # Scale-set protocol: one Actions-service client per (config URL, credentials), a REST
+    # gateway per installation only for its registration tokens (no sweep), and one side
+    # per RunnerScaleSet (its GitHub scale set is its registration scope).
+    _actions: dict[tuple[str, str], ActionsServiceClient] = field(default_factory=dict)
+    _rest: dict[tuple[str, str], GitHubGateway] = field(default_factory=dict)
     _retired: set[asyncio.Task[None]] = field(default_factory=set)
 
     def wake(self, namespace: str, name: str) -> None:
@@ -248,27 +255,84 @@ class Runtime:
 
     def github(self, target: GitHubTarget, credentials: GitHubCredentials) -> GitHubSide:
         """The scope's gateway and book, made (and its sweep started) on first use."""
-        secret_hash = hash((credentials.token, credentials.app_id, credentials.private_key))
         key = (target.key, credentials_key(credentials))
+        return self._side(
+            key, credentials,
+            lambda: self.gateway_factory(target, credentials, self._transport(credentials)),
+        )  # fmt: skip
+
+    def scale_set_side(
+        self,
+        target: GitHubTarget,
+        credentials: GitHubCredentials,
+        config_url: str,
+        namespace: str,
+        name: str,
+    ) -> GitHubSide:
+        """The side of one RunnerScaleSet on the scale-set protocol: its registrar (the
+        GitHub scale set) and a book that reads only its own runners' agents."""
+        key = (f"{target.key}|scaleset|{namespace}/{name}", credentials_key(credentials))
+
+        def make() -> Registrar:
+            client = self.actions_client(target, credentials, config_url)
+            return ScaleSetRegistrar(
+                client, target, self.budget(credentials), c.github_scale_set_name(name, namespace)
+            )
+
+        return self._side(key, credentials, make)
+
+    def drop_scale_set_side(
+        self, target: GitHubTarget, credentials: GitHubCredentials, namespace: str, name: str
+    ) -> None:
+        key = (f"{target.key}|scaleset|{namespace}/{name}", credentials_key(credentials))
+        side = self._sides.pop(key, None)
+        if side is not None:
+            self._retire(side)
+
+    def actions_client(
+        self, target: GitHubTarget, credentials: GitHubCredentials, config_url: str
+    ) -> ActionsServiceClient:
+        """One Actions-service client (admin token, connection pool) per installation and
+        config URL; its registration tokens come through the installation's REST budget."""
+        key = (config_url.rstrip("/").lower(), credentials_key(credentials))
+        client = self._actions.get(key)
+        if client is None:
+            rest = self._rest.get(key)
+            if rest is None:
+                rest = self._rest[key] = GitHubGateway(
+                    target, credentials, transport=self._transport(credentials)
+                )
+            client = self._actions[key] = ActionsServiceClient(config_url, rest.registration_token)
+        return client
+
+    def _side(
+        self, key: tuple[str, str], credentials: GitHubCredentials, make: Callable[[], Registrar]
+    ) -> GitHubSide:
+        secret_hash = hash((credentials.token, credentials.app_id, credentials.private_key))
         side = self._sides.get(key)
         if side is not None and side.secret_hash != secret_hash:
-            task = asyncio.create_task(side.book.stop())  # credentials rotated: retire it
-            self._retired.add(task)
-            task.add_done_callback(self._retired.discard)
+            self._retire(side)  # credentials rotated
             side = None
         if side is None:
-            gateway = self.gateway_factory(target, credentials, self._transport(credentials))
+            gateway = make()
             book = RegistrationBook(gateway, self.sweep, on_change=self.wake_runners)
             queue = RegistrationQueue(gateway, self.wake)
             side = self._sides[key] = GitHubSide(gateway, book, secret_hash, queue)
             book.start()
         return side
 
+    def _retire(self, side: GitHubSide) -> None:
+        task = asyncio.create_task(side.book.stop())
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+
     async def close(self) -> None:
         if self.children is not None:
             await self.children.stop()
         for side in self._sides.values():
             await side.book.stop()
+        for client in self._actions.values():
+            await client.close()
         for transport in self._transports.values():
             await transport.close()
         await self.kube.api.close()

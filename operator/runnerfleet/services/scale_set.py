@@ -40,7 +40,6 @@ from runnerfleet.builders.runner import (
 )
 from runnerfleet.gateways.github import (
     GitHubError,
-    GitHubGateway,
     RateLimitedError,
     RunnerBusyError,
     RunnerNameTakenError,
@@ -54,7 +53,12 @@ from runnerfleet.gateways.kubernetes import (
 )
 from runnerfleet.metrics import OperatorMetrics
 from runnerfleet.models.base import parse_duration
-from runnerfleet.models.github import GitHubCredentials, InvalidGitHubConfigError, parse_config_url
+from runnerfleet.models.github import (
+    GitHubCredentials,
+    GitHubTarget,
+    InvalidGitHubConfigError,
+    parse_config_url,
+)
 from runnerfleet.models.node_pool import RunnerNodePoolSpec
 from runnerfleet.models.runner_scale_set import RunnerScaleSetSpec, RunnerScaleSetStatus
 from runnerfleet.planning.observe import epoch, observe
@@ -81,8 +85,9 @@ from runnerfleet.planning.status import (
 )
 from runnerfleet.planning.status_diff import status_patch
 from runnerfleet.services.loop import reconcile_loop
-from runnerfleet.services.registrations import RegistrationBook
+from runnerfleet.services.registrations import Registrar, RegistrationBook
 from runnerfleet.services.runtime import Children, GitHubSide, Runtime
+from runnerfleet.services.scale_set_protocol import ScaleSetRegistrar
 
 log = logging.getLogger("runnerfleet.scaleset")
 
@@ -255,10 +260,21 @@ async def _round(runtime: Runtime, scale_set: ScaleSet) -> RoundOutcome:
     except NotFoundError:
         message = f"Secret {spec.github.secret_ref.name} (spec.github.secretRef.name) not found"
         return RoundOutcome(None, [Problem("ConfigValid", "SecretNotFound", message)])
-    side = runtime.github(target, credentials)
-    budget = side.gateway.budget
-    if budget.exhausted():
-        return RoundOutcome(None, [_rate_limited(budget.limited_until)])
+    if spec.github.protocol == c.PROTOCOL_SCALE_SET:
+        side = runtime.scale_set_side(
+            target, credentials, spec.github.config_url, ident.namespace, ident.name
+        )
+        try:
+            await _registrar(side).ensure(spec.github.runner_group, spec.labels)
+        except RateLimitedError as err:  # the hourly registration token is a REST call
+            return RoundOutcome(None, [_rate_limited(err.reset_at)])
+        except GitHubError as err:
+            return RoundOutcome(None, [Problem("GitHubReachable", type(err).__name__, str(err))])
+    else:
+        side = runtime.github(target, credentials)
+        budget = side.gateway.budget
+        if budget.exhausted():
+            return RoundOutcome(None, [_rate_limited(budget.limited_until)])
     place, pool_problem = await _resolve_pool(runtime, spec, ident)
     return await _converge(runtime, scale_set, spec, side, place, pool_problem)
 
@@ -315,6 +331,8 @@ async def _converge(
     ident = scale_set.identity
     pods, secrets_ = await _children(runtime, ident)
     github, book = side.gateway, side.book
+    if isinstance(github, ScaleSetRegistrar):
+        _track(github, secrets_)
     try:
         await _probe_vanished(github, book, pods, secrets_)
     except RateLimitedError as err:
@@ -352,6 +370,20 @@ async def _converge(
     return RoundOutcome(decided, problems, scaled)
 
 
+def _registrar(side: GitHubSide) -> ScaleSetRegistrar:
+    registrar = side.gateway
+    assert isinstance(registrar, ScaleSetRegistrar)
+    return registrar
+
+
+def _track(registrar: ScaleSetRegistrar, secrets_: list[dict[str, Any]]) -> None:
+    """The runners the Secrets record (after a restart the registrar knows none)."""
+    for secret in secrets_:
+        runner_id = (secret["metadata"].get("annotations") or {}).get(c.ANNOTATION_RUNNER_ID, "")
+        if runner_id.isdigit():
+            registrar.track(int(runner_id), secret["metadata"]["name"])
+
+
 def _busy_hints(status: RunnerScaleSetStatus) -> dict[str, float]:
     """Runners the listener saw running a job, and when (status.demand.busyRunners)."""
     demand = status.demand
@@ -377,7 +409,7 @@ async def _children(
 
 
 async def _probe_vanished(
-    github: GitHubGateway,
+    github: Registrar,
     book: RegistrationBook,
     pods: list[dict[str, Any]],
     secrets_: list[dict[str, Any]],
@@ -509,7 +541,7 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
 @dataclass
 class _Executor:
     kube: KubeGateway
-    github: GitHubGateway
+    github: Registrar
     book: RegistrationBook
     cache: Children | None  # written through, so the next round sees what this one did
     owner: ScaleSetIdentity
@@ -637,15 +669,19 @@ async def finalize(runtime: Runtime, body: dict[str, Any]) -> None:
         )
         github = None
     else:
-        github = runtime.github(target, credentials)
+        github = _side_of(runtime, spec, target, credentials, ident)
     pods, secrets_ = await asyncio.gather(
         runtime.kube.list_pods(ident.namespace, selector),
         runtime.kube.list_secrets(ident.namespace, selector),
     )
     if github is not None:
-        if github.book.swept_at is None:
-            await github.book.sweep()  # a fresh process: find registrations no Secret records
-        await _deregister_all(github, ident, secrets_)
+        if isinstance(github.gateway, ScaleSetRegistrar):
+            await _finalize_scale_set(runtime, github, spec, secrets_)
+            runtime.drop_scale_set_side(target, credentials, ident.namespace, ident.name)
+        else:
+            if github.book.swept_at is None:
+                await github.book.sweep()  # a fresh process: find registrations no Secret records
+            await _deregister_all(github, ident, secrets_)
     await asyncio.gather(
         *(runtime.kube.delete_pod(ident.namespace, p["metadata"]["name"]) for p in pods),
         *(runtime.kube.delete_secret(ident.namespace, s["metadata"]["name"]) for s in secrets_),
@@ -672,3 +708,33 @@ async def _deregister_all(
         with contextlib.suppress(RunnerBusyError):
             await side.gateway.delete_runner(registration_id, name)
         side.book.forget(name, registration_id)
+
+
+def _side_of(
+    runtime: Runtime,
+    spec: RunnerScaleSetSpec,
+    target: GitHubTarget,
+    credentials: GitHubCredentials,
+    ident: ScaleSetIdentity,
+) -> GitHubSide:
+    if spec.github.protocol == c.PROTOCOL_SCALE_SET:
+        return runtime.scale_set_side(
+            target, credentials, spec.github.config_url, ident.namespace, ident.name
+        )
+    return runtime.github(target, credentials)
+
+
+async def _finalize_scale_set(
+    runtime: Runtime, side: GitHubSide, spec: RunnerScaleSetSpec, secrets_: list[dict[str, Any]]
+) -> None:
+    """Scale-set protocol: remove the runners the Secrets record (busy ones too: their pods
+    go, and GitHub fails their jobs), then the GitHub scale set itself."""
+    registrar = _registrar(side)
+    if not await registrar.find(spec.github.runner_group):
+        return  # never registered, or already removed
+    for secret in secrets_:
+        runner_id = (secret["metadata"].get("annotations") or {}).get(c.ANNOTATION_RUNNER_ID, "")
+        if runner_id.isdigit():
+            with contextlib.suppress(RunnerBusyError):
+                await registrar.delete_runner(int(runner_id), secret["metadata"]["name"])
+    await registrar.delete()

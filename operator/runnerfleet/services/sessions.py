@@ -1,0 +1,214 @@
+"""The listener's scale-set sessions: GitHub tells it the demand (runner scale-set protocol).
+
+For every scale set of the team with `spec.github.protocol: scaleSet`, the one listener
+process holds one message session on the Actions service (one process, many sessions; ARC
+runs a pod per scale set). Each session long-polls its queue and, per batch of job messages:
+- `JobAvailable` (GHES): acquires the jobs for the scale set;
+- `JobStarted`: the runner is busy, written at once in `status.demand.busyRunners` so the
+  operator protects its pod within a second;
+- `JobCompleted`: the runner is done (a `canceled` re-assignment changes nothing: demand comes
+  from the statistics, never from counting messages);
+- demand = `statistics.totalAssignedJobs` (queued-and-assigned plus running), written as
+  `status.demand.assignedJobs`; the operator keeps min(max, min + assigned) runners.
+A batch is acknowledged only after its demand is written, so a crash re-reads it (every
+step above is idempotent): no job is lost.
+
+A 409 (another session holds the scale set: a replica, a second cluster, or a session left by
+an unclean exit until GitHub expires it) is waited out with jittered backoff, never a crash.
+Sessions are deleted on shutdown.
+
+Layer: services. Actions-service I/O through the gateway, Kubernetes through the listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from runnerfleet import conventions as c
+from runnerfleet.gateways.actions_service import (
+    ActionsServiceClient,
+    JobEvent,
+    MessageBatch,
+    ScaleSetNotFoundError,
+    Session,
+    SessionConflictError,
+    Statistics,
+)
+from runnerfleet.gateways.github import GitHubError
+from runnerfleet.gateways.kubernetes import KubeError
+from runnerfleet.services.listener import Listener
+
+log = logging.getLogger("runnerfleet.sessions")
+
+SYNC_SECONDS = 10.0  # how often the team's scale sets are re-listed (new ones get a session)
+CONFLICT_BACKOFF_MAX = 10.0  # a held session is retried at least this often
+ERROR_BACKOFF_MAX = 30.0
+
+
+def _backoff(attempt: int, cap: float) -> float:
+    """Full jitter: uniform in [0, min(cap, 2^attempt)], at least 0.5 s."""
+    return max(0.5, random.uniform(0, min(cap, 2.0**attempt)))  # noqa: S311 (jitter)
+
+
+@dataclass
+class SessionWorker:
+    """One scale set's session: connect, long-poll, apply, acknowledge; forever."""
+
+    client: ActionsServiceClient
+    listener: Listener
+    key: tuple[str, str]  # (namespace, RunnerScaleSet name)
+    scale_set_id: int
+    owner: str
+    max_capacity: int
+    clock: Callable[[], float] = time.time
+    busy: set[str] = field(default_factory=set)
+    last_message_id: int = 0
+    statistics: Statistics | None = None
+    state: str = "connecting"  # connecting, conflict, listening
+
+    async def run(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                session = await self.client.create_session(self.scale_set_id, self.owner)
+            except ScaleSetNotFoundError:
+                log.warning("%s/%s: scale set %d is gone", *self.key, self.scale_set_id)
+                return  # the manager looks it up again
+            except SessionConflictError:
+                self.state = "conflict"
+                attempt += 1
+                log.info("%s/%s: another session holds the scale set; retrying", *self.key)
+                await asyncio.sleep(_backoff(attempt, CONFLICT_BACKOFF_MAX))
+                continue
+            except GitHubError as err:
+                attempt += 1
+                log.warning("%s/%s: cannot open a session: %s", *self.key, err)
+                await asyncio.sleep(_backoff(attempt, ERROR_BACKOFF_MAX))
+                continue
+            attempt = 0
+            self.state = "listening"
+            try:
+                await self._listen(session)
+            except GitHubError as err:
+                log.warning("%s/%s: session lost: %s", *self.key, err)
+            finally:
+                self.state = "connecting"
+                with contextlib.suppress(GitHubError):
+                    await asyncio.shield(self.client.delete_session(session))
+
+    async def _listen(self, session: Session) -> None:
+        await self._write(session.statistics)
+        while True:
+            batch = await self.client.get_messages(session, self.last_message_id, self.max_capacity)
+            if batch is None:  # the long-poll timed out: nothing new (a heartbeat write)
+                await self._write(self.statistics or session.statistics)
+                continue
+            await self._apply(session, batch)
+            await self.client.ack(session, batch.message_id)
+            self.last_message_id = batch.message_id
+
+    async def _apply(self, session: Session, batch: MessageBatch) -> None:
+        available = [e.runner_request_id for e in batch.events if e.kind == "JobAvailable"]
+        if available:
+            await self.client.acquire_jobs(session, available)
+        for event in batch.events:
+            self._observe(event)
+        await self._write(batch.statistics)
+
+    def _observe(self, event: JobEvent) -> None:
+        metrics = self.listener.metrics
+        if event.kind == "JobStarted" and event.runner_name:
+            self.busy.add(event.runner_name)
+            metrics.jobs_started.labels(*self.key).inc()
+            if event.queue_time and event.runner_assign_time:
+                wait = (event.runner_assign_time - event.queue_time).total_seconds()
+                metrics.queue_wait.labels(*self.key).observe(max(0.0, wait))
+        elif event.kind == "JobCompleted":
+            if event.runner_name:
+                self.busy.discard(event.runner_name)
+            if event.result != "canceled" or event.runner_name:
+                metrics.jobs_completed.labels(*self.key).inc()
+
+    async def _write(self, statistics: Statistics) -> None:
+        self.statistics = statistics
+        self.listener.export_statistics(self.key, statistics)
+        try:
+            await self.listener.write_demand(self.key, statistics.assigned, sorted(self.busy))
+        except KubeError as err:  # not acknowledged: the batch comes again
+            raise GitHubError(f"demand not written: {err}") from err
+
+
+@dataclass
+class SessionManager:
+    """Keeps one SessionWorker per protocol scale set of the team."""
+
+    client: ActionsServiceClient
+    listener: Listener
+    owner: str  # this process (the pod name): shown as the session's owner in GitHub
+    workers: dict[tuple[str, str], tuple[int, asyncio.Task[None], SessionWorker]] = field(
+        default_factory=dict
+    )
+    _group_ids: dict[str, int] = field(default_factory=dict)
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    await self.sync()
+                except (GitHubError, KubeError) as err:
+                    log.warning("scale-set sessions not synced: %s", err)
+                await asyncio.sleep(SYNC_SECONDS)
+        finally:
+            await self.stop()
+
+    async def sync(self) -> None:
+        """Start sessions for new protocol scale sets, stop those gone or moved."""
+        wanted: dict[tuple[str, str], tuple[int, int]] = {}
+        for body in await self.listener.protocol_scale_sets():
+            meta, spec = body["metadata"], body["spec"]
+            key = (meta["namespace"], meta["name"])
+            scale_set_id = await self._scale_set_id(key, spec)
+            if scale_set_id is not None:
+                wanted[key] = (scale_set_id, int(spec.get("maxRunners", 10)))
+        for key in list(self.workers):
+            ended = self.workers[key][1].done()
+            if ended or key not in wanted or wanted[key][0] != self.workers[key][0]:
+                await self._stop(key)
+        for key, (scale_set_id, capacity) in wanted.items():
+            if key in self.workers:
+                self.workers[key][2].max_capacity = capacity
+                continue
+            worker = SessionWorker(
+                self.client, self.listener, key, scale_set_id, self.owner, capacity
+            )
+            task = asyncio.create_task(worker.run(), name=f"session {key[0]}/{key[1]}")
+            self.workers[key] = (scale_set_id, task, worker)
+
+    async def _scale_set_id(self, key: tuple[str, str], spec: dict[str, Any]) -> int | None:
+        """The GitHub scale set the operator registered for it (None until it has)."""
+        group = str((spec.get("github") or {}).get("runnerGroup") or "Default")
+        if group not in self._group_ids:
+            self._group_ids[group] = await self.client.runner_group_id(group)
+        if key in self.workers and not self.workers[key][1].done():
+            return self.workers[key][0]
+        info = await self.client.get_scale_set(
+            self._group_ids[group], c.github_scale_set_name(key[1], key[0])
+        )
+        return info.id if info is not None else None
+
+    async def _stop(self, key: tuple[str, str]) -> None:
+        _, task, _ = self.workers.pop(key)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def stop(self) -> None:
+        for key in list(self.workers):
+            await self._stop(key)
