@@ -41,6 +41,7 @@ import aiohttp
 import jwt
 from aiohttp import web
 
+from runnerfleet.sim.actions_service import ActionsServiceOptions, FakeActionsService
 from runnerfleet.sim.github_limits import GitHubLimits, Limiter, RateLimit, paginate
 
 API_PREFIX = "/api/v3"
@@ -70,6 +71,7 @@ class FakeRunner:
     busy: bool = False
     job_id: int | None = None
     created_at: float = field(default_factory=time.time)
+    scale_set_id: int | None = None  # registered through this scale set's JIT config
 
     def body(self) -> dict[str, Any]:
         return {
@@ -100,6 +102,12 @@ class FakeJob:
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     completed_at: float | None = None
+    # Routing to a runner scale set (sim/actions_service.py); None: a job for REST runners.
+    scale_set_id: int | None = None
+    scale_set_state: str | None = None  # "available" (GHES offer), "acquired", "assigned"
+    runner_request_id: int | None = None  # changes at each re-assignment
+    scale_set_assigned_at: float | None = None  # by the fake's clock
+    reassignments: int = 0
 
 
 class FakeGitHub:
@@ -111,6 +119,7 @@ class FakeGitHub:
         app_public_key: str | None = None,
         limits: GitHubLimits | None = None,
         clock: Callable[[], float] = time.time,
+        actions: ActionsServiceOptions | None = None,
     ) -> None:
         self.limits = limits or GitHubLimits()
         self.clock = clock  # budgets' hours, the secondary windows, reset times
@@ -125,6 +134,7 @@ class FakeGitHub:
         self.jobs: dict[int, FakeJob] = {}
         self.repositories: list[str] = []
         self.archived: set[str] = set()  # full names of archived repositories
+        self.orgs: set[str] = set()  # orgs besides the owners of `repositories`
         self._repo_ids: dict[str, int] = {}
         self.unreachable = False
         # Request statistics (reset_counters() clears them; budgets are GitHub's state, not stats).
@@ -144,6 +154,8 @@ class FakeGitHub:
         self._pending: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self.port = 0
+        # The Actions service (runner scale sets), served by this host: always on.
+        self.actions = FakeActionsService(self, actions)
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -159,8 +171,10 @@ class FakeGitHub:
         site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
+        self.actions.start()
 
     async def stop(self) -> None:
+        self.actions.close()  # ends long-polls, so the server's shutdown does not wait on them
         for task in list(self._pending):
             task.cancel()
         if self._runner is not None:
@@ -206,6 +220,7 @@ class FakeGitHub:
             self.not_modified,
             self.primary_limited,
             self.secondary_limited,
+            self.actions.requests,
         ):
             counter.clear()  # fmt: skip
 
@@ -239,7 +254,27 @@ class FakeGitHub:
         if repo not in self._repo_ids:
             self.add_repositories([repo])
         self._deliver("queued", job)
+        self.actions.route(job)  # to a scale set whose labels cover the job's, if any
         return job
+
+    def known_orgs(self) -> set[str]:
+        """Orgs this GitHub has: `orgs` plus every repository's owner."""
+        return self.orgs | {name.partition("/")[0] for name in self.repositories}
+
+    def register_runner(
+        self,
+        name: str,
+        scope: str,
+        labels: list[str],
+        group: int,
+        scale_set_id: int | None = None,
+    ) -> FakeRunner:
+        """A new registration (REST JIT or a scale set's generatejitconfig), counted as issued."""
+        runner = FakeRunner(next(self._ids), name, scope, list(labels), group)
+        runner.scale_set_id = scale_set_id
+        self.runners[runner.id] = runner
+        self.jit_issued.append(name)
+        return runner
 
     def runner_by_name(self, name: str) -> FakeRunner | None:
         return next((r for r in self.runners.values() if r.name == name), None)
@@ -248,7 +283,10 @@ class FakeGitHub:
         """What a real runner does with `--jitconfig`: find its registration, or None."""
         try:
             data = json.loads(base64.b64decode(encoded))
-        except ValueError:
+            if ".runner" in data:  # a scale set's JIT config: the runner's files, base64 each
+                files = json.loads(base64.b64decode(data[".runner"]))
+                data = {"runner_id": files["agentId"], "runner_name": files["agentName"]}
+        except (ValueError, KeyError, TypeError):
             return None
         runner = self.runners.get(int(data.get("runner_id", -1)))
         if runner is None or runner.name != data.get("runner_name"):
@@ -259,12 +297,17 @@ class FakeGitHub:
         runner.status = "online"
 
     def acquire_job(self, runner: FakeRunner) -> FakeJob | None:
-        """Assign the oldest queued job whose labels are all on the runner (GitHub's rule)."""
+        """Assign the oldest queued job whose labels are all on the runner (GitHub's rule).
+
+        A scale-set runner takes only jobs assigned to its scale set; a REST runner never
+        takes a job routed to a scale set."""
         if runner.status != "online" or runner.busy:
             return None
         have = {label.lower() for label in runner.labels}
         for job in sorted(self.jobs.values(), key=lambda j: j.id):
-            if job.status == "queued" and {label.lower() for label in job.labels} <= have:
+            if job.status != "queued" or not self.actions.may_take(runner, job):
+                continue
+            if runner.scale_set_id is not None or {lb.lower() for lb in job.labels} <= have:
                 job.status, job.runner_name, job.started_at = (
                     "in_progress",
                     runner.name,
@@ -272,6 +315,7 @@ class FakeGitHub:
                 )
                 runner.busy, runner.job_id = True, job.id
                 self._deliver("in_progress", job)
+                self.actions.job_started(runner, job)
                 return job
         return None
 
@@ -281,7 +325,17 @@ class FakeGitHub:
         if job is not None:
             job.status, job.conclusion, job.completed_at = "completed", conclusion, time.time()
             self._deliver("completed", job)
+            self.actions.job_finished(runner, job)
         self.runners.pop(runner.id, None)
+
+    def runner_lost(self, runner: FakeRunner) -> None:
+        """GitHub noticed that a runner died mid-job: the job fails (JobCompleted "failed" for
+        a scale set) and the registration stays, offline. No webhook, as before."""
+        job = self.jobs.get(runner.job_id or -1)
+        if job is not None and job.status != "completed":
+            job.status, job.conclusion, job.completed_at = "completed", "failure", time.time()
+            self.actions.job_finished(runner, job)
+        runner.busy, runner.status, runner.job_id = False, "offline", None
 
     def _deliver(self, action: str, job: FakeJob) -> None:
         """POST a signed `workflow_job` delivery, as GitHub does, without blocking the caller."""
@@ -342,6 +396,7 @@ class FakeGitHub:
                 }
                 for endpoint in sorted(endpoints)
             },
+            "actions_service": self.actions.summary(),  # never counted against REST limits
         }
 
     # ------------------------------------------------------------------ HTTP plumbing
@@ -350,6 +405,8 @@ class FakeGitHub:
         if request.path.startswith("/_sim"):
             sim: web.StreamResponse = await handler(request)
             return sim
+        if self.actions.handles(request.path):  # its own auth and counters, no REST limits
+            return await self.actions.serve(request, handler)
         route = request.match_info.route.resource
         template = route.canonical if route is not None else request.path
         resp = await self._answer(request, handler, f"{request.method} {template}")
@@ -477,10 +534,12 @@ class FakeGitHub:
             r.add_get(p + scope + "/actions/runners", self._list_runners)
             r.add_get(p + scope + "/actions/runners/{runner_id}", self._get_runner)
             r.add_delete(p + scope + "/actions/runners/{runner_id}", self._delete_runner)
+            r.add_post(p + scope + "/actions/runners/registration-token", self._registration_token)
         r.add_get(p + "/installation/repositories", self._installation_repos)
         r.add_get(p + "/repos/{org}/{repo}/actions/runs", self._list_runs)
         r.add_get(p + "/repos/{org}/{repo}/actions/runs/{run_id}/jobs", self._list_jobs)
         r.add_get(p + "/rate_limit", self._rate_limit)
+        self.actions.add_routes(r)
         r.add_get("/_sim/summary", self._sim_summary)
         r.add_post("/_sim/jobs", self._sim_enqueue)
         r.add_get("/_sim/jobs", self._sim_jobs)
@@ -534,14 +593,18 @@ class FakeGitHub:
             return self._error(422, "Invalid request: labels must have 1 to 100 entries.")
         if self.runner_by_name(name) is not None:
             return self._error(409, "Already exists - A runner with the same name already exists.")
-        runner = FakeRunner(next(self._ids), name, self._scope(request), list(labels), group)
-        self.runners[runner.id] = runner
+        runner = self.register_runner(name, self._scope(request), list(labels), group)
         payload = {"runner_id": runner.id, "runner_name": name, "nonce": secrets.token_hex(8)}
         encoded = base64.b64encode(json.dumps(payload).encode()).decode()
-        self.jit_issued.append(name)
         return web.json_response(
             {"runner": runner.body(), "encoded_jit_config": encoded}, status=201
         )
+
+    async def _registration_token(self, request: web.Request) -> web.Response:
+        """A runner registration token (1 h) for this scope: the scale-set protocol's first
+        step (sim/actions_service.py takes it at /api/v3/actions/runner-registration)."""
+        token, expires_at = self.actions.issue_registration_token(self._scope(request))
+        return web.json_response({"token": token, "expires_at": _iso(expires_at)}, status=201)
 
     async def _list_runners(self, request: web.Request) -> web.Response:
         scope = self._scope(request)
@@ -779,4 +842,12 @@ def _job(base: str, job: FakeJob) -> dict[str, Any]:
     }
 
 
-__all__ = ["API_PREFIX", "FakeGitHub", "FakeJob", "FakeRunner", "GitHubLimits", "RateLimit"]
+__all__ = [
+    "API_PREFIX",
+    "ActionsServiceOptions",
+    "FakeGitHub",
+    "FakeJob",
+    "FakeRunner",
+    "GitHubLimits",
+    "RateLimit",
+]

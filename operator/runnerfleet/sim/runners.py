@@ -134,14 +134,10 @@ class SimulatedRunners:
 
     def _lose(self, runner: FakeRunner, job: FakeJob) -> None:
         """The pod died mid-job. As on GitHub, the registration stays busy until the service
-        notices the runner is gone; then the job fails and the runner shows offline."""
+        notices the runner is gone; then the job fails (a scale set hears JobCompleted
+        "failed") and the runner shows offline."""
         self.lost_jobs.append(job.id)
-
-        def noticed() -> None:
-            job.status, job.conclusion = "completed", "failure"
-            runner.busy, runner.status, runner.job_id = False, "offline", None
-
-        asyncio.get_running_loop().call_later(self.lost_runner_after, noticed)
+        asyncio.get_running_loop().call_later(self.lost_runner_after, self.fake.runner_lost, runner)
 
     async def _connect(self, namespace: str, name: str) -> FakeRunner | None:
         core = client.CoreV1Api(self.api)
