@@ -72,9 +72,9 @@ class SessionWorker:
     last_message_id: int = 0
     statistics: Statistics | None = None
     state: str = "connecting"  # connecting, conflict, listening
+    attempt: int = 0  # failures in a row, for the backoff
 
     async def run(self) -> None:
-        attempt = 0
         while True:
             try:
                 session = await self.client.create_session(self.scale_set_id, self.owner)
@@ -83,16 +83,15 @@ class SessionWorker:
                 return  # the manager looks it up again
             except SessionConflictError:
                 self.state = "conflict"
-                attempt += 1
+                self.attempt += 1
                 log.info("%s/%s: another session holds the scale set; retrying", *self.key)
-                await asyncio.sleep(_backoff(attempt, CONFLICT_BACKOFF_MAX))
+                await asyncio.sleep(_backoff(self.attempt, CONFLICT_BACKOFF_MAX))
                 continue
             except GitHubError as err:
-                attempt += 1
+                self.attempt += 1
                 log.warning("%s/%s: cannot open a session: %s", *self.key, err)
-                await asyncio.sleep(_backoff(attempt, ERROR_BACKOFF_MAX))
+                await asyncio.sleep(_backoff(self.attempt, ERROR_BACKOFF_MAX))
                 continue
-            attempt = 0
             self.state = "listening"
             try:
                 await self._listen(session)
@@ -102,11 +101,14 @@ class SessionWorker:
                 self.state = "connecting"
                 with contextlib.suppress(GitHubError):
                     await asyncio.shield(self.client.delete_session(session))
+            self.attempt += 1  # a session that keeps failing is reopened ever more slowly
+            await asyncio.sleep(_backoff(self.attempt, ERROR_BACKOFF_MAX))
 
     async def _listen(self, session: Session) -> None:
         await self._write(session.statistics)
         while True:
             batch = await self.client.get_messages(session, self.last_message_id, self.max_capacity)
+            self.attempt = 0  # the session works
             if batch is None:  # the long-poll timed out: nothing new (a heartbeat write)
                 await self._write(self.statistics or session.statistics)
                 continue
