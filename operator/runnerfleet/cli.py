@@ -357,11 +357,11 @@ def listen(
     import asyncio
     import logging
 
-    from runnerfleet.listener.main import ListenerOptions, serve
+    from runnerfleet.listener.main import ListenerOptions, run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     options = ListenerOptions(namespace, name, kubeconfig, webhook_port, metrics_port)
-    asyncio.run(serve(options))
+    asyncio.run(run(options))
 
 
 if __name__ == "__main__":  # pragma: no cover

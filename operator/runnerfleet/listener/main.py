@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -45,6 +46,17 @@ class ListenerOptions:
     kubeconfig: str | None
     webhook_port: int
     metrics_port: int
+
+
+async def run(options: ListenerOptions) -> None:
+    """`serve` until SIGTERM or SIGINT, then shut down cleanly: the scale-set sessions are
+    deleted, so the next pod (a rollout, a rescheduling) need not wait for them to expire."""
+    task = asyncio.create_task(serve(options))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def serve(options: ListenerOptions) -> None:
