@@ -129,6 +129,14 @@ async def test_admin_token_is_refreshed_when_less_than_a_minute_is_left() -> Non
         )
 
 
+async def test_admin_token_lifetime_counts_from_receipt_despite_clock_skew() -> None:
+    # Our clock is two hours ahead of GitHub's: by `exp` alone every token looks expired.
+    async with started() as fake, client_for(fake, clock=lambda: time.time() + 7200) as client:
+        for name in ("a", "b", "c"):
+            await client.get_scale_set(1, name)
+        assert registrations(fake) == 1
+
+
 async def test_expired_admin_token_is_refreshed_once_on_401() -> None:
     # The fake's clock jumps past the token's `exp` while the client's does not: only the 401
     # tells the client.

@@ -251,15 +251,21 @@ def _parse(model: type[_M], resp: httpx.Response, what: str) -> _M:
         ) from None
 
 
-def _jwt_expiry(token: str) -> float:
-    """`exp` of the admin JWT (epoch s). Not verified: we only need to know when to refresh.
-    A token without a readable `exp` is refreshed only when the service answers 401."""
+def _jwt_expiry(token: str, now: float) -> float:
+    """When the admin JWT expires, by our clock (epoch s). Not verified: we only need to know
+    when to refresh. With `iat` the lifetime (`exp - iat`) counts from `now`, so a skew
+    between GitHub's clock and ours does not matter; else `exp` as is. A token without a
+    readable `exp` is refreshed only when the service answers 401."""
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:
         return math.inf
-    exp = claims.get("exp")
-    return float(exp) if isinstance(exp, int | float) else math.inf
+    exp, iat = claims.get("exp"), claims.get("iat")
+    if not isinstance(exp, int | float):
+        return math.inf
+    if isinstance(iat, int | float) and iat <= exp:
+        return now + (exp - iat)
+    return float(exp)
 
 
 def _error(
@@ -323,7 +329,7 @@ class ActionsServiceClient:
         self._admin: _Admin | None = None
         # Held only while a token is refreshed, never across ordinary calls.
         self._admin_lock = asyncio.Lock()
-        self._session_lock = asyncio.Lock()
+        self._session_locks: dict[str, asyncio.Lock] = {}  # session id -> its refresh lock
         self._group_ids: dict[str, int] = {}
         self.requests: dict[tuple[str, int], int] = {}  # (endpoint, status) -> count
 
@@ -427,7 +433,7 @@ class ActionsServiceClient:
             raise _error(resp, "runner registration", {404: GitHubNotFoundError})
         reg = _parse(wire.RunnerRegistration, resp, "runner registration")
         url = reg.url if reg.url.endswith("/") else reg.url + "/"
-        return _Admin(url, reg.token, _jwt_expiry(reg.token))
+        return _Admin(url, reg.token, _jwt_expiry(reg.token, self._clock()))
 
     async def _call(
         self,
@@ -479,7 +485,8 @@ class ActionsServiceClient:
 
     async def _refresh_session(self, session: Session, stale: str) -> None:
         """PATCH the session for a fresh queue token, in place (once for concurrent callers)."""
-        async with self._session_lock:
+        lock = self._session_locks.setdefault(session.session_id, asyncio.Lock())
+        async with lock:
             if session.queue_token != stale:
                 return
             resp = await self._call(
@@ -651,11 +658,10 @@ class ActionsServiceClient:
         """Acquire offered jobs (GHES flow, JobAvailable); returns the ids actually acquired."""
         if not runner_request_ids:
             return []
+        base = (await self._admin_token()).actions_url  # the queue token authorises this call
         resp = await self._queue_call(
             session, "POST runnerscalesets/{id}/acquirejobs", "POST",
-            lambda s: self._actions_url(
-                f"{wire.SCALE_SETS_PATH}/{s.scale_set_id}/acquirejobs"
-            ),
+            lambda s: f"{base}{wire.SCALE_SETS_PATH}/{s.scale_set_id}/acquirejobs",
             body=[int(i) for i in runner_request_ids],
         )  # fmt: skip
         if resp.status_code != 200:
@@ -664,11 +670,6 @@ class ActionsServiceClient:
                 {404: ScaleSetNotFoundError},
             )  # fmt: skip
         return list(_parse(wire.AcquireJobsResult, resp, "acquired jobs").value)
-
-    def _actions_url(self, path: str) -> str:
-        # A session exists only after a successful admin call, so the URL is known here.
-        assert self._admin is not None
-        return self._admin.actions_url + path
 
     # ------------------------------------------------------------------ runners (agents)
     async def generate_jit(
