@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import aiohttp
 import jwt
@@ -32,6 +32,29 @@ OPTIONS = ActionsServiceOptions(
     assignment_timeout=60.0,
 )
 T = TypeVar("T", bound=BaseModel)
+
+
+def wire(model: type[T], data: Any) -> T:
+    """Validate a body, and check it sends no key the model does not name: the models ignore
+    unknown fields (GitHub adds some), so a misspelt key would otherwise pass unnoticed."""
+    assert isinstance(data, dict)
+    names = set()
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        names.add(key)
+        inner = next(
+            (t for t in (field.annotation, *get_args(field.annotation)) if _is_model(t)), None
+        )
+        value = data.get(key)
+        for item in value if isinstance(value, list) else [value]:
+            if inner is not None and isinstance(item, dict):
+                wire(inner, item)
+    assert set(data) <= names, f"{model.__name__}: unknown keys {set(data) - names}"
+    return model.model_validate(data)
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
 class Clock:
@@ -57,7 +80,7 @@ class Protocol:
         headers = {"Authorization": f"token {REST_TOKEN}"}
         async with self.http.post(url, headers=headers) as resp:
             assert resp.status == 201
-            return m.RegistrationToken.model_validate(await resp.json()).token
+            return wire(m.RegistrationToken, await resp.json()).token
 
     async def register(self, config: str = ORG, reg_token: str | None = None) -> tuple[int, Any]:
         token = reg_token or await self.registration_token()
@@ -67,10 +90,10 @@ class Protocol:
         async with self.http.post(url, json=body, headers=headers) as resp:
             data = await resp.json()
         if resp.status == 200:
-            reply = m.RunnerRegistration.model_validate(data)
+            reply = wire(m.RunnerRegistration, data)
             self.service, self.admin = reply.url, reply.token
         else:
-            m.ActionsError.model_validate(data)
+            wire(m.ActionsError, data)
         return resp.status, data
 
     async def call(
@@ -90,13 +113,13 @@ class Protocol:
         async with self.http.request(method, url, json=body, headers=hdrs, params=params) as resp:
             data = await resp.json() if resp.status not in (202, 204) else None
         if resp.status >= 400:
-            m.ActionsError.model_validate(data)
+            wire(m.ActionsError, data)
         return resp.status, data
 
     async def ok(self, model: type[T], method: str, path: str, body: Any = None, **kw: Any) -> T:
         status, data = await self.call(method, path, body, **kw)
         assert status == 200, (status, data)
-        return model.model_validate(data)
+        return wire(model, data)
 
     async def scale_set(
         self, name: str = "linux-set", labels: tuple[str, ...] = ("linux",)
@@ -121,7 +144,7 @@ class Protocol:
             headers={m.MAX_CAPACITY_HEADER: "10"},
             query={"lastMessageId": str(last)},
         )
-        return status, m.Message.model_validate(data) if status == 200 else None
+        return status, wire(m.Message, data) if status == 200 else None
 
     async def runner(self, scale_set_id: int, name: str) -> FakeRunner:
         """generatejitconfig, then what the runner does with the JIT config: go online."""
@@ -141,7 +164,7 @@ def jobs_of(message: m.Message) -> list[m.JobMessage]:
     items = json.loads(message.body)
     assert isinstance(items, list)
     assert len(items) <= m.MAX_MESSAGES_PER_RESPONSE
-    return [m.JobMessage.model_validate(item) for item in items]
+    return [wire(m.JobMessage, item) for item in items]
 
 
 async def next_jobs(
