@@ -247,6 +247,7 @@ async def fleet(
 ) -> AsyncIterator[Fleet]:
     """Start everything; `auth` is "token" (github_token) or "app" (GitHub App JWT flow)."""
     github = FakeGitHub()
+    github.orgs.add(ORG)  # the organisation the scale sets register in
     await github.start()
     if auth == "app":
         private, github.app_public_key = _app_key()
