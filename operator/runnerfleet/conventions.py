@@ -94,6 +94,11 @@ def github_scale_set_name(scale_set: str, namespace: str) -> str:
     return f"{namespace}-{scale_set}"
 
 
+def listener_lease_name(team_listener: str) -> str:
+    """The Lease a TeamListener's replicas elect their acting one with."""
+    return f"{team_listener}-listener"
+
+
 PROTOCOL_SCALE_SET: Final = "scaleSet"  # GitHub's runner scale-set protocol (Actions service)
 PROTOCOL_REST: Final = "rest"  # REST JIT registration + listener polling/webhooks
 

@@ -40,8 +40,11 @@ def make_team_listener(
     config_url: str = "https://github.com/acme",
     secret: str = "github-app",
     repositories: list[str] | None = None,
+    replicas: int = 1,
     **spec: Any,
 ) -> dict[str, Any]:
+    """One replica unless a test asks for more (the product default is 2, for HA): most
+    tests talk to "the" listener process."""
     return {
         "apiVersion": c.API_VERSION,
         "kind": c.TEAM_LISTENER_KIND,
@@ -50,6 +53,7 @@ def make_team_listener(
             "team": team,
             "github": {"configUrl": config_url, "secretRef": {"name": secret}},
             "repositories": {"names": repositories if repositories is not None else ["app"]},
+            "replicas": replicas,
             **spec,
         },
     }

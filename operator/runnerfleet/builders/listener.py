@@ -31,6 +31,10 @@ class ListenerIdentity:
     def child_name(self) -> str:
         return f"{self.name}-listener"
 
+    @property
+    def lease_name(self) -> str:
+        return c.listener_lease_name(self.name)
+
 
 def _meta(owner: ListenerIdentity, spec: TeamListenerSpec, name: str) -> dict[str, Any]:
     return {
@@ -78,6 +82,12 @@ def build_role(owner: ListenerIdentity, spec: TeamListenerSpec) -> dict[str, Any
              "resourceNames": [owner.name], "verbs": ["get", "watch"]},
             {"apiGroups": [c.GROUP], "resources": [f"{c.TEAM_LISTENER_PLURAL}/status"],
              "resourceNames": [owner.name], "verbs": ["get", "patch"]},
+            # Leader election among the listener's replicas. `create` cannot be narrowed to
+            # a name by RBAC; get/update can.
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+             "verbs": ["create"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+             "resourceNames": [owner.lease_name], "verbs": ["get", "update"]},
         ],
     }  # fmt: skip
 
@@ -105,6 +115,9 @@ def build_deployment(owner: ListenerIdentity, spec: TeamListenerSpec) -> dict[st
     env: list[dict[str, Any]] = [
         {"name": "RUNNERFLEET_LISTENER_NAMESPACE", "value": owner.namespace},
         {"name": "RUNNERFLEET_LISTENER_NAME", "value": owner.name},
+        # The replica's identity in the Lease, and where standbys forward webhooks to.
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
     ]
     if spec.webhook.enabled and spec.webhook.secret_ref is not None:
         env.append({"name": "RUNNERFLEET_WEBHOOK_SECRET", "valueFrom": {"secretKeyRef": {
@@ -136,11 +149,13 @@ def build_deployment(owner: ListenerIdentity, spec: TeamListenerSpec) -> dict[st
         "kind": "Deployment",
         "metadata": _meta(owner, spec, owner.child_name),
         "spec": {
-            "replicas": 0 if spec.suspend else 1,
+            "replicas": 0 if spec.suspend else spec.replicas,
             "selector": {"matchLabels": {c.LABEL_LISTENER: owner.name,
                                          c.LABEL_COMPONENT: c.COMPONENT_LISTENER}},
-            # Never two listeners at once: the old one stops before the new one starts.
-            "strategy": {"type": "Recreate"},
+            # Only the Lease holder acts, so old and new pods may overlap in a rollout: the
+            # standby stays up until its successor is ready.
+            "strategy": {"type": "RollingUpdate",
+                         "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
                 "metadata": {"labels": labels,
                              "annotations": {c.ANNOTATION_SPEC_HASH: spec_hash(spec)}},

@@ -18,23 +18,28 @@ import json
 import logging
 import os
 import signal
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import aiohttp
 from aiohttp import web
 
+from runnerfleet import conventions as c
 from runnerfleet.gateways.actions_service import ActionsServiceClient
 from runnerfleet.gateways.github import GitHubGateway
-from runnerfleet.gateways.kubernetes import KubeGateway, connect
+from runnerfleet.gateways.kubernetes import KubeError, KubeGateway, connect
 from runnerfleet.listener.signature import verify
 from runnerfleet.metrics import ListenerMetrics, serve_metrics
 from runnerfleet.models.github import GitHubCredentials, parse_config_url
 from runnerfleet.models.team_listener import TeamListenerSpec
 from runnerfleet.planning.polling import PollPolicy
+from runnerfleet.services.leader import LeaderElector
 from runnerfleet.services.listener import Listener
 from runnerfleet.services.sessions import SessionManager
 
 log = logging.getLogger("runnerfleet.listener")
+LEASE_SECONDS = 10  # a standby takes over at most this long after the acting replica stops
 CREDENTIAL_KEYS = ("github_token", "github_app_id", "github_app_installation_id",
                    "github_app_private_key")  # fmt: skip
 
@@ -60,6 +65,9 @@ async def run(options: ListenerOptions) -> None:
 
 
 async def serve(options: ListenerOptions) -> None:
+    """Set up, then alternate between standing by and acting for as long as the process
+    runs: every replica serves webhooks and metrics; only the Lease holder polls, holds the
+    scale-set sessions and writes demand."""
     api = await connect(options.kubeconfig)
     kube = KubeGateway(api)
     body = await kube.get_team_listener(options.namespace, options.name)
@@ -80,26 +88,84 @@ async def serve(options: ListenerOptions) -> None:
     )  # fmt: skip
     # Scale sets on GitHub's scale-set protocol: one session each, in this process.
     actions = ActionsServiceClient(spec.github.config_url, github.registration_token)
-    owner = os.environ.get("HOSTNAME") or f"{options.namespace}/{options.name}"
-    sessions = asyncio.create_task(SessionManager(actions, listener, owner).run())
+    pod = (
+        os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or f"{options.name}-{os.getpid()}"
+    )
+    address = f"{os.environ.get('POD_IP') or '127.0.0.1'}:{options.webhook_port}"
+    elector = LeaderElector(
+        kube, options.namespace, c.listener_lease_name(options.name), f"{pod}@{address}",
+        duration=LEASE_SECONDS,
+    )  # fmt: skip
+    role = Role(elector)
     secret = os.environ.get("RUNNERFLEET_WEBHOOK_SECRET", "").encode()
     runners = [await serve_metrics(metrics.registry, options.metrics_port)]
     if spec.webhook.enabled:
-        runners.append(await _serve_webhooks(listener, metrics, secret, options.webhook_port))
-    log.info("listener %s/%s up: team %s, poll every %s", options.namespace, options.name,
-             spec.team, spec.poll_interval)  # fmt: skip
+        hooks = await _serve_webhooks(listener, metrics, secret, options.webhook_port, role)
+        runners.append(hooks)
+    log.info("listener %s/%s up as %s: team %s, poll every %s", options.namespace,
+             options.name, pod, spec.team, spec.poll_interval)  # fmt: skip
     try:
-        while True:  # no lock: a poll and the webhooks meet only in the (synchronous) merge
-            await listener.poll()
-            await asyncio.sleep(listener.poll_interval)
+        while True:
+            await elector.acquire()
+            role.acting = True
+            try:
+                await _act(listener, actions, pod, elector)
+            finally:
+                role.acting = False
     finally:
-        sessions.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sessions  # deletes the sessions, so a successor need not wait them out
+        await elector.release()  # a successor takes over now, not at the lease's expiry
         await actions.close()
         for runner in runners:
             await runner.cleanup()
         await api.close()
+
+
+@dataclass
+class Role:
+    """Whether this replica acts, and where the acting one takes webhook deliveries."""
+
+    elector: LeaderElector
+    acting: bool = False
+    _leader: tuple[float, str | None] = (0.0, None)
+
+    async def leader_address(self) -> str | None:
+        """`ip:port` of the Lease holder's webhook server (re-read at most every 2 s)."""
+        at, address = self._leader
+        if time.monotonic() - at > 2.0:
+            holder = await self.elector.holder()
+            address = holder.partition("@")[2] or None if holder else None
+            self._leader = (time.monotonic(), address)
+        return address
+
+
+async def _act(
+    listener: Listener, actions: ActionsServiceClient, pod: str, elector: LeaderElector
+) -> None:
+    """Poll and hold the sessions until the lease is lost (or the process stops)."""
+    lost = asyncio.Event()
+    tasks = [
+        asyncio.create_task(elector.hold(lost)),
+        asyncio.create_task(_poll_forever(listener)),
+        asyncio.create_task(SessionManager(actions, listener, pod).run()),
+        asyncio.create_task(lost.wait()),
+    ]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("listener task failed; standing by again", exc_info=task.exception())
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:  # the session manager deletes its sessions on the way out
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _poll_forever(listener: Listener) -> None:
+    while True:  # no lock: a poll and the webhooks meet only in the (synchronous) merge
+        await listener.poll()
+        await asyncio.sleep(listener.poll_interval)
 
 
 def _policy(env: Mapping[str, str]) -> PollPolicy:
@@ -110,9 +176,10 @@ def _policy(env: Mapping[str, str]) -> PollPolicy:
 
 
 async def _serve_webhooks(
-    listener: Listener, metrics: ListenerMetrics, secret: bytes, port: int
+    listener: Listener, metrics: ListenerMetrics, secret: bytes, port: int, role: Role
 ) -> web.AppRunner:
-    """`POST /webhook`: verify, apply to the job table, republish demand (coalesced)."""
+    """`POST /webhook`: verify, apply to the job table, republish demand (coalesced). A
+    standby replica forwards the delivery, still signed, to the acting one."""
 
     async def webhook(request: web.Request) -> web.Response:
         raw = await request.read()
@@ -120,6 +187,8 @@ async def _serve_webhooks(
         if not verify(secret, raw, request.headers.get("X-Hub-Signature-256")):
             metrics.webhook_deliveries.labels(event, "unauthorized").inc()
             return web.Response(status=401, text="bad or missing X-Hub-Signature-256\n")
+        if not role.acting:
+            return await _forward(role, metrics, event, raw, request.headers)
         if event != "workflow_job":
             metrics.webhook_deliveries.labels(event, "ignored").inc()
             return web.Response(status=202, text="ignored\n")
@@ -139,3 +208,31 @@ async def _serve_webhooks(
     await runner.setup()
     await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104
     return runner
+
+
+FORWARDED_HEADERS = ("Content-Type", "X-GitHub-Event", "X-GitHub-Delivery", "X-Hub-Signature-256")
+
+
+async def _forward(
+    role: Role, metrics: ListenerMetrics, event: str, raw: bytes, headers: Mapping[str, str]
+) -> web.Response:
+    """Hand a delivery to the acting replica; 503 if there is none (GitHub records the
+    failed delivery, and the next poll finds the job)."""
+    try:
+        address = await role.leader_address()
+    except KubeError:
+        address = None
+    if address is None:
+        metrics.webhook_deliveries.labels(event, "no_leader").inc()
+        return web.Response(status=503, text="no acting listener\n")
+    forward = {k: headers[k] for k in FORWARDED_HEADERS if k in headers}
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+            session.post(f"http://{address}/webhook", data=raw, headers=forward) as resp,
+        ):
+            metrics.webhook_deliveries.labels(event, "forwarded").inc()
+            return web.Response(status=resp.status, text=await resp.text())
+    except (aiohttp.ClientError, TimeoutError):
+        metrics.webhook_deliveries.labels(event, "forward_failed").inc()
+        return web.Response(status=503, text="acting listener unreachable\n")

@@ -88,6 +88,16 @@ class TeamListenerSpec(CrdModel):
         default_factory=list, description="Egress allowed to runner pods beyond DNS and 443."
     )
     suspend: bool = Field(default=False, description="Scale the listener to zero.")
+    replicas: int = Field(
+        default=2,
+        ge=1,
+        le=5,
+        description=(
+            "Listener pods. One holds the Lease `<name>-listener` and acts (polls, holds the "
+            "scale-set sessions, writes demand); the others stand by, forward webhook "
+            "deliveries to it, and take over within the lease duration (10 s) if it goes."
+        ),
+    )
 
 
 class PollReport(CrdModel):
@@ -100,11 +110,27 @@ class PollReport(CrdModel):
     rate_limited_until: str | None = Field(default=None, description="Backing off until.")
 
 
+class SessionRecord(CrdModel):
+    """A scale-set message session the acting listener holds (scale-set protocol)."""
+
+    scale_set: str = Field(description="The RunnerScaleSet (same namespace).")
+    scale_set_id: int = Field(description="Its id in GitHub.")
+    session_id: str = Field(description="GitHub's session id (not a secret; the token is).")
+    owner: str = Field(description="The listener pod holding it.")
+
+
 class TeamListenerStatus(CrdModel):
     """Observed state of a TeamListener."""
 
     listener_ready: bool = Field(default=False, description="The listener pod is ready.")
     observed_generation: int | None = Field(default=None, description="Spec generation seen.")
     poll: PollReport | None = Field(default=None, description="The listener's own report.")
+    sessions: list[SessionRecord] = Field(
+        default_factory=list,
+        description=(
+            "Sessions the acting listener holds, written by it; a successor deletes these "
+            "first, so taking over after a crash does not wait for GitHub to expire them."
+        ),
+    )
     conditions: list[Condition] = Field(default_factory=list, description="Status conditions.")
     kopf: dict[str, Any] = Field(default_factory=dict, description="kopf's progress (internal).")

@@ -118,6 +118,13 @@ class LeaderElector:
             return True  # unknown: keep going until the duration runs out
         return view.holder == self.identity
 
+    async def holder(self) -> str | None:
+        """The identity holding the lease now (None if nobody does or it expired)."""
+        view = LeaseView.of(await self.kube.get_lease(self.namespace, self.name))
+        if not view.holder or expires_in(view, time.time()) <= 0:
+            return None
+        return view.holder
+
     async def release(self) -> None:
         try:
             lease = await self.kube.get_lease(self.namespace, self.name)

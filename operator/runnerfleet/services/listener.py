@@ -126,6 +126,7 @@ class Listener:
         if await self._only_protocol_scale_sets():
             # GitHub reports every scale set's demand through its session: no REST reads.
             self.metrics.polls.labels("not_needed").inc()
+            self.last_poll_ok = self.clock()
             await self.report()
             return
         started = self.clock()
@@ -419,6 +420,16 @@ class Listener:
         }
 
     # ------------------------------------------------------------------ status
+    async def recorded_sessions(self) -> list[dict[str, Any]]:
+        """The sessions the last acting replica recorded (status.sessions)."""
+        body = await self.kube.get_team_listener(self.namespace, self.name)
+        return list((body.get("status") or {}).get("sessions") or [])
+
+    async def report_sessions(self, sessions: list[dict[str, Any]]) -> None:
+        await self.kube.patch_team_listener_status(
+            self.namespace, self.name, {"sessions": sessions}
+        )
+
     async def report(self) -> None:
         poll: dict[str, Any] = {
             "queuedJobs": len(self.table.counted()),

@@ -73,6 +73,8 @@ class SessionWorker:
     statistics: Statistics | None = None
     state: str = "connecting"  # connecting, conflict, listening
     attempt: int = 0  # failures in a row, for the backoff
+    session_id: str = ""  # the session held now ("" if none)
+    on_session: Callable[[], None] = lambda: None  # called when session_id changes
 
     async def run(self) -> None:
         while True:
@@ -93,12 +95,15 @@ class SessionWorker:
                 await asyncio.sleep(_backoff(self.attempt, ERROR_BACKOFF_MAX))
                 continue
             self.state = "listening"
+            self.session_id = session.session_id
+            self.on_session()
             try:
                 await self._listen(session)
             except GitHubError as err:
                 log.warning("%s/%s: session lost: %s", *self.key, err)
             finally:
                 self.state = "connecting"
+                self.session_id = ""
                 with contextlib.suppress(GitHubError):
                     await asyncio.shield(self.client.delete_session(session))
             self.attempt += 1  # a session that keeps failing is reopened ever more slowly
@@ -158,9 +163,12 @@ class SessionManager:
         default_factory=dict
     )
     _group_ids: dict[str, int] = field(default_factory=dict)
+    _recorded: list[dict[str, Any]] | None = None
+    _pending: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def run(self) -> None:
         try:
+            await self._clear_stale()
             while True:
                 try:
                     await self.sync()
@@ -188,10 +196,53 @@ class SessionManager:
                 self.workers[key][2].max_capacity = capacity
                 continue
             worker = SessionWorker(
-                self.client, self.listener, key, scale_set_id, self.owner, capacity
-            )
+                self.client, self.listener, key, scale_set_id, self.owner, capacity,
+                on_session=self._record_soon,
+            )  # fmt: skip
             task = asyncio.create_task(worker.run(), name=f"session {key[0]}/{key[1]}")
             self.workers[key] = (scale_set_id, task, worker)
+        await self._record()
+
+    async def _clear_stale(self) -> None:
+        """Delete the sessions a previous acting replica recorded and may have left behind
+        (killed, or cut off): GitHub would refuse ours (409) until it expired them."""
+        try:
+            recorded = await self.listener.recorded_sessions()
+        except KubeError as err:
+            log.warning("recorded sessions not read: %s", err)
+            return
+        for record in recorded:
+            if record.get("owner") == self.owner:
+                continue
+            stale = Session(
+                int(record["scaleSetId"]), str(record["sessionId"]), str(record.get("owner", "")),
+                "", "", Statistics(0, 0, 0, 0, 0, 0, 0),
+            )  # fmt: skip
+            with contextlib.suppress(GitHubError):
+                await self.client.delete_session(stale)
+                log.info("deleted session %s left by %s", stale.session_id, stale.owner)
+        await self._record()
+
+    def _record_soon(self) -> None:
+        """A worker opened a session: record it now (a successor must find it even if this
+        process is killed before the next sync)."""
+        task = asyncio.create_task(self._record())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _record(self) -> None:
+        """Write the sessions this replica holds to status.sessions."""
+        records = [
+            {"scaleSet": key[1], "scaleSetId": sid, "sessionId": worker.session_id,
+             "owner": self.owner}
+            for key, (sid, _, worker) in sorted(self.workers.items()) if worker.session_id
+        ]  # fmt: skip
+        if records != self._recorded:
+            try:
+                await self.listener.report_sessions(records)
+                self._recorded = records
+            except KubeError as err:
+                log.warning("sessions not recorded: %s", err)
 
     async def _scale_set_id(self, key: tuple[str, str], spec: dict[str, Any]) -> int | None:
         """The GitHub scale set the operator registered for it (None until it has)."""

@@ -102,7 +102,7 @@ class ListenerKubelet:
 
     async def _spawn(self, pod: Any) -> None:
         container = pod.spec.containers[0]
-        env = await self._resolve_env(container)
+        env = await self._resolve_env(container, pod)
         kubeconfig = await self._token_kubeconfig(pod)
         hook, metrics = free_ports(2)
         env.update(
@@ -121,7 +121,7 @@ class ListenerKubelet:
         )
         self.started += 1
 
-    async def _resolve_env(self, container: Any) -> dict[str, str]:
+    async def _resolve_env(self, container: Any, pod: Any) -> dict[str, str]:
         core = client.CoreV1Api(self.api)
         env: dict[str, str] = {}
         for source in container.env_from or []:
@@ -133,6 +133,11 @@ class ListenerKubelet:
         for var in container.env or []:
             if var.value is not None:
                 env[var.name] = var.value
+            elif var.value_from and var.value_from.field_ref:
+                # The downward API, as a kubelet fills it for a process on this host.
+                env[var.name] = {"metadata.name": pod.metadata.name, "status.podIP": "127.0.0.1",
+                                 "metadata.namespace": self.namespace,
+                                 }.get(var.value_from.field_ref.field_path, "")  # fmt: skip
             elif var.value_from and var.value_from.secret_key_ref:
                 ref = var.value_from.secret_key_ref
                 secret = await core.read_namespaced_secret(ref.name, self.namespace)
