@@ -110,7 +110,11 @@ def spec_hash(spec: TeamListenerSpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def build_deployment(owner: ListenerIdentity, spec: TeamListenerSpec) -> dict[str, Any]:
+def build_deployment(
+    owner: ListenerIdentity, spec: TeamListenerSpec, standby: bool = False
+) -> dict[str, Any]:
+    """`standby`: the operator is in standby (blue/green): the listener holds no scale-set
+    session, so the active cluster's listener can."""
     labels = listener_labels(owner, spec)
     env: list[dict[str, Any]] = [
         {"name": "RUNNERFLEET_LISTENER_NAMESPACE", "value": owner.namespace},
@@ -119,6 +123,8 @@ def build_deployment(owner: ListenerIdentity, spec: TeamListenerSpec) -> dict[st
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
     ]
+    if standby:
+        env.append({"name": "RUNNERFLEET_MODE", "value": c.MODE_STANDBY})
     if spec.webhook.enabled and spec.webhook.secret_ref is not None:
         env.append({"name": "RUNNERFLEET_WEBHOOK_SECRET", "valueFrom": {"secretKeyRef": {
             "name": spec.webhook.secret_ref.name, "key": "github_webhook_secret"}}})  # fmt: skip
@@ -213,7 +219,9 @@ def build_network_policy(owner: ListenerIdentity, spec: TeamListenerSpec) -> dic
     }  # fmt: skip
 
 
-def build_all(owner: ListenerIdentity, spec: TeamListenerSpec) -> list[dict[str, Any]]:
+def build_all(
+    owner: ListenerIdentity, spec: TeamListenerSpec, standby: bool = False
+) -> list[dict[str, Any]]:
     """Every child, in apply order (RBAC before the pods that use it)."""
     return [
         build_service_account(owner, spec),
@@ -221,17 +229,17 @@ def build_all(owner: ListenerIdentity, spec: TeamListenerSpec) -> list[dict[str,
         build_role_binding(owner, spec),
         build_service(owner, spec),
         build_network_policy(owner, spec),
-        build_deployment(owner, spec),
+        build_deployment(owner, spec, standby),
     ]
 
 
 def build_children(
-    owner: ListenerIdentity, spec: TeamListenerSpec
+    owner: ListenerIdentity, spec: TeamListenerSpec, standby: bool = False
 ) -> tuple[list[dict[str, Any]], str]:
     """Every child in apply order, and the hash of them all, stamped on the Deployment (last,
     and the one the reconciler reads each round) as its `runnerfleet.dev/spec-hash`
     annotation. The pod template keeps its own spec-only hash, so a new children hash that
     does not touch the pod rolls nothing."""
-    children = build_all(owner, spec)
+    children = build_all(owner, spec, standby)
     digest = manifests_hash(children)
     return [*children[:-1], stamped(children[-1], digest)], digest

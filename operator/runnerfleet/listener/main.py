@@ -141,14 +141,18 @@ class Role:
 async def _act(
     listener: Listener, actions: ActionsServiceClient, pod: str, elector: LeaderElector
 ) -> None:
-    """Poll and hold the sessions until the lease is lost (or the process stops)."""
+    """Poll and hold the sessions until the lease is lost (or the process stops). In a
+    standby cluster (blue/green) no session is held: the active cluster's listener holds it."""
     lost = asyncio.Event()
     tasks = [
         asyncio.create_task(elector.hold(lost)),
         asyncio.create_task(_poll_forever(listener)),
-        asyncio.create_task(SessionManager(actions, listener, pod).run()),
         asyncio.create_task(lost.wait()),
     ]
+    if os.environ.get("RUNNERFLEET_MODE", c.MODE_ACTIVE) != c.MODE_STANDBY:
+        tasks.append(asyncio.create_task(SessionManager(actions, listener, pod).run()))
+    else:
+        log.info("operator in standby: holding no scale-set session")
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:

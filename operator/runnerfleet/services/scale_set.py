@@ -153,8 +153,8 @@ async def follow_mode(runtime: Runtime, namespace: str, every: float = 2.0) -> N
         elif wanted != runtime.mode:
             log.info("operating mode: %s -> %s", runtime.mode, wanted)
             runtime.mode = wanted
-            for event in list(runtime.wakeups.values()):
-                event.set()
+            for event in [*runtime.wakeups.values(), *runtime.listener_wakeups.values()]:
+                event.set()  # scale sets suspend/resume; listeners drop/take their sessions
         await asyncio.sleep(every)
 
 

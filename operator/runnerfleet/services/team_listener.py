@@ -80,6 +80,7 @@ async def reconcile_once(
     memory: Memory | None = None,
     live: Callable[[], Mapping[str, Any]] | None = None,
     read_deployment: DeploymentReader | None = None,
+    mode: str = c.MODE_ACTIVE,
 ) -> None:
     memory = Memory() if memory is None else memory
     body = dict(live()) if live is not None else await kube.get_team_listener(namespace, name)
@@ -89,7 +90,7 @@ async def reconcile_once(
     spec = TeamListenerSpec.model_validate(body["spec"])
     owner = ListenerIdentity(name=name, namespace=namespace, uid=meta["uid"], image=image)
     deployment = await (read_deployment or kube.get_deployment)(namespace, owner.child_name)
-    children, digest = build_children(owner, spec)
+    children, digest = build_children(owner, spec, standby=mode == c.MODE_STANDBY)
     now = time.time()
     decided = plan(digest, deployment, memory.current, now)
     problem, memory.current = decided.problem, decided.memory
@@ -117,6 +118,7 @@ async def run(
     wake: asyncio.Event,
     live: Callable[[], Mapping[str, Any]] | None = None,
     read_deployment: DeploymentReader | None = None,
+    mode: Callable[[], str] = lambda: c.MODE_ACTIVE,
 ) -> None:
     """Reconcile until stopped. With `live` (kopf's current body) and `read_deployment` (the
     informer's copy, whose changes set `wake`) a settled round makes no API call and the
@@ -131,6 +133,8 @@ async def run(
 
     await reconcile_loop(
         f"TeamListener {namespace}/{name}",
-        lambda: reconcile_once(kube, namespace, name, image, memory, live, read_deployment),
+        lambda: reconcile_once(
+            kube, namespace, name, image, memory, live, read_deployment, mode()
+        ),
         wake, stopped, resync,
     )  # fmt: skip
