@@ -213,15 +213,25 @@ def _print_status(report: dict[str, Any]) -> None:
     default=Path("examples/teamlistener.yaml"),
     show_default=True,
 )
-@click.option("--poll-only", is_flag=True, help="No webhooks: the listener only polls.")
+@click.option(
+    "--rest",
+    is_flag=True,
+    help="The REST path (protocol: rest; webhooks + polling) instead of GitHub's scale-set "
+    "protocol.",
+)
+@click.option(
+    "--poll-only", is_flag=True, help="REST path without webhooks: the listener only polls."
+)
 @click.option("--poll-interval", default="15s", show_default=True)
 def demo(
     jobs: int, as_json: bool, keep: bool, state_dir: Path, example: Path,
-    listener_example: Path, poll_only: bool, poll_interval: str,
+    listener_example: Path, rest: bool, poll_only: bool, poll_interval: str,
 ) -> None:  # fmt: skip
     """Local cluster + operator + fake GitHub + simulated runners, fed a stream of jobs.
 
-    Exit code 0 only if every job completed and nothing was left behind.
+    By default the scale set uses GitHub's runner scale-set protocol (the listener holds its
+    message session); --rest uses REST registration with webhooks, --poll-only (implies
+    --rest) polling only. Exit code 0 only if every job completed and nothing was left behind.
     """
     import asyncio
 
@@ -238,7 +248,8 @@ def demo(
         cluster_.apply_crds(Path(__file__).resolve().parents[2] / "crds")
         demo_ = Demo(
             cluster_.kubeconfig, example, listener_example, jobs, state_dir / "logs", console,
-            webhooks=not poll_only, poll_interval=poll_interval,
+            delivery="poll" if poll_only else "webhook" if rest else "scaleSet",
+            poll_interval=poll_interval,
         )  # fmt: skip
         result = asyncio.run(demo_.run())
     except ClusterError as err:

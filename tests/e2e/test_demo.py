@@ -1,32 +1,62 @@
-"""`runnerfleet demo --jobs 50 --json`, as a user runs it: its own cluster, exit code 0."""
+"""`runnerfleet demo --json`, as a user runs it: its own cluster, exit code 0. The default runs
+on GitHub's runner scale-set protocol; `--rest` keeps the REST path (webhooks + polling)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from tests.support.processes import orphans, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_demo_completes_every_job_and_leaves_nothing(tmp_path: Path) -> None:
-    state = tmp_path / "demo"
+def _demo(state: Path, *args: str) -> dict[str, Any]:
     done = run_cli(
-        "demo", "--jobs", "50", "--json", "--state-dir", str(state),
+        "demo", "--json", "--state-dir", str(state),
         "--example", str(ROOT / "examples" / "runnerscaleset.yaml"),
         "--listener-example", str(ROOT / "examples" / "teamlistener.yaml"),
-        timeout=300,
+        *args, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert summary["jobs_completed"] == 50
+    summary: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert orphans(state) == []  # the demo's own cluster is down again
+    return summary
+
+
+def _nothing_left(summary: dict[str, Any], jobs: int) -> None:
+    assert summary["jobs_completed"] == jobs
     assert summary["jobs_failed"] == 0
     assert summary["orphan_registrations"] == 0
     assert summary["leftover_pods"] == 0
     assert summary["leftover_secrets"] == 0
-    assert (
-        0 < summary["queue_to_running_seconds"]["p50"] <= summary["queue_to_running_seconds"]["p95"]
-    )
+    assert summary["leftover_github_scale_sets"] == 0
+    latency = summary["queue_to_running_seconds"]
+    assert 0 < latency["p50"] <= latency["p95"]
+
+
+def test_demo_completes_every_job_on_the_scale_set_protocol(tmp_path: Path) -> None:
+    summary = _demo(tmp_path / "demo", "--jobs", "50")
+    _nothing_left(summary, 50)
+    assert summary["protocol"] == "scaleSet"
+    assert summary["demand_source"].startswith("TeamListener: GitHub scale-set session")
+    actions = summary["actions_service"]
+    assert actions["sessions"] == 1, "the listener held the scale set's session"
+    messages = actions["job_messages"]
+    assert messages["JobAssigned"] >= 50
+    assert messages["JobStarted"] >= 50
+    assert messages["JobCompleted"] >= 50
+    assert summary["actions_requests_per_job"] > 0
+    # Only token and registration calls touch the REST limit: none per job.
+    assert summary["rest_counted_per_job"] < 0.1
+
+
+def test_demo_rest_path_with_webhooks(tmp_path: Path) -> None:
+    summary = _demo(tmp_path / "demo", "--jobs", "20", "--rest")
+    _nothing_left(summary, 20)
+    assert summary["protocol"] == "rest"
     assert summary["demand_source"].startswith("TeamListener: webhooks")
-    assert orphans(state) == []  # the demo's own cluster is down again
+    assert summary["actions_service"]["scale_sets"] == 0  # nothing went through the protocol
+    assert summary["actions_service"]["job_messages"]["JobAssigned"] == 0
+    assert summary["rest_counted_per_job"] > 0  # JIT registrations and polls are REST calls
