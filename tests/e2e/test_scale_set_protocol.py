@@ -5,14 +5,22 @@ session and writes demand from GitHub's statistics; no REST-rate-limited request
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from runnerfleet import conventions as c
+from runnerfleet.gateways.actions_service import ActionsServiceClient
+from runnerfleet.gateways.github import GitHubGateway
+from runnerfleet.localcluster import LocalCluster
+from runnerfleet.models.github import GitHubCredentials, parse_config_url
 from runnerfleet.sim.github import FakeGitHub
+from tests.e2e.test_ha_and_standby import operators
 from tests.support.factories import make_scale_set, make_team_listener
 from tests.support.fleet import Fleet
 from tests.support.kube import wait_for
@@ -45,20 +53,23 @@ def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
 
 async def _github_scale_set(f: Fleet, name: str = SET) -> Any:
     wanted = c.github_scale_set_name(name, f.namespace)
+
+    async def named() -> list[Any]:
+        return [s for s in f.github.actions.scale_sets.values() if s.name == wanted]
+
     found = await wait_for(
-        lambda: asyncio.sleep(0, [s for s in f.github.actions.scale_sets.values()
-                                  if s.name == wanted]),  # fmt: skip
-        lambda sets: len(sets) == 1, what=f"GitHub scale set {wanted}", within=30,
-    )  # fmt: skip
+        named, lambda sets: len(sets) == 1, what=f"GitHub scale set {wanted}", within=30
+    )
     return found[0]
 
 
 async def _listening(f: Fleet, scale_set_id: int) -> None:
     await wait_for(
-        lambda: asyncio.sleep(0, [s for s in f.github.actions.sessions.values()
-                                  if s.scale_set_id == scale_set_id]),  # fmt: skip
-        lambda held: len(held) == 1, what="the listener's session on the scale set", within=30,
-    )  # fmt: skip
+        lambda: asyncio.sleep(0, _holders(f, scale_set_id)),
+        lambda held: len(held) == 1,
+        what="the listener's session on the scale set",
+        within=30,
+    )
 
 
 @pytest.mark.parametrize("acquire_flow", [False, True], ids=["github.com", "ghes-acquire"])
@@ -92,7 +103,8 @@ async def test_jobs_flow_through_the_scale_set_protocol(
     print(f"Actions service: {f.github.actions.summary()}")
     assert spent == {}, "no REST-rate-limited request per job on the scale-set path"
     messages = f.github.actions.summary()["job_messages"]
-    assert messages["JobStarted"] >= 6 and messages["JobCompleted"] >= 6
+    assert messages["JobStarted"] >= 6
+    assert messages["JobCompleted"] >= 6
     if acquire_flow:
         assert messages["JobAvailable"] >= 6
     rss = await f.scale_set(SET)
@@ -107,9 +119,7 @@ async def test_jobs_flow_through_the_scale_set_protocol(
         lambda present: not present, what="the GitHub scale set removed", within=30,
     )  # fmt: skip
     assert f.registrations(SET) == []
-    assert await f.pods(SET) == [] or all(
-        p.metadata.deletion_timestamp for p in await f.pods(SET)
-    )
+    assert await f.pods(SET) == [] or all(p.metadata.deletion_timestamp for p in await f.pods(SET))
     assert await f.secrets(SET) == []
 
 
@@ -138,3 +148,144 @@ async def test_busy_runner_is_protected_from_the_job_started_message(running_fle
     assert pod
     rss = await f.scale_set(SET)
     assert rss["status"]["demand"]["busyRunners"] == [job.runner_name]
+
+
+async def _ghost_session(f: Fleet, scale_set_id: int, owner: str) -> tuple[Any, Any]:
+    """A session held by someone else (another cluster, or a process that died uncleanly)."""
+    rest = GitHubGateway(parse_config_url(f.config_url), GitHubCredentials(token=f.token))
+    actions = ActionsServiceClient(f.config_url, rest.registration_token)
+    return actions, await actions.create_session(scale_set_id, owner)
+
+
+def _holders(f: Fleet, scale_set_id: int) -> list[str]:
+    sessions = f.github.actions.sessions.values()
+    return [s.owner_name for s in sessions if s.scale_set_id == scale_set_id]
+
+
+def _session_requests(f: Fleet, status: int | None = None) -> int:
+    """Session-create requests the fake answered (with `status`, or any)."""
+    return sum(
+        n for (method, route, code), n in f.github.actions.requests.items()
+        if method == "POST" and route.endswith("/sessions") and status in (None, code)
+    )  # fmt: skip
+
+
+async def _team_listener(f: Fleet, replicas: int = 1) -> None:
+    await f.apply_team_listener(make_team_listener(
+        "team-a", team="team-a", config_url=f.config_url, pollInterval="1s", replicas=replicas,
+        scaleSetSelector={"matchLabels": {c.LABEL_TEAM: "team-a"}},
+    ))  # fmt: skip
+
+
+async def test_stale_session_is_retaken_once_it_expires(running_fleet: Fleet) -> None:
+    """A session nobody polls any more (a listener killed outside this cluster's records)
+    holds the scale set until GitHub expires it; the listener waits it out (409s, backoff),
+    never crash-looping, then takes the scale set."""
+    f = running_fleet
+    _fast(f.github, session_timeout=4.0)
+    await f.apply_scale_set(_protocol_set(f, max_runners=3))
+    registered = await _github_scale_set(f)
+    ghost, _ = await _ghost_session(f, registered.id, "killed-listener")
+    await _team_listener(f)
+    proc = await f.listener_process()
+    held = await wait_for(
+        lambda: asyncio.sleep(0, _holders(f, registered.id)),
+        lambda owners: owners == [proc.pod], what="the listener holding the session", within=30,
+    )  # fmt: skip
+    assert held
+    assert proc.proc.poll() is None, "the listener waited the conflict out without exiting"
+    assert _session_requests(f, status=409) >= 1
+    job = f.github.enqueue_job("acme/app", TEAM_A, 20.0)
+    await f.expect_runners(SET, idle=0, busy=1, within=30)
+    assert job.status == "in_progress"
+    await ghost.close()
+
+
+async def test_standby_cluster_holds_no_session(
+    running_fleet: Fleet, local_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """Blue/green on one GitHub scale set: the active cluster's listener holds the session;
+    a standby cluster's listener holds none and does not fight for it. Switched active (and
+    the other cluster switched off), it takes the scale set."""
+    f = running_fleet
+    _fast(f.github)
+    async with operators(f, local_cluster, tmp_path, 1, RUNNERFLEET_MODE="standby"):
+        await f.apply_scale_set(_protocol_set(f, max_runners=3))
+        registered = await _github_scale_set(f)
+        await f.wait_condition("rss", SET, "Standby", "True")
+        ghost, held = await _ghost_session(f, registered.id, "active-cluster")
+        await _team_listener(f)
+        await f.listener_process()
+        await wait_for(
+            lambda: f.team_listener("team-a"),
+            lambda t: bool(t.get("status", {}).get("poll", {}).get("lastSuccessfulPoll")),
+            what="the standby listener up and reporting", within=30,
+        )  # fmt: skip
+        tries = _session_requests(f)
+        assert tries == 1, "only the active cluster's session was ever asked for"
+        assert _holders(f, registered.id) == ["active-cluster"]
+
+        await ghost.delete_session(held)  # the other cluster goes standby
+        await _set_mode(f, "active")
+        owners = await wait_for(
+            lambda: asyncio.sleep(0, _holders(f, registered.id)),
+            lambda owners: len(owners) == 1 and owners[0] != "active-cluster",
+            what="this cluster's listener taking the session", within=45,
+        )  # fmt: skip
+        assert owners
+        await ghost.close()
+
+
+async def test_listener_killed_mid_stream_loses_no_job(running_fleet: Fleet) -> None:
+    """Two listener replicas; the acting one is SIGKILLed during a stream of 50 jobs. The
+    standby takes the Lease and the scale set's session (deleting the one the dead replica
+    recorded) within 15 s; every job completes, each on its own runner."""
+    f = running_fleet
+    _fast(f.github)
+    await f.apply_scale_set(_protocol_set(f, max_runners=10, scaleDownDelay="1s"))
+    registered = await _github_scale_set(f)
+    await _team_listener(f, replicas=2)
+    await wait_for(
+        lambda: asyncio.sleep(0, f.kubelet.running()), lambda running: len(running) == 2,
+        what="two listener replicas", within=30,
+    )  # fmt: skip
+    await _listening(f, registered.id)
+    acting = _holders(f, registered.id)[0]
+    jobs = []
+    killed_at = 0.0
+    for i in range(50):
+        jobs.append(f.github.enqueue_job("acme/app", TEAM_A, 2.0))
+        if i == 10:
+            victim = next(p for p in f.kubelet.running() if p.pod == acting)
+            victim.proc.kill()  # SIGKILL: no clean shutdown, the session is left behind
+            killed_at = time.monotonic()
+        await asyncio.sleep(0.2)  # arrival pacing of the stream, not synchronisation
+    owners = await wait_for(
+        lambda: asyncio.sleep(0, _holders(f, registered.id)),
+        lambda held: len(held) == 1 and held[0] != acting,
+        what="the standby holding the session", within=30,
+    )  # fmt: skip
+    takeover = time.monotonic() - killed_at
+    print(f"takeover after SIGKILL: {takeover:.1f}s (new holder {owners[0]})")
+    await wait_for(
+        lambda: asyncio.sleep(0, [j.status for j in jobs]),
+        lambda s: s == ["completed"] * 50, what="all 50 jobs completed", within=180,
+    )  # fmt: skip
+    names = [j.runner_name for j in jobs]
+    assert len(set(names)) == 50, "each job on its own one-job runner"
+    assert all(j.conclusion == "success" for j in jobs)
+    assert takeover <= 15.0
+    await f.expect_runners(SET, idle=0, within=60)
+
+
+async def _set_mode(f: Fleet, mode: str) -> None:
+    core = client.CoreV1Api(f.kube)
+    body = client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name=c.CONTROL_CONFIGMAP), data={"mode": mode}
+    )
+    try:
+        await core.create_namespaced_config_map(f.namespace, body)
+    except ApiException as err:
+        if err.status != 409:
+            raise
+        await core.replace_namespaced_config_map(c.CONTROL_CONFIGMAP, f.namespace, body)
