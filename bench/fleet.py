@@ -459,8 +459,9 @@ class Bench:
         return {
             "apiVersion": c.API_VERSION, "kind": c.RUNNER_SCALE_SET_KIND,
             "metadata": {"name": f"set-{index:02d}", "labels": {c.LABEL_TEAM: f"team-{team:03d}"}},
+            # The REST path (the figures in bench/fleet*.json measure it).
             "spec": {"github": {"configUrl": f"{self.github.url}/{ORG}",
-                                "secretRef": {"name": "github-app"}},
+                                "secretRef": {"name": "github-app"}, "protocol": "rest"},
                      "labels": self.labels(team, index), "minRunners": 1,
                      "maxRunners": self.shape.max_runners,
                      "template": {"spec": {"containers": [{"name": "runner",
@@ -476,7 +477,7 @@ class Bench:
                                 "secretRef": {"name": "github-app"}},
                      "repositories": {"names": [f"{name}-app"]},
                      "scaleSetSelector": {"matchLabels": {c.LABEL_TEAM: name}},
-                     "pollInterval": self.args.poll_interval},
+                     "pollInterval": self.args.poll_interval, "replicas": 1},
         }  # fmt: skip
 
     async def setup_team(self, team: int, token: str) -> None:

@@ -142,7 +142,8 @@ def _floor_manifests(namespace: str, name: str, jit_config: str) -> tuple[dict[s
     """The operator's own Secret and Pod manifests for one runner (without owner references)."""
     owner = ScaleSetIdentity("floor", namespace, "00000000-0000-0000-0000-000000000000")
     spec = RunnerScaleSetSpec.model_validate(
-        {"github": {"configUrl": "https://github.com/acme", "secretRef": {"name": "x"}},
+        {"github": {"configUrl": "https://github.com/acme", "secretRef": {"name": "x"},
+                    "protocol": "rest"},
          "labels": LABELS}
     )  # fmt: skip
     secret = build_runner_secret(owner, name)
@@ -302,7 +303,9 @@ async def operator_burst(
     body = {
         "apiVersion": c.API_VERSION, "kind": c.RUNNER_SCALE_SET_KIND,
         "metadata": {"name": "bench"},
-        "spec": {"github": {"configUrl": f"{github.url}/acme", "secretRef": {"name": "github-app"}},
+        # The REST path: the floor and the history in bench/results.json measure it.
+        "spec": {"github": {"configUrl": f"{github.url}/acme", "secretRef": {"name": "github-app"},
+                            "protocol": "rest"},
                  "labels": LABELS, "minRunners": 0, "maxRunners": n},
     }  # fmt: skip
     try:

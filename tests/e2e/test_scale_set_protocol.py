@@ -289,3 +289,22 @@ async def _set_mode(f: Fleet, mode: str) -> None:
         if err.status != 409:
             raise
         await core.replace_namespaced_config_map(c.CONTROL_CONFIGMAP, f.namespace, body)
+
+
+async def test_server_without_the_protocol_is_named_in_a_condition(running_fleet: Fleet) -> None:
+    """A server (or org) the Actions service does not know: a condition and an Event that
+    name spec.github.protocol and the way out; nothing is created."""
+    f = running_fleet
+    github = {"configUrl": f"{f.github.url}/nobody", "secretRef": {"name": "github-app"},
+              "protocol": "scaleSet"}  # fmt: skip
+    await f.apply_scale_set(make_scale_set("orphan", labels=TEAM_A, min_runners=1, github=github))
+    cond = await f.wait_condition(
+        "rss", "orphan", "GitHubReachable", "False", "ScaleSetProtocolUnavailable"
+    )
+    assert "spec.github.protocol" in cond["message"]
+    assert "protocol: rest" in cond["message"]
+    events = await client.CoreV1Api(f.kube).list_namespaced_event(
+        f.namespace, field_selector="involvedObject.name=orphan"
+    )
+    assert any(e.reason == "ScaleSetProtocolUnavailable" for e in events.items)
+    assert await f.pods("orphan") == []

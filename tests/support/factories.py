@@ -16,14 +16,21 @@ def make_scale_set(
     min_runners: int = 0,
     max_runners: int = 10,
     team: str | None = None,
+    protocol: str = "rest",
     **spec: Any,
 ) -> dict[str, Any]:
+    """REST unless a test asks for the scale-set protocol (the product default): the tests
+    built on this factory cover the REST path; tests/e2e/test_scale_set_protocol.py the other."""
     body: dict[str, Any] = {
         "apiVersion": c.API_VERSION,
         "kind": c.RUNNER_SCALE_SET_KIND,
         "metadata": {"name": name, "labels": {c.LABEL_TEAM: team} if team else {}},
         "spec": {
-            "github": {"configUrl": config_url, "secretRef": {"name": secret}},
+            "github": {
+                "configUrl": config_url,
+                "secretRef": {"name": secret},
+                "protocol": protocol,
+            },
             "labels": labels if labels is not None else ["self-hosted", "linux"],
             "minRunners": min_runners,
             "maxRunners": max_runners,

@@ -41,7 +41,7 @@ class GitHubConfig(CrdModel):
         default="Default", min_length=1, description="Runner group the runners join."
     )
     protocol: Literal["scaleSet", "rest"] = Field(
-        default="rest",
+        default="scaleSet",
         description=(
             "How demand is learned and runners registered: `scaleSet` registers this set as a "
             "GitHub runner scale set (Actions service: the team listener holds its message "

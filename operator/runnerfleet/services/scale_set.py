@@ -40,6 +40,7 @@ from runnerfleet.builders.runner import (
 )
 from runnerfleet.gateways.github import (
     GitHubError,
+    GitHubNotFoundError,
     RateLimitedError,
     RunnerBusyError,
     RunnerNameTakenError,
@@ -268,6 +269,15 @@ async def _round(runtime: Runtime, scale_set: ScaleSet) -> RoundOutcome:
             await _registrar(side).ensure(spec.github.runner_group, spec.labels)
         except RateLimitedError as err:  # the hourly registration token is a REST call
             return RoundOutcome(None, [_rate_limited(err.reset_at)])
+        except GitHubNotFoundError as err:
+            message = (
+                f"spec.github.protocol: scaleSet is not available at {spec.github.config_url} "
+                f"({err}); it needs github.com, GHE.com or GHES 3.9+, and an existing runner "
+                "group. Use protocol: rest on older servers. Existing runners are kept."
+            )
+            return RoundOutcome(
+                None, [Problem("GitHubReachable", "ScaleSetProtocolUnavailable", message)]
+            )
         except GitHubError as err:
             return RoundOutcome(None, [Problem("GitHubReachable", type(err).__name__, str(err))])
     else:
