@@ -22,6 +22,7 @@ from prometheus_client import (
 )
 
 QUEUE_WAIT_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
+EXECUTION_BUCKETS = (10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 21600)
 
 
 @dataclass
@@ -39,6 +40,7 @@ class ListenerMetrics:
     jobs_completed: Counter
     scale_set: Gauge  # scale-set protocol statistics, by `stat`
     sessions: Gauge  # scale-set protocol sessions, by state
+    job_execution: Histogram  # runner assigned -> job finished (scale-set protocol)
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> ListenerMetrics:
@@ -69,6 +71,9 @@ class ListenerMetrics:
                             "GitHub's statistics of a scale set (scale-set protocol): "
                             "available/acquired/assigned/running jobs, registered/busy/idle "
                             "runners", [*ss, "stat"], registry=r),
+            job_execution=Histogram("runnerfleet_job_execution_seconds",
+                                    "Time from runner assigned to job finished", ss,
+                                    buckets=EXECUTION_BUCKETS, registry=r),
             sessions=Gauge("runnerfleet_listener_sessions",
                            "Scale-set message sessions of this listener by state "
                            "(listening, conflict, connecting)", ["state"], registry=r),

@@ -4,7 +4,9 @@ Kubernetes side substituted (the client itself is tested against the fake servic
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -160,3 +162,26 @@ async def test_unwritten_demand_is_not_acknowledged(monkeypatch: pytest.MonkeyPa
     await run_until(worker, lambda: client.log.count("session") >= 2)
     assert not any(entry.startswith("ack") for entry in client.log)
     assert worker.last_message_id == 0
+
+
+async def test_queue_wait_and_execution_histograms() -> None:
+    t0 = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
+    started = dataclasses.replace(
+        event("JobStarted", 1, "linux-ab"),
+        queue_time=t0, runner_assign_time=t0 + timedelta(seconds=3),
+    )  # fmt: skip
+    done = dataclasses.replace(
+        event("JobCompleted", 1, "linux-ab", "succeeded"),
+        queue_time=t0, runner_assign_time=t0 + timedelta(seconds=3),
+        finish_time=t0 + timedelta(seconds=45),
+    )  # fmt: skip
+    client = StubClient(
+        [MessageBatch(1, stats(1, 1), (started,)), MessageBatch(2, stats(), (done,))]
+    )
+    listener = StubListener()
+    await run_until(worker_for(client, listener), lambda: "ack 2" in client.log)
+    registry = listener.metrics.registry
+    labels = {"namespace": KEY[0], "scale_set": KEY[1]}
+    assert registry.get_sample_value("runnerfleet_job_queue_wait_seconds_sum", labels) == 3.0
+    assert registry.get_sample_value("runnerfleet_job_execution_seconds_sum", labels) == 42.0
+    assert registry.get_sample_value("runnerfleet_jobs_completed_total", labels) == 1.0

@@ -140,6 +140,9 @@ class SessionWorker:
         elif event.kind == "JobCompleted":
             if event.runner_name:
                 self.busy.discard(event.runner_name)
+            if event.runner_name and event.runner_assign_time and event.finish_time:
+                took = (event.finish_time - event.runner_assign_time).total_seconds()
+                metrics.job_execution.labels(*self.key).observe(max(0.0, took))
             if event.result != "canceled" or event.runner_name:
                 metrics.jobs_completed.labels(*self.key).inc()
 
@@ -191,6 +194,7 @@ class SessionManager:
             ended = self.workers[key][1].done()
             if ended or key not in wanted or wanted[key][0] != self.workers[key][0]:
                 await self._stop(key)
+        self._export_states()
         for key, (scale_set_id, capacity) in wanted.items():
             if key in self.workers:
                 self.workers[key][2].max_capacity = capacity
@@ -222,6 +226,11 @@ class SessionManager:
                 await self.client.delete_session(stale)
                 log.info("deleted session %s left by %s", stale.session_id, stale.owner)
         await self._record()
+
+    def _export_states(self) -> None:
+        states = [worker.state for _, _, worker in self.workers.values()]
+        for state in ("listening", "conflict", "connecting"):
+            self.listener.metrics.sessions.labels(state).set(states.count(state))
 
     def _record_soon(self) -> None:
         """A worker opened a session: record it now (a successor must find it even if this
