@@ -15,10 +15,17 @@ GitHub with an org of other registered runners, and the simulated runners. Phase
    time to the new leader's first correct action (the runner pod it must create) and GitHub
    requests in the minute after.
 
+`--protocol` picks the scale sets' `spec.github.protocol`: `rest` (the default, so results stay
+comparable with earlier runs) or `scaleSet` (GitHub's runner scale-set protocol: each scale set
+registered in the fake's Actions service, the listeners holding one session per scale set).
+Every phase records the REST figures (all requests and those counted against the limit) and
+the Actions-service requests, which GitHub does not count against the REST limit.
+
 What each figure means is in docs/benchmarks.md.
 
     python bench/fleet.py --scale 0.02 --idle 60     # 2 teams x 10 scale sets
     python bench/fleet.py                            # 100 x 10, 5,000 runners, 200 nodes
+    python bench/fleet.py --protocol scaleSet --teams 2 --scale-sets 5
 
 Layer: tooling (a benchmark script, outside the package). I/O: a local control plane, child
 processes (operators, listeners), the fake GitHub on 127.0.0.1, and the output file.
@@ -39,6 +46,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +74,8 @@ ORG = "acme"
 LEASE_NAMESPACE = "runnerfleet-system"
 LEASE_NAME = "runnerfleet-operator"
 FULL = {"teams": 100, "scale_sets": 10, "runners": 5000, "nodes": 200}
+PROTOCOLS = (c.PROTOCOL_REST, c.PROTOCOL_SCALE_SET)
+ACTIONS_PREFIX = "/_services/pipelines/"  # the fake Actions service's routes start with it
 Key = tuple[str, str]  # (namespace, scale set)
 
 
@@ -159,6 +169,30 @@ def parse_apiserver_requests(text: str) -> Counter[str]:
 
 def delta(after: Counter[Any], before: Counter[Any]) -> Counter[Any]:
     return Counter({k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)})
+
+
+def actions_endpoint(method: str, route: str) -> str:
+    """ "METHOD route" of an Actions-service request, without the service's path prefix."""
+    return f"{method} {route.removeprefix(ACTIONS_PREFIX)}"
+
+
+def protocol_demand(
+    jobs: Iterable[Any], runners: Iterable[Any], keys: Mapping[int, Key]
+) -> dict[Key, tuple[int, tuple[str, ...]]]:
+    """What a listener on the scale-set protocol reports per scale set, from the fake's state:
+    GitHub's `totalAssignedJobs` (jobs routed and assigned to the GitHub scale set, running
+    ones included, not completed) and the runners running a job (`busyRunners`, which the
+    listener writes on JobStarted). `keys` maps GitHub scale-set ids to (namespace, name);
+    every scale set in it gets an entry, so a drop to 0 is reported too."""
+    assigned: Counter[int] = Counter()
+    for job in jobs:
+        if job.status != "completed" and job.scale_set_state == "assigned":
+            assigned[job.scale_set_id] += 1
+    busy: dict[int, list[str]] = {}
+    for runner in runners:
+        if runner.scale_set_id in keys and runner.busy:
+            busy.setdefault(runner.scale_set_id, []).append(runner.name)
+    return {key: (assigned[sid], tuple(sorted(busy.get(sid, ())))) for sid, key in keys.items()}
 
 
 @dataclass
@@ -331,6 +365,27 @@ class Snapshot:
     apiserver: Counter[str]
     operator_cpu: float
     listeners_cpu: float
+    actions: Counter[tuple[str, str, int]] = field(default_factory=Counter)  # Actions service
+
+
+def actions_figures(before: Snapshot, after: Snapshot, jobs: int = 0) -> dict[str, Any]:
+    """The Actions-service requests of the window (never counted against the REST limit):
+    per hour, per job, by endpoint (per hour), and its refusals (status >= 400) by status."""
+    seconds = after.at - before.at
+    requests = delta(after.actions, before.actions)
+    total = sum(requests.values())
+    by_endpoint: Counter[str] = Counter()
+    refused: Counter[str] = Counter()
+    for (method, route, status), n in requests.items():
+        by_endpoint[actions_endpoint(method, route)] += n
+        if status >= 400:
+            refused[f"{actions_endpoint(method, route)} {status}"] += n
+    return {
+        "actions_requests_per_hour": per_hour(total, seconds),
+        "actions_requests_per_job": round(total / jobs, 2) if jobs else None,
+        "actions_by_endpoint": {k: per_hour(v, seconds) for k, v in by_endpoint.most_common(8)},
+        "actions_refused": dict(refused),
+    }
 
 
 def phase_figures(before: Snapshot, after: Snapshot, jobs: int = 0) -> dict[str, Any]:
@@ -355,6 +410,7 @@ def phase_figures(before: Snapshot, after: Snapshot, jobs: int = 0) -> dict[str,
         "listeners_cpu_per_second": round(
             max(0.0, after.listeners_cpu - before.listeners_cpu) / seconds, 3
         ),
+        **actions_figures(before, after, jobs),
     }
 
 
@@ -380,6 +436,10 @@ class Bench:
     def use_listener(self) -> bool:
         return bool(self.args.demand == "listener")
 
+    @property
+    def scale_set_protocol(self) -> bool:
+        return bool(self.args.protocol == c.PROTOCOL_SCALE_SET)
+
     def labels(self, team: int, scale_set: int) -> list[str]:
         return ["self-hosted", f"team-{team:03d}", f"set-{scale_set:02d}"]
 
@@ -403,6 +463,7 @@ class Bench:
             time.monotonic(), Counter(self.github.requests), self.github.counted(),
             Counter(self.github.limited),
             await self.apiserver_counts(), self.operator_cpu(), listeners,
+            Counter(self.github.actions.requests),
         )  # fmt: skip
 
     async def watch_forever(self, list_fn: Any, args: tuple[Any, ...], on_event: Any,
@@ -459,9 +520,11 @@ class Bench:
         return {
             "apiVersion": c.API_VERSION, "kind": c.RUNNER_SCALE_SET_KIND,
             "metadata": {"name": f"set-{index:02d}", "labels": {c.LABEL_TEAM: f"team-{team:03d}"}},
-            # The REST path (the figures in bench/fleet*.json measure it).
+            # Explicit either way (`--protocol`): bench/fleet.json and fleet-200/1000.json
+            # measure the REST path, bench/fleet-protocol-*.json the scale-set protocol.
             "spec": {"github": {"configUrl": f"{self.github.url}/{ORG}",
-                                "secretRef": {"name": "github-app"}, "protocol": "rest"},
+                                "secretRef": {"name": "github-app"},
+                                "protocol": self.args.protocol},
                      "labels": self.labels(team, index), "minRunners": 1,
                      "maxRunners": self.shape.max_runners,
                      "template": {"spec": {"containers": [{"name": "runner",
@@ -520,22 +583,39 @@ class Bench:
                   for i in found["items"]]  # fmt: skip
         return len(polled) == self.shape.teams and all(bool(p) for p in polled)
 
+    def sessions_held(self) -> bool:
+        """On the scale-set protocol with listeners: one session on every GitHub scale set."""
+        if not (self.scale_set_protocol and self.use_listener):
+            return True
+        held = {s.scale_set_id for s in self.github.actions.sessions.values()}
+        return len(held) >= self.shape.sets
+
     async def settle(self) -> float:
-        """Wait until every scale set has its minRunners online and every listener polled."""
+        """Wait until every scale set has its minRunners online, every listener polled and,
+        on the scale-set protocol, holds its sessions."""
         started = time.monotonic()
         deadline = started + self.args.settle_timeout
         while True:
             ours = [r for r in self.github.runners.values() if not r.name.startswith("other-")]
             online = sum(1 for r in ours if r.status == "online")
-            if online >= self.shape.sets and await self.listeners_polled():
+            if (
+                online >= self.shape.sets
+                and self.sessions_held()
+                and (await self.listeners_polled())
+            ):
                 return round(time.monotonic() - started, 1)
             if time.monotonic() > deadline:
-                raise RuntimeError(f"fleet not settled: {online}/{self.shape.sets} runners online")
+                sessions = len(self.github.actions.sessions)
+                raise RuntimeError(f"fleet not settled: {online}/{self.shape.sets} runners "
+                                   f"online, {sessions} sessions")  # fmt: skip
             await asyncio.sleep(1)  # a benchmark's progress check, not a test's sync
 
     async def direct_demand(self) -> None:
         """Play every team's listener: write each scale set's demand from the fake's jobs
         (queued + in progress) once a second when it changed."""
+        if self.scale_set_protocol:
+            await self.direct_protocol_demand()
+            return
         written: dict[Key, int] = {}
         while True:
             counts: Counter[Key] = Counter()
@@ -548,6 +628,40 @@ class Bench:
             for (namespace, name), n in changed.items():
                 await write_demand(self.api, namespace, name, n, sequence, "bench")
                 written[(namespace, name)] = n
+            await asyncio.sleep(1)  # the demand writer's tick
+
+    def github_scale_sets(self) -> dict[int, Key]:
+        """GitHub scale-set id -> (namespace, name), by the name the operator registers."""
+        ours = {c.github_scale_set_name(f"set-{i:02d}", f"team-{t:03d}"):
+                (f"team-{t:03d}", f"set-{i:02d}")
+                for t in range(self.shape.teams) for i in range(self.shape.scale_sets)}  # fmt: skip
+        return {s.id: ours[s.name] for s in self.github.actions.scale_sets.values()
+                if s.name in ours}  # fmt: skip
+
+    async def direct_protocol_demand(self) -> None:
+        """Play the listeners on the scale-set protocol: once a second, each scale set's
+        GitHub `totalAssignedJobs` and busy runners from the fake's Actions service, written
+        as the listener writes them (status.demand with busyRunners) when they changed. Jobs
+        reach a scale set only through GitHub's label routing, so a job the fake did not
+        route shows as demand never written (and a job never run)."""
+        written: dict[Key, tuple[int, tuple[str, ...]]] = {}
+        custom = client.CustomObjectsApi(self.api)
+        while True:
+            now = protocol_demand(
+                self.github.jobs.values(), self.github.runners.values(), self.github_scale_sets()
+            )
+            for (namespace, name), (assigned, busy) in now.items():
+                if written.get((namespace, name), (0, ())) == (assigned, busy):
+                    continue
+                demand = {"assignedJobs": assigned, "sequence": int(time.time() * 1000),
+                          "observedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                          "listener": "bench", "busyRunners": list(busy)}  # fmt: skip
+                await custom.patch_namespaced_custom_object_status(
+                    c.GROUP, c.VERSION, namespace, c.RUNNER_SCALE_SET_PLURAL, name,
+                    {"status": {"demand": demand}},
+                    _content_type="application/merge-patch+json",  # type: ignore[call-arg]
+                )  # fmt: skip
+                written[(namespace, name)] = (assigned, busy)
             await asyncio.sleep(1)  # the demand writer's tick
 
     # ------------------------------------------------------------------ phases
@@ -692,6 +806,8 @@ class Bench:
     async def run(self) -> dict[str, Any]:
         await self.measure("control", self.control_window)
         await self.github.start()
+        if self.scale_set_protocol:
+            self.github.orgs.add(ORG)  # runner-registration must know the org
         token = self.github.add_token()
         add_other_runners(self.github, self.shape.other_runners)
         sim = SimulatedRunners(self.github, self.api, None)
@@ -723,6 +839,7 @@ class Bench:
             async with gate:
                 await self.setup_team(t, token)
 
+        start = await self.snapshot()
         await asyncio.gather(*(team(t) for t in range(self.shape.teams)))
         if not self.use_listener:
             self.tasks.append(asyncio.create_task(self.direct_demand()))
@@ -733,7 +850,23 @@ class Bench:
         await self.measure("stream", self.stream)
         await self.measure("burst", self.burst)
         await self.failover()
+        self.whole_run(start, await self.snapshot())
         return self.results
+
+    def whole_run(self, start: Snapshot, end: Snapshot) -> None:
+        """From the first scale set to the end: totals, so that hourly costs (the
+        registration token each process fetches for its Actions-service admin token) show
+        even when no phase window caught one."""
+        figures = phase_figures(start, end)
+        counted = delta(end.counted, start.counted)
+        figures["github_counted_total_by_endpoint"] = {
+            k.replace("/api/v3", ""): v for k, v in counted.most_common(8)
+        }
+        actions = delta(end.actions, start.actions)
+        figures["actions_requests_total"] = sum(actions.values())
+        figures["processes"] = {"operator_replicas": len(self.operators),
+                                "listeners": len(self.kubelets)}  # fmt: skip
+        self.results["whole_run"] = figures
 
 
 # ----------------------------------------------------------------------------- report
@@ -755,8 +888,9 @@ def headline(results: dict[str, Any], budget_per_hour: int) -> dict[str, Any]:
     idle, stream, burst = results["idle"], results["stream"], results["burst"]
     control = results["control"]["apiserver_requests_per_second"]
     limited: Counter[str] = Counter()
-    for phase in results.values():
-        limited.update(phase.get("github_rate_limited", {}))
+    for name, phase in results.items():
+        if name != "whole_run":  # it spans the phases: counting it too would count twice
+            limited.update(phase.get("github_rate_limited", {}))
     return {
         "idle_github_counted_per_hour": idle["github_counted_per_hour"],
         "idle_github_requests_per_hour": idle["github_requests_per_hour"],
@@ -765,6 +899,10 @@ def headline(results: dict[str, Any], budget_per_hour: int) -> dict[str, Any]:
         "stream_github_counted_per_job": stream["github_counted_per_job"],
         "burst_github_counted_per_job": burst["github_counted_per_job"],
         "github_403_429": dict(limited),
+        # The Actions service (scale-set protocol): not counted against the REST limit.
+        "idle_actions_requests_per_hour": idle.get("actions_requests_per_hour", 0.0),
+        "stream_actions_requests_per_job": stream.get("actions_requests_per_job"),
+        "burst_actions_requests_per_job": burst.get("actions_requests_per_job"),
         "idle_apiserver_requests_per_second_net": round(
             idle["apiserver_requests_per_second"] - control, 2),
         "stream_reconcile_lag_seconds": stream["reconcile_lag_seconds"],
@@ -783,8 +921,9 @@ def headline(results: dict[str, Any], budget_per_hour: int) -> dict[str, Any]:
 
 def table(results: dict[str, Any]) -> Table:
     out = Table(title="runnerfleet fleet benchmark")
-    columns = ("phase", "s", "GH req/h", "counted/h", "per job", "403/429", "apiserver/s",
-               "lag p50/p95", "queued→running p50/p95", "op CPU/s", "RSS MiB")  # fmt: skip
+    columns = ("phase", "s", "GH req/h", "counted/h", "per job", "403/429", "AS req/h",
+               "AS/job", "apiserver/s", "lag p50/p95", "queued→running p50/p95", "op CPU/s",
+               "RSS MiB")  # fmt: skip
     for col in columns:
         out.add_column(col, justify="left" if col == "phase" else "right")
 
@@ -798,7 +937,10 @@ def table(results: dict[str, Any]) -> Table:
         out.add_row(
             name, f"{p['seconds']:.0f}", f"{p['github_requests_per_hour']:.0f}",
             f"{p['github_counted_per_hour']:.0f}", str(p["github_counted_per_job"] or "-"),
-            str(sum(p["github_rate_limited"].values())), f"{p['apiserver_requests_per_second']}",
+            str(sum(p["github_rate_limited"].values())),
+            f"{p.get('actions_requests_per_hour', 0):.0f}",
+            str(p.get("actions_requests_per_job") or "-"),
+            f"{p['apiserver_requests_per_second']}",
             pair(p.get("reconcile_lag_seconds")), pair(p.get("queue_to_running_seconds")),
             f"{p['operator_cpu_per_second']}", f"{p['operator_peak_rss_mib']}",
         )  # fmt: skip
@@ -832,6 +974,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--demand", choices=["listener", "direct", "auto"], default="auto",
                    help="real listener processes, or demand written by the bench "
                         "(auto: listeners up to 20 teams)")  # fmt: skip
+    p.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default=c.PROTOCOL_REST,
+        help="the scale sets' spec.github.protocol (default rest, as earlier runs)",
+    )
     p.add_argument("--poll-interval", default="15s", help="TeamListener pollInterval")
     p.add_argument("--control", type=float, default=20, help="apiserver baseline window, s")
     p.add_argument("--idle", type=float, default=120, help="idle window, s")
@@ -867,7 +1015,8 @@ def main() -> int:
     console = Console(stderr=True, width=160)
     root = code_root()
     console.print(
-        f"fleet: {shape} demand={args.demand} code={root} @ {git(root, 'rev-parse', 'HEAD')[:12]}"
+        f"fleet: {shape} demand={args.demand} protocol={args.protocol} code={root} @ "
+        f"{git(root, 'rev-parse', 'HEAD')[:12]}"
     )
     pods = str(max(110, 2 * (shape.runners + shape.teams) // shape.nodes))
     with tempfile.TemporaryDirectory(prefix="rf-fleet-") as tmp:
@@ -886,6 +1035,7 @@ def main() -> int:
         ),
         "kubernetes": KUBERNETES_VERSION,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "protocol": args.protocol,
         "shape": {**shape.__dict__, "max_runners_per_set": shape.max_runners},
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "github_limits": outcome["github_limits"],

@@ -1,18 +1,23 @@
 """The fleet benchmark's pure parts: fleet shape, desired count, reconcile lag, limit kinds,
-apiserver metrics parsing and per-phase rates (bench/fleet.py)."""
+apiserver metrics parsing, per-phase rates, and the scale-set protocol's parts (`--protocol`,
+demand as GitHub's totalAssignedJobs, Actions-service figures) (bench/fleet.py)."""
 
 from __future__ import annotations
 
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 from bench.fleet import (
     LagTracker,
     Snapshot,
     desired_runners,
+    headline,
     limit_kind,
     parse_apiserver_requests,
+    parse_args,
     phase_figures,
+    protocol_demand,
     shape_for,
 )
 
@@ -114,3 +119,98 @@ def test_phase_figures_are_rates_over_the_window() -> None:
     assert got["apiserver_requests_per_second"] == 2.0
     assert got["operator_cpu_per_second"] == 0.05
     assert got["listeners_cpu_per_second"] == 0.01
+
+
+def test_protocol_flag_defaults_to_rest_and_takes_only_known_protocols() -> None:
+    assert parse_args([]).protocol == "rest"  # earlier result files stay comparable
+    assert parse_args(["--protocol", "scaleSet"]).protocol == "scaleSet"
+    with pytest.raises(SystemExit):
+        parse_args(["--protocol", "webhook"])
+
+
+def _job(scale_set: int | None, state: str | None, status: str = "queued") -> SimpleNamespace:
+    return SimpleNamespace(scale_set_id=scale_set, scale_set_state=state, status=status)
+
+
+def test_protocol_demand_is_githubs_assigned_count_and_busy_runners() -> None:
+    keys = {7: ("team-000", "set-00"), 8: ("team-000", "set-01"), 9: ("team-001", "set-00")}
+    jobs = [
+        _job(7, "assigned"),
+        _job(7, "assigned", "in_progress"),  # running jobs stay assigned
+        _job(7, "assigned", "completed"),
+        _job(8, "available"),  # offered (GHES), not yet acquired: not assigned
+        _job(None, None),  # routed to no scale set: nobody's demand
+        _job(42, "assigned"),  # another scale set's (not ours)
+    ]
+    runners = [
+        SimpleNamespace(scale_set_id=7, busy=True, name="set-00-b"),
+        SimpleNamespace(scale_set_id=7, busy=True, name="set-00-a"),
+        SimpleNamespace(scale_set_id=7, busy=False, name="set-00-c"),
+        SimpleNamespace(scale_set_id=None, busy=True, name="other-00001"),
+    ]
+    assert protocol_demand(jobs, runners, keys) == {
+        ("team-000", "set-00"): (2, ("set-00-a", "set-00-b")),
+        ("team-000", "set-01"): (0, ()),
+        ("team-001", "set-00"): (0, ()),  # every scale set reported, so a drop to 0 is written
+    }
+
+
+def test_actions_service_requests_per_hour_per_job_and_by_endpoint() -> None:
+    svc = "/_services/pipelines/_apis/runtime/runnerscalesets"
+    before = Snapshot(
+        0.0,
+        Counter(),
+        Counter(),
+        Counter(),
+        Counter(),
+        0.0,
+        0.0,
+        Counter({("POST", svc + "/{scale_set_id}/generatejitconfig", 200): 5}),
+    )
+    after = Snapshot(
+        60.0, Counter(), Counter(), Counter(), Counter(), 0.0, 0.0,
+        Counter({("POST", svc + "/{scale_set_id}/generatejitconfig", 200): 15,
+                 ("DELETE", "/_services/pipelines/_apis/distributedtask/pools/0/agents/"
+                  "{runner_id}", 400): 2,
+                 ("POST", "/api/v3/actions/runner-registration", 200): 1}),
+    )  # fmt: skip
+    got = phase_figures(before, after, jobs=10)
+    assert got["github_counted_per_hour"] == 0.0  # none of it is REST-counted
+    assert got["actions_requests_per_hour"] == 780.0  # 13 requests in 60 s
+    assert got["actions_requests_per_job"] == 1.3
+    assert got["actions_by_endpoint"] == {
+        "POST _apis/runtime/runnerscalesets/{scale_set_id}/generatejitconfig": 600.0,
+        "DELETE _apis/distributedtask/pools/0/agents/{runner_id}": 120.0,
+        "POST /api/v3/actions/runner-registration": 60.0,
+    }
+    assert got["actions_refused"] == {
+        "DELETE _apis/distributedtask/pools/0/agents/{runner_id} 400": 2
+    }
+    assert phase_figures(before, after)["actions_requests_per_job"] is None  # no jobs
+
+
+def test_headline_carries_the_actions_figures_and_counts_limits_once() -> None:
+    base = Snapshot(0.0, Counter(), Counter(), Counter(), Counter(), 0.0, 0.0)
+    quiet = Snapshot(60.0, Counter(), Counter(), Counter(), Counter(), 0.0, 0.0)
+    idle_end = Snapshot(3600.0, Counter({("POST", "/api/v3/orgs/{org}/actions/runners/"
+                                           "registration-token", 201): 3}),
+                        Counter({"POST /api/v3/orgs/{org}/actions/runners/registration-token": 3}),
+                        Counter({"secondary 429": 1}), Counter(), 0.0, 0.0,
+                        Counter({("GET", "messages", 202): 720}))  # fmt: skip
+    idle = phase_figures(base, idle_end)
+    phases = {
+        "control": {**phase_figures(base, quiet), "apiserver_requests_per_second": 1.0},
+        "idle": idle, "stream": phase_figures(base, idle_end, jobs=720),
+        "burst": phase_figures(base, quiet),
+        "failover": {**phase_figures(base, quiet), "first_correct_action_seconds": 9.0,
+                     "operator_peak_rss_mib": 120.0},
+        "whole_run": idle,  # spans the others: its 429 must not be counted again
+    }  # fmt: skip
+    for phase in ("stream", "burst"):
+        phases[phase].update(reconcile_lag_seconds={}, queue_to_running_seconds={})
+    got = headline(phases, budget_per_hour=5000)
+    assert got["idle_github_counted_per_hour"] == 3.0
+    assert got["idle_actions_requests_per_hour"] == 720.0
+    assert got["stream_actions_requests_per_job"] == 1.0
+    assert got["burst_actions_requests_per_job"] is None
+    assert got["github_403_429"] == {"secondary 429": 2}  # idle and stream, not whole_run
