@@ -308,3 +308,40 @@ async def test_server_without_the_protocol_is_named_in_a_condition(running_fleet
     )
     assert any(e.reason == "ScaleSetProtocolUnavailable" for e in events.items)
     assert await f.pods("orphan") == []
+
+
+async def test_reassigned_job_is_counted_once(running_fleet: Fleet) -> None:
+    """A job no runner takes in time is re-assigned by GitHub (JobCompleted canceled + a new
+    JobAssigned). Demand follows GitHub's statistics: 1 job stays demand 1."""
+    f = running_fleet
+    _fast(f.github, assignment_timeout=2.0)
+    await f.apply_scale_set(_protocol_set(f, max_runners=0))  # nothing can take the job yet
+    registered = await _github_scale_set(f)
+    await _team_listener(f)
+    await _listening(f, registered.id)
+    job = f.github.enqueue_job("acme/app", TEAM_A, 3.0)
+    await wait_for(
+        lambda: asyncio.sleep(0, f.github.actions.stats.get(registered.id, {})),
+        lambda stats: stats.get("reassigned", 0) >= 2,
+        what="GitHub re-assigning the job twice", within=30,
+    )  # fmt: skip
+    rss = await wait_for(
+        lambda: f.scale_set(SET),
+        lambda r: ((r.get("status") or {}).get("demand") or {}).get("assignedJobs") == 1,
+        what="demand 1", within=10,
+    )  # fmt: skip
+    assert rss["status"]["demand"]["assignedJobs"] == 1
+    api = client.CustomObjectsApi(f.kube)
+    await api.patch_namespaced_custom_object(
+        c.GROUP, c.VERSION, f.namespace, c.RUNNER_SCALE_SET_PLURAL, SET,
+        {"spec": {"maxRunners": 2}}, _content_type="application/merge-patch+json",
+    )  # fmt: skip
+    await wait_for(
+        lambda: asyncio.sleep(0, job.status), lambda s: s == "completed",
+        what="the job completed once a runner may exist", within=60,
+    )  # fmt: skip
+    assert job.conclusion == "success"
+    runners_issued = [n for n in f.github.jit_issued if c.is_runner_of(n, SET, f.namespace)]
+    assert len(runners_issued) == 1, (
+        f"one runner for one job, not one per assignment: {runners_issued}"
+    )

@@ -5,6 +5,7 @@ Layer: models. Pure.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Annotated, Any, Final
 
@@ -22,6 +23,13 @@ Duration = Annotated[
         json_schema_extra={"x-runnerfleet-duration": True},
     ),
 ]
+
+
+def epoch(timestamp: str | None) -> float | None:
+    """Epoch seconds of an RFC 3339 timestamp (None for None or "")."""
+    if not timestamp:
+        return None
+    return dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
 def parse_duration(text: str) -> float:

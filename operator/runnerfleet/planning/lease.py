@@ -9,7 +9,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from runnerfleet.planning.observe import epoch
+from runnerfleet.models.base import epoch
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,11 @@ Layer: planning. Pure: takes plain dicts (as the apiserver sends them) and gatew
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from runnerfleet import conventions as c
+from runnerfleet.models.base import epoch
 from runnerfleet.planning.runners import ObservedRegistration, ObservedRunner
 
 
@@ -33,12 +33,6 @@ class SeenLike(Protocol):
     def at(self) -> float: ...
     @property
     def first_at(self) -> float: ...
-
-
-def epoch(timestamp: str | None) -> float | None:
-    if not timestamp:
-        return None
-    return dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
 def _pod_outcome(pod: dict[str, Any]) -> tuple[str, float | None]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from runnerfleet import conventions as c
-from runnerfleet.planning.observe import epoch
+from runnerfleet.models.base import epoch
 
 STATES = ("pending", "idle", "busy", "failed")
 

@@ -15,6 +15,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from runnerfleet.models.base import epoch
 from runnerfleet.models.runner_scale_set import Demand
 
 BACKOFF_BASE = 5.0
@@ -169,12 +170,30 @@ class Plan:
         return self.memory.consecutive_failures >= FAILING_AFTER
 
 
-def desired_runners(limits: Limits, demand: Demand | None) -> int:
-    """min(maxRunners, minRunners + assigned jobs), as ARC does; 0 while suspended."""
+def desired_runners(limits: Limits, demand: Demand | None, finished_since: int = 0) -> int:
+    """min(maxRunners, minRunners + assigned jobs), as ARC does; 0 while suspended.
+
+    `finished_since`: runners that finished their job after the listener's last report. Their
+    jobs are still in that report's count, but they need no new runner: without this, every
+    job that ends a moment before the listener reports it would start a spare runner.
+    """
     if limits.suspend:
         return 0
     assigned = demand.assigned_jobs if demand is not None else 0
-    return min(limits.max_runners, limits.min_runners + assigned)
+    return min(limits.max_runners, limits.min_runners + max(0, assigned - finished_since))
+
+
+FINISHED_HOLD = 30.0  # a finished runner waits at most this long for the listener's report
+
+
+def _awaiting_report(runner: ObservedRunner, demand: Demand | None, now: float) -> bool:
+    """A runner that finished its job after the last demand report (and not long ago): its
+    job is still counted in the demand, so it is kept (and subtracted) until reported."""
+    finished = runner.pod_finished_at
+    if runner.pod_phase != "Succeeded" or finished is None or now - finished > FINISHED_HOLD:
+        return False
+    reported = epoch(demand.observed_at) if demand is not None else None
+    return reported is not None and reported < finished
 
 
 def classify(runner: ObservedRunner, now: float, limits: Limits) -> tuple[State, str]:
@@ -228,8 +247,11 @@ def plan(
     for _, state, _ in classified:
         counts[state] += 1
 
+    awaiting = {r.name for r, s, _ in classified
+                if s is State.FINISHED and _awaiting_report(r, demand, now)}  # fmt: skip
     for runner, state, reason in classified:
-        actions.extend(_cleanup(runner, state, reason, now, limits, failures))
+        if runner.name not in awaiting:
+            actions.extend(_cleanup(runner, state, reason, now, limits, failures))
 
     expired = [
         r for r, s, _ in classified
@@ -238,7 +260,7 @@ def plan(
     for runner in expired:
         actions.append(_remove(runner, "MaxRunnerAge", require_idle=True))
 
-    desired = desired_runners(limits, demand)
+    desired = desired_runners(limits, demand, len(awaiting))
     active = [(r, s) for r, s, _ in classified if s in ACTIVE and r not in expired]
     memory = _remember_failures(memory, failures, classified, now)
     backoff_until = _backoff_until(memory)

@@ -9,7 +9,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from runnerfleet.planning.observe import epoch
+from runnerfleet.models.base import epoch
 from runnerfleet.planning.runners import FAILING_AFTER, Memory, Plan, State
 
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from runnerfleet.models.base import epoch
 from runnerfleet.models.team_listener import TeamListenerStatus
 from runnerfleet.planning.children import RESYNC_SECONDS, Applied, adoptions, apply_reason
-from runnerfleet.planning.observe import epoch
 from runnerfleet.planning.status import condition
 
 OWNED = ("listenerReady", "observedGeneration", "conditions")

@@ -53,7 +53,7 @@ from runnerfleet.gateways.kubernetes import (
     NotFoundError,
 )
 from runnerfleet.metrics import OperatorMetrics
-from runnerfleet.models.base import parse_duration
+from runnerfleet.models.base import epoch, parse_duration
 from runnerfleet.models.github import (
     GitHubCredentials,
     GitHubTarget,
@@ -62,7 +62,7 @@ from runnerfleet.models.github import (
 )
 from runnerfleet.models.node_pool import RunnerNodePoolSpec
 from runnerfleet.models.runner_scale_set import RunnerScaleSetSpec, RunnerScaleSetStatus
-from runnerfleet.planning.observe import epoch, observe
+from runnerfleet.planning.observe import observe
 from runnerfleet.planning.runners import (
     Action,
     CreatePod,
