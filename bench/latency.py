@@ -124,6 +124,12 @@ def _row(result: DemoResult) -> dict[str, Any]:
         "jobs_completed": result.jobs_completed,
         "jobs": result.jobs,
         "ok": result.ok,
+        "leftovers": {  # what the teardown still found after 30 s (ok needs all zero)
+            "registrations": result.orphan_registrations,
+            "pods": result.leftover_pods,
+            "secrets": result.leftover_secrets,
+            "github_scale_sets": result.leftover_github_scale_sets,
+        },
         "rest_counted_per_job": result.rest_counted_per_job,
         "actions_requests_per_job": result.actions_requests_per_job,
         "rest_requests_counted": result.rest_requests_counted,
