@@ -238,9 +238,12 @@ def test_a_registered_runner_whose_pod_is_being_deleted_is_lost_like_one_already
 
 
 def test_a_job_that_ends_before_the_listener_reports_it_starts_no_spare_runner() -> None:
-    """The runner finished after the last demand report: its job is still counted there, so
-    it is subtracted (and its pod kept) until the listener reports again (or 30 s pass)."""
-    reported = Demand(assigned_jobs=1, sequence=1, observed_at="1970-01-01T02:46:30Z")  # 9990
+    """The last report listed the runner busy and it has finished since: its job is still
+    counted there, so it is subtracted (and its pod kept) until the listener reports again
+    (or 30 s pass)."""
+    reported = Demand(
+        assigned_jobs=1, sequence=1, observed_at="1970-01-01T02:46:30Z", busy_runners=["r-done"]
+    )  # 9990
     done = replace(runner("r-done", "succeeded"), pod_finished_at=NOW - 2)
     limits = replace(LIMITS, min_runners=0)
     p = plan([done], limits, reported, Memory(), NOW)
@@ -250,6 +253,11 @@ def test_a_job_that_ends_before_the_listener_reports_it_starts_no_spare_runner()
     later = reported.model_copy(update={"assigned_jobs": 0, "observed_at": "1970-01-01T02:46:39Z"})
     p = plan([done], limits, later, Memory(), NOW)
     assert [type(a) for a in p.actions] == [RemoveRunner]
+    # A runner the report did not list busy is not held (the report may not count its job).
+    unlisted = reported.model_copy(update={"busy_runners": []})
+    assert [type(a) for a in plan([done], limits, unlisted, Memory(), NOW).actions] == [
+        RemoveRunner, CreateRunners,
+    ]  # fmt: skip
     # No report for 30 s (listener down): cleaned up anyway, demand taken as reported.
     p = plan([done], limits, reported, Memory(), NOW + 40)
     assert RemoveRunner in [type(a) for a in p.actions]

@@ -173,8 +173,8 @@ class Plan:
 def desired_runners(limits: Limits, demand: Demand | None, finished_since: int = 0) -> int:
     """min(maxRunners, minRunners + assigned jobs), as ARC does; 0 while suspended.
 
-    `finished_since`: runners that finished their job after the listener's last report. Their
-    jobs are still in that report's count, but they need no new runner: without this, every
+    `finished_since`: runners the listener's last report listed busy that have finished since.
+    Their jobs are still in that report's count, but need no new runner: without this, every
     job that ends a moment before the listener reports it would start a spare runner.
     """
     if limits.suspend:
@@ -187,12 +187,15 @@ FINISHED_HOLD = 30.0  # a finished runner waits at most this long for the listen
 
 
 def _awaiting_report(runner: ObservedRunner, demand: Demand | None, now: float) -> bool:
-    """A runner that finished its job after the last demand report (and not long ago): its
-    job is still counted in the demand, so it is kept (and subtracted) until reported."""
+    """A runner the last demand report listed as busy, which has finished since (not long
+    ago): its job is still counted in that report, so the runner is kept (and subtracted)
+    until the listener reports again."""
     finished = runner.pod_finished_at
     if runner.pod_phase != "Succeeded" or finished is None or now - finished > FINISHED_HOLD:
         return False
-    reported = epoch(demand.observed_at) if demand is not None else None
+    if demand is None or runner.name not in demand.busy_runners:
+        return False
+    reported = epoch(demand.observed_at)
     return reported is not None and reported < finished
 
 
