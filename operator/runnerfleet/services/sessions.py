@@ -48,6 +48,7 @@ from runnerfleet.services.listener import Listener
 log = logging.getLogger("runnerfleet.sessions")
 
 SYNC_SECONDS = 10.0  # how often the team's scale sets are re-listed (new ones get a session)
+WAITING_SYNC_SECONDS = 1.0  # while a scale set waits for the operator to register it in GitHub
 CONFLICT_BACKOFF_MAX = 10.0  # a held session is retried at least this often
 ERROR_BACKOFF_MAX = 30.0
 
@@ -168,27 +169,39 @@ class SessionManager:
     _group_ids: dict[str, int] = field(default_factory=dict)
     _recorded: list[dict[str, Any]] | None = None
     _pending: set[asyncio.Task[None]] = field(default_factory=set)
+    _waiting_since: float | None = None
 
     async def run(self) -> None:
         try:
             await self._clear_stale()
             while True:
+                waiting = False
                 try:
-                    await self.sync()
+                    waiting = await self.sync()
                 except (GitHubError, KubeError) as err:
                     log.warning("scale-set sessions not synced: %s", err)
-                await asyncio.sleep(SYNC_SECONDS)
+                now = time.monotonic()
+                since = (self._waiting_since or now) if waiting else None
+                self._waiting_since = since
+                # A new scale set is looked for every second for a minute (the operator
+                # registers it within seconds), then at the normal pace.
+                soon = since is not None and now - since < 60.0
+                await asyncio.sleep(WAITING_SYNC_SECONDS if soon else SYNC_SECONDS)
         finally:
             await self.stop()
 
-    async def sync(self) -> None:
-        """Start sessions for new protocol scale sets, stop those gone or moved."""
+    async def sync(self) -> bool:
+        """Start sessions for new protocol scale sets, stop those gone or moved. True if a
+        scale set is not registered in GitHub yet (look again soon, not in 10 s)."""
         wanted: dict[tuple[str, str], tuple[int, int]] = {}
+        waiting = False
         for body in await self.listener.protocol_scale_sets():
             meta, spec = body["metadata"], body["spec"]
             key = (meta["namespace"], meta["name"])
             scale_set_id = await self._scale_set_id(key, spec)
-            if scale_set_id is not None:
+            if scale_set_id is None:
+                waiting = True
+            else:
                 wanted[key] = (scale_set_id, int(spec.get("maxRunners", 10)))
         for key in list(self.workers):
             ended = self.workers[key][1].done()
@@ -206,6 +219,7 @@ class SessionManager:
             task = asyncio.create_task(worker.run(), name=f"session {key[0]}/{key[1]}")
             self.workers[key] = (scale_set_id, task, worker)
         await self._record()
+        return waiting
 
     async def _clear_stale(self) -> None:
         """Delete the sessions a previous acting replica recorded and may have left behind
