@@ -6,17 +6,22 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from tests.support.factories import make_scale_set
 from tests.support.fleet import Fleet
 from tests.support.kube import wait_for
 
 
-async def test_sigkill_mid_scale_up_converges_without_duplicates(running_fleet: Fleet) -> None:
+@pytest.mark.parametrize("protocol", ["rest", "scaleSet"])
+async def test_sigkill_mid_scale_up_converges_without_duplicates(
+    running_fleet: Fleet, protocol: str
+) -> None:
     f = running_fleet
     f.github.latency = 0.15  # slow GitHub down so the kill lands between steps
-    await f.apply_scale_set(
-        make_scale_set("linux", config_url=f.config_url, min_runners=20, max_runners=20)
-    )
+    await f.apply_scale_set(make_scale_set(
+        "linux", config_url=f.config_url, min_runners=20, max_runners=20, protocol=protocol,
+    ))  # fmt: skip
 
     async def progress() -> tuple[int, int]:
         return len(await f.secrets("linux")), len(await f.pods("linux"))
