@@ -371,6 +371,7 @@ def listen(
     from runnerfleet.listener.main import ListenerOptions, run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per long-poll is noise
     options = ListenerOptions(namespace, name, kubeconfig, webhook_port, metrics_port)
     asyncio.run(run(options))
 

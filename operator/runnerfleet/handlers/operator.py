@@ -41,6 +41,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     # Events are posted by the services where they mean something; kopf's own are noise.
     settings.posting.level = logging.WARNING
+    # One INFO line per HTTP request (every long-poll, every agent read) is noise at fleet
+    # scale; failures still surface through our own warnings.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     # Watches that go silent are restarted (see kopf's watching docs; needs Python >= 3.11).
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
