@@ -462,20 +462,23 @@ class KubeGateway:
         except NotFoundError:
             return None
 
-    async def create_lease(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
-        """Create the Lease; a concurrent creation raises ConflictError (AlreadyExists)."""
+    async def create_lease(self, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """Create the Lease (returned as stored); a concurrent creation raises ConflictError
+        (AlreadyExists)."""
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "metadata": {"name": name, "namespace": namespace}, "spec": spec}  # fmt: skip
-        await self._rest("POST", self._lease_path(namespace), f"create Lease {name}", body)
+        return await self._rest("POST", self._lease_path(namespace), f"create Lease {name}", body)
 
     async def replace_lease(
         self, namespace: str, name: str, spec: dict[str, Any], resource_version: str
-    ) -> None:
-        """Update on the version read: ConflictError if anyone wrote it since."""
+    ) -> dict[str, Any]:
+        """Update on the version read (returned as stored): ConflictError if anyone wrote it
+        since."""
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "metadata": {"name": name, "namespace": namespace,
                              "resourceVersion": resource_version}, "spec": spec}  # fmt: skip
-        await self._rest("PUT", self._lease_path(namespace, name), f"update Lease {name}", body)
+        path = self._lease_path(namespace, name)
+        return await self._rest("PUT", path, f"update Lease {name}", body)
 
 
 _PLURALS = {

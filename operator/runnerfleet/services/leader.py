@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from runnerfleet.gateways.kubernetes import (
     AlreadyExistsError,
@@ -40,9 +41,13 @@ class LeaderElector:
     identity: str
     duration: int = 15
 
+    _held: dict[str, Any] | None = None  # the Lease as we last wrote it (renewals skip a GET)
+
     @property
     def renew_every(self) -> float:
-        return max(1.0, self.duration / 5)
+        """A third of the lease: two renewals may fail before the holder stops acting (at
+        70 %), and a renewal is one PUT (the Lease as last written is kept, not re-read)."""
+        return max(1.0, self.duration / 3)
 
     @property
     def renew_deadline(self) -> float:
@@ -51,8 +56,10 @@ class LeaderElector:
         return self.duration * 0.7
 
     async def try_take(self) -> bool:
-        """One attempt to claim or renew the lease; True if we hold it afterwards."""
-        lease = await self.kube.get_lease(self.namespace, self.name)
+        """One attempt to claim or renew the lease; True if we hold it afterwards. A renewal
+        writes on the version we last wrote: if anyone else wrote since, it conflicts, and
+        the next attempt reads the Lease again."""
+        lease = self._held or await self.kube.get_lease(self.namespace, self.name)
         view = LeaseView.of(lease)
         now = time.time()
         if not may_take(view, self.identity, now):
@@ -60,12 +67,16 @@ class LeaderElector:
         spec = lease_spec(view, self.identity, now, self.duration)
         try:
             if lease is None:
-                await self.kube.create_lease(self.namespace, self.name, spec)
+                self._held = await self.kube.create_lease(self.namespace, self.name, spec)
             else:
                 version = lease["metadata"]["resourceVersion"]
-                await self.kube.replace_lease(self.namespace, self.name, spec, version)
+                self._held = await self.kube.replace_lease(self.namespace, self.name, spec, version)
         except (ConflictError, AlreadyExistsError):
+            self._held = None
             return False  # someone else wrote it first (AlreadyExists is a Conflict too)
+        except KubeError:
+            self._held = None
+            raise
         return True
 
     async def acquire(self) -> None:
@@ -126,6 +137,7 @@ class LeaderElector:
         return view.holder
 
     async def release(self) -> None:
+        self._held = None
         try:
             lease = await self.kube.get_lease(self.namespace, self.name)
             view = LeaseView.of(lease)

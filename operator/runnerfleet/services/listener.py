@@ -102,7 +102,8 @@ class Listener:
     repo_states: dict[str, RepoState] = field(default_factory=dict)
     idle_spend: SpendWindow = field(default_factory=SpendWindow)
     sequence: int = 0
-    last_written: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
+    # scale set -> (demand, when, busy runners) as last written
+    last_written: dict[tuple[str, str], tuple[int, float, list[str]]] = field(default_factory=dict)
     started_seen: set[int] = field(default_factory=set)  # pruned to the table's jobs
     last_poll_ok: float | None = None
     last_webhook: float | None = None  # the last delivery for this team
@@ -358,7 +359,12 @@ class Listener:
         ]  # fmt: skip
 
     async def write_demand(self, key: tuple[str, str], demand: int, busy: list[str]) -> None:
-        """Write one scale set's demand as GitHub's session reported it (scale-set protocol)."""
+        """Write one scale set's demand as GitHub's session reported it (scale-set protocol).
+        Unchanged and written less than a heartbeat ago: no read, no write."""
+        previous = self.last_written.get(key) or (-1, 0.0, [])
+        fresh = self.clock() - previous[1] < HEARTBEAT_SECONDS
+        if fresh and (previous[0], previous[2]) == (demand, busy):
+            return
         await self._write(await self.kube.get_scale_set(*key), demand, busy)
 
     def export_statistics(self, key: tuple[str, str], stats: Any) -> None:
@@ -391,7 +397,7 @@ class Listener:
                 scale_set = await self.kube.get_scale_set(*key)
                 meta = scale_set["metadata"]
                 continue
-            self.last_written[key] = (demand, self.clock())
+            self.last_written[key] = (demand, self.clock(), list(busy or []))
             self.metrics.demand.labels(*key).set(demand)
             return
         log.warning("%s/%s: demand not written after %d conflicts", *key, CONFLICT_RETRIES)
