@@ -60,7 +60,7 @@ class ListenerKubelet:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         for name in list(self.processes):
-            self._kill(name)
+            await self._kill(name)
 
     def running(self) -> list[ListenerProcess]:
         return [p for p in self.processes.values() if p.proc.poll() is None]
@@ -86,17 +86,20 @@ class ListenerKubelet:
     async def _on_pod(self, kind: str, pod: Any) -> None:
         name = pod.metadata.name
         if kind == "DELETED" or pod.metadata.deletion_timestamp:
-            self._kill(name)
+            await self._kill(name)
             return
         if pod.status.phase == "Running" and name not in self.processes:
             await self._spawn(pod)
 
-    def _kill(self, name: str) -> None:
+    async def _kill(self, name: str) -> None:
+        """SIGTERM, then SIGKILL after 10 s, as a kubelet does. Waited for without blocking
+        the event loop: a listener's clean shutdown talks to the fake GitHub, which runs in
+        this same loop."""
         entry = self.processes.get(name)
         if entry and entry.proc.poll() is None:
             entry.proc.terminate()
             try:
-                entry.proc.wait(timeout=10)
+                await asyncio.to_thread(entry.proc.wait, 10)
             except subprocess.TimeoutExpired:
                 entry.proc.kill()
 
