@@ -4,6 +4,7 @@ active one to standby drains it without killing busy runners."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -69,7 +70,11 @@ async def test_two_replicas_only_the_lease_holder_acts_and_the_other_takes_over(
         leader, follower = (one, two) if f"-{one.proc.pid}" in lease.spec.holder_identity else (
             two, one)  # fmt: skip
         assert "acting" in leader.logs()
-        assert "standing by" in follower.logs()
+        # The follower may still be starting (imports on a loaded machine): wait for its line.
+        await wait_for(
+            lambda: asyncio.sleep(0, follower.logs()), lambda text: "standing by" in text,
+            what="the follower standing by", within=30,
+        )  # fmt: skip
         assert "acting" not in follower.logs()  # so it never created a runner
 
         leader.kill()  # no release: the follower must wait for the lease to expire
