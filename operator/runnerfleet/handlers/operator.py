@@ -126,13 +126,9 @@ async def run_node_pool(stopped: kopf.DaemonStopped, name: str, memo: kopf.Memo,
 
 
 @kopf.on.event(*RNP)
-async def wake_node_pool(
-    name: str, memo: kopf.Memo, body: kopf.Body, type: str | None, **_: Any
-) -> None:
+async def wake_node_pool(name: str, memo: kopf.Memo, **_: Any) -> None:
     if hasattr(memo, "runtime"):
         memo.runtime.pool_wakeups.setdefault(name, asyncio.Event()).set()
-        if body.get("metadata", {}).get("deletionTimestamp") or type in ("ADDED", "DELETED"):
-            memo.runtime.pool_changed(name)  # its scale sets see it come or go now
 
 
 @kopf.on.delete(*RNP, backoff=5.0)

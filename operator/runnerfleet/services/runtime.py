@@ -181,7 +181,6 @@ class Runtime:
     round_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
     # What each scale set's status was last written as (fresher than a watch may have shown).
     written: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    pool_users: dict[str, set[tuple[str, str]]] = field(default_factory=dict)  # pool -> sets
     _reads: dict[tuple[str, ...], tuple[float, Any]] = field(default_factory=dict)
     _transports: dict[str, MeteredTransport] = field(default_factory=dict)
     _sides: dict[tuple[str, str], GitHubSide] = field(default_factory=dict)
@@ -194,17 +193,6 @@ class Runtime:
 
     def wake(self, namespace: str, name: str) -> None:
         self.wakeups.setdefault((namespace, name), asyncio.Event()).set()
-
-    def uses_pool(self, pool: str, namespace: str, name: str) -> None:
-        """Scale set (namespace, name) placed its runners on `pool` this round."""
-        self.pool_users.setdefault(pool, set()).add((namespace, name))
-
-    def pool_changed(self, pool: str) -> None:
-        """A RunnerNodePool changed (or is being deleted): its cached read goes, and the
-        scale sets using it look again now rather than at their next resync."""
-        self._reads.pop(("pool", pool), None)
-        for namespace, name in self.pool_users.get(pool, set()):
-            self.wake(namespace, name)
 
     def wake_runners(self, names: set[str]) -> None:
         """Wake the loops of the scale sets these runner names belong to."""

@@ -297,7 +297,6 @@ async def _resolve_pool(
     if spec.node_pool is None:
         return None, None
     pool = spec.node_pool
-    runtime.uses_pool(pool, ident.namespace, ident.name)
     try:
         body = await runtime.cached(
             ("pool", pool), POOL_TTL, lambda: runtime.kube.get_node_pool(pool)
