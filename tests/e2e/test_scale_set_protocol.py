@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from runnerfleet import conventions as c
 from runnerfleet.gateways.actions_service import ActionsServiceClient
@@ -20,7 +19,7 @@ from runnerfleet.gateways.github import GitHubGateway
 from runnerfleet.localcluster import LocalCluster
 from runnerfleet.models.github import GitHubCredentials, parse_config_url
 from runnerfleet.sim.github import FakeGitHub
-from tests.e2e.test_ha_and_standby import operators
+from tests.e2e.test_ha_and_standby import _set_mode, operators
 from tests.support.factories import make_scale_set, make_team_listener
 from tests.support.fleet import Fleet
 from tests.support.kube import wait_for
@@ -276,19 +275,6 @@ async def test_listener_killed_mid_stream_loses_no_job(running_fleet: Fleet) -> 
     assert all(j.conclusion == "success" for j in jobs)
     assert takeover <= 15.0
     await f.expect_runners(SET, idle=0, within=60)
-
-
-async def _set_mode(f: Fleet, mode: str) -> None:
-    core = client.CoreV1Api(f.kube)
-    body = client.V1ConfigMap(
-        metadata=client.V1ObjectMeta(name=c.CONTROL_CONFIGMAP), data={"mode": mode}
-    )
-    try:
-        await core.create_namespaced_config_map(f.namespace, body)
-    except ApiException as err:
-        if err.status != 409:
-            raise
-        await core.replace_namespaced_config_map(c.CONTROL_CONFIGMAP, f.namespace, body)
 
 
 async def test_server_without_the_protocol_is_named_in_a_condition(running_fleet: Fleet) -> None:
