@@ -99,6 +99,9 @@ def listener_lease_name(team_listener: str) -> str:
     return f"{team_listener}-listener"
 
 
+# A listener rewrites an unchanged status.poll this often (its lastSuccessfulPoll is the
+# operator's evidence that it polls); the Polling condition allows three of these.
+LISTENER_REPORT_SECONDS: Final = 60.0
 PROTOCOL_SCALE_SET: Final = "scaleSet"  # GitHub's runner scale-set protocol (Actions service)
 PROTOCOL_REST: Final = "rest"  # REST JIT registration + listener polling/webhooks
 
@@ -132,3 +135,17 @@ WARM_PRIORITY_CLASS: Final = "runnerfleet-warm"
 WARM_PRIORITY: Final = -100
 COMPONENT_WARM: Final = "warm-capacity"
 PLACEHOLDER_IMAGE: Final = "registry.k8s.io/pause:3.10"
+
+# Shared registration token (docs/scale-set-protocol.md "Registration tokens"): the operator
+# writes the installation's current runner registration token into this Secret of each
+# TeamListener, and the listener trades it for its Actions-service admin token instead of
+# fetching its own (a REST request counted against the installation's hourly limit).
+COMPONENT_REGISTRATION: Final = "listener-registration"
+SECRET_KEY_REGISTRATION_TOKEN: Final = "token"  # noqa: S105 (a key name, not a secret)
+SECRET_KEY_REGISTRATION_EXPIRES: Final = "expires_at"  # noqa: S105 (epoch s, not secret)
+ANNOTATION_REGISTRATION_EXPIRES: Final = f"{GROUP}/registration-token-expires-at"
+
+
+def listener_registration_secret_name(team_listener: str) -> str:
+    """The Secret holding the registration token shared with a TeamListener's listener."""
+    return f"{team_listener}-registration"

@@ -36,13 +36,16 @@ def test_children_match_golden() -> None:
     assert GOLDEN.read_text() == text
 
 
-def test_role_reads_scale_sets_writes_only_status_and_never_secrets() -> None:
+def test_role_reads_scale_sets_writes_only_status_and_one_secret() -> None:
     rules = _by_kind(_spec())["Role"]["rules"]
     granted = {(r["resources"][0], v) for r in rules for v in r["verbs"]}
     assert ("runnerscalesets/status", "patch") in granted
     assert ("runnerscalesets", "patch") not in granted
     assert ("runnerscalesets", "update") not in granted
-    assert not any("secrets" in r["resources"] for r in rules)
+    # Of Secrets, only `get` on its registration-token Secret (not the credentials Secret).
+    secrets = [r for r in rules if "secrets" in r["resources"]]
+    assert secrets == [{"apiGroups": [""], "resources": ["secrets"],
+                        "resourceNames": ["team-a-registration"], "verbs": ["get"]}]  # fmt: skip
     own = [r for r in rules if r["resources"][0].startswith("teamlisteners")]
     assert all(r["resourceNames"] == ["team-a"] for r in own)
 

@@ -1,11 +1,15 @@
 """Pure builders for a TeamListener's children: ServiceAccount, Role, RoleBinding, Deployment
-(running `runnerfleet listen`), Service (webhook + metrics) and the team's NetworkPolicy.
+(running `runnerfleet listen`), Service (webhook + metrics) and the team's NetworkPolicy; and,
+outside the hashed children set, the Secret carrying the shared registration token (written
+when the token turns over, not when the spec changes).
 
 Layer: builders. Pure.
 """
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass
@@ -34,6 +38,10 @@ class ListenerIdentity:
     @property
     def lease_name(self) -> str:
         return c.listener_lease_name(self.name)
+
+    @property
+    def registration_secret_name(self) -> str:
+        return c.listener_registration_secret_name(self.name)
 
 
 def _meta(owner: ListenerIdentity, spec: TeamListenerSpec, name: str) -> dict[str, Any]:
@@ -68,7 +76,9 @@ def build_service_account(owner: ListenerIdentity, spec: TeamListenerSpec) -> di
 
 def build_role(owner: ListenerIdentity, spec: TeamListenerSpec) -> dict[str, Any]:
     """Least privilege: read the namespace's scale sets, write only their status (demand),
-    read its own TeamListener and write only its status (the poll report). No Secrets."""
+    read its own TeamListener and write only its status (the poll report). Of Secrets, only
+    `get` on the one holding the shared registration token (read through the API, not
+    mounted, so a new token needs no pod restart)."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
@@ -88,8 +98,36 @@ def build_role(owner: ListenerIdentity, spec: TeamListenerSpec) -> dict[str, Any
              "verbs": ["create"]},
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
              "resourceNames": [owner.lease_name], "verbs": ["get", "update"]},
+            {"apiGroups": [""], "resources": ["secrets"],
+             "resourceNames": [owner.registration_secret_name], "verbs": ["get"]},
         ],
     }  # fmt: skip
+
+
+def build_registration_secret(
+    owner: ListenerIdentity, spec: TeamListenerSpec, token: str, expires_at: float
+) -> dict[str, Any]:
+    """The Secret sharing the installation's runner registration token with the listener.
+
+    The expiry (not secret) is both an annotation, for people and for the operator's next
+    decision, and a data key, because the listener may `get` only this Secret and reads its
+    data. Owned by the TeamListener, so it goes with it.
+    """
+    meta = _meta(owner, spec, owner.registration_secret_name)
+    meta["labels"] = {**meta["labels"], c.LABEL_COMPONENT: c.COMPONENT_REGISTRATION}
+    expiry = dt.datetime.fromtimestamp(expires_at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    meta["annotations"] = {c.ANNOTATION_REGISTRATION_EXPIRES: expiry}
+    data = {
+        c.SECRET_KEY_REGISTRATION_TOKEN: token,
+        c.SECRET_KEY_REGISTRATION_EXPIRES: str(int(expires_at)),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": meta,
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
 
 
 def build_role_binding(owner: ListenerIdentity, spec: TeamListenerSpec) -> dict[str, Any]:

@@ -11,6 +11,12 @@ False with reason ChildRejected.
 `fold_status` builds the `TeamListenerStatus` from the Deployment's status and the listener's
 own poll report; it owns `listenerReady`, `observedGeneration` and `conditions`, never `poll`.
 
+The shared registration token (docs/scale-set-protocol.md, "Registration tokens"): the
+operator writes the installation's token into the listener's Secret only when the Secret is
+missing or the token it holds has less than `OPERATOR_MARGIN` left (`registration_due`), so
+about twice an hour per listener, never per round; the listener uses the Secret's token while it
+has more than `LISTENER_MARGIN` left and otherwise fetches its own (`shared_token`).
+
 Layer: planning. Pure.
 """
 
@@ -19,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from runnerfleet import conventions as c
 from runnerfleet.models.base import epoch
 from runnerfleet.models.team_listener import TeamListenerStatus
 from runnerfleet.planning.children import RESYNC_SECONDS, Applied, adoptions, apply_reason
@@ -26,6 +33,13 @@ from runnerfleet.planning.status import condition
 
 OWNED = ("listenerReady", "observedGeneration", "conditions")
 ANCHOR = "listener"
+# A registration token lasts 1 h. The operator hands one on (and reuses its cached one) while
+# it has more than 20 min left, so a listener that reads it just before the operator replaces
+# it still holds one for 20 min: far more than the admin-token exchange needs.
+OPERATOR_MARGIN = 20 * 60.0
+# The listener trades the token for an admin token at once; 2 min covers a slow exchange.
+LISTENER_MARGIN = 2 * 60.0
+REGISTRATION_RETRY_SECONDS = 60.0  # after a failed fetch or write (no hot loop on GitHub)
 
 
 @dataclass(frozen=True)
@@ -132,3 +146,55 @@ def status_wire(status: TeamListenerStatus) -> dict[str, Any]:
     """The keys this reconciler owns, camelCase (never `poll`: the listener writes it)."""
     dumped = status.model_dump(by_alias=True, mode="json")
     return {key: dumped.get(key) for key in OWNED}
+
+
+def registration_due(
+    held_expiry: float | None, now: float, retry_at: float = 0.0, margin: float = OPERATOR_MARGIN
+) -> str | None:
+    """Why the listener's registration Secret is written this round, or None.
+
+    `held_expiry` is when the token the Secret holds expires (None: there is no Secret, or
+    it has no readable expiry). `retry_at` holds the next attempt back after a failure.
+    """
+    if now < retry_at:
+        return None
+    if held_expiry is None:
+        return "missing"
+    if held_expiry - now < margin:
+        return "expiring"
+    return None
+
+
+def secret_expiry(data: dict[str, str] | None) -> float | None:
+    """The expiry (epoch s) a registration Secret's data records, None if absent or unreadable."""
+    if not data:
+        return None
+    try:
+        return float(data.get(c.SECRET_KEY_REGISTRATION_EXPIRES, ""))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class SharedToken:
+    """The listener's choice: the shared token (`token`, `expires_at`), or why not (`why`)."""
+
+    token: str | None = field(default=None, repr=False)
+    expires_at: float = 0.0
+    why: str = ""
+
+
+def shared_token(
+    data: dict[str, str] | None, now: float, margin: float = LISTENER_MARGIN
+) -> SharedToken:
+    """Use the Secret's token if it has more than `margin` left; else say why not (the
+    reason never contains the token)."""
+    if data is None:
+        return SharedToken(why="the registration Secret does not exist (yet)")
+    token = data.get(c.SECRET_KEY_REGISTRATION_TOKEN) or ""
+    expires = secret_expiry(data)
+    if not token or expires is None:
+        return SharedToken(why="the registration Secret has no token or no expiry")
+    if expires - now <= margin:
+        return SharedToken(why=f"the shared token expires in {max(0, int(expires - now))} s")
+    return SharedToken(token, expires)

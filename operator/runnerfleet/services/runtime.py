@@ -5,6 +5,9 @@ service. It owns what must be shared for the fleet to scale:
 - one GitHub `Budget` and one connection pool per set of credentials (an App installation or a
   token), drawn from by every scale set on it;
 - one gateway and one `RegistrationBook` (the shared runner sweep) per registration scope;
+- one runner registration token per registration scope and credentials (`TokenCache`),
+  used by the operator's Actions-service clients and handed to every TeamListener's listener
+  (services/registration_token.py), so the fleet fetches about one an hour, not one per process;
 - the wake-up events of every object's loop. They are set only from the event loop's thread
   (kopf runs our handlers as coroutines), and `wake_runners` maps runner names that changed
   in a sweep back to the loops of their scale sets.
@@ -28,10 +31,13 @@ from runnerfleet.gateways.github_budget import WRITE_POINTS_PER_WINDOW, Budget, 
 from runnerfleet.gateways.informer import Informer
 from runnerfleet.gateways.kubernetes import KubeGateway
 from runnerfleet.metrics import OperatorMetrics
-from runnerfleet.models.github import GitHubCredentials, GitHubTarget
+from runnerfleet.models.github import GitHubCredentials, GitHubTarget, parse_config_url
+from runnerfleet.models.team_listener import TeamListenerSpec
+from runnerfleet.services.registration_token import Token, TokenCache, TokenSource
 from runnerfleet.services.registrations import Registrar, RegistrationBook, SweepSettings
 from runnerfleet.services.scale_set_protocol import ScaleSetRegistrar
 
+CREDENTIALS_TTL = 30.0  # as scale sets: a credentials Secret is re-read at most this often
 GatewayFactory = Callable[[GitHubTarget, GitHubCredentials, MeteredTransport], GitHubGateway]
 
 
@@ -189,6 +195,7 @@ class Runtime:
     # per RunnerScaleSet (its GitHub scale set is its registration scope).
     _actions: dict[tuple[str, str], ActionsServiceClient] = field(default_factory=dict)
     _rest: dict[tuple[str, str], GitHubGateway] = field(default_factory=dict)
+    registration_tokens: TokenCache = field(default_factory=TokenCache)
     _retired: set[asyncio.Task[None]] = field(default_factory=set)
 
     def wake(self, namespace: str, name: str) -> None:
@@ -293,17 +300,42 @@ class Runtime:
         self, target: GitHubTarget, credentials: GitHubCredentials, config_url: str
     ) -> ActionsServiceClient:
         """One Actions-service client (admin token, connection pool) per installation and
-        config URL; its registration tokens come through the installation's REST budget."""
+        config URL; its registration tokens come from the shared cache."""
         key = (config_url.rstrip("/").lower(), credentials_key(credentials))
         client = self._actions.get(key)
         if client is None:
+            tokens = self.registration_token(target, credentials)
+            client = self._actions[key] = ActionsServiceClient(config_url, tokens)
+        return client
+
+    def registration_token(
+        self, target: GitHubTarget, credentials: GitHubCredentials
+    ) -> TokenSource:
+        """The scope's registration token from the shared cache; a fetch is a REST request
+        through the installation's budget, made by a gateway kept only for that."""
+        key = (target.key, credentials_key(credentials))
+
+        async def fetch() -> Token:
             rest = self._rest.get(key)
             if rest is None:
                 rest = self._rest[key] = GitHubGateway(
                     target, credentials, transport=self._transport(credentials)
                 )
-            client = self._actions[key] = ActionsServiceClient(config_url, rest.registration_token)
-        return client
+            return await rest.registration_token()
+
+        return lambda: self.registration_tokens.get(key, fetch)
+
+    async def listener_registration_token(self, namespace: str, spec: TeamListenerSpec) -> Token:
+        """The token for a TeamListener's scope and credentials (its secretRef, read at most
+        every 30 s and shared with the scale sets naming the same Secret)."""
+        secret = spec.github.secret_ref.name
+        data = await self.cached(
+            ("secret", namespace, secret), CREDENTIALS_TTL,
+            lambda: self.kube.read_secret_data(namespace, secret),
+        )  # fmt: skip
+        credentials = GitHubCredentials.from_secret_data(secret, data)
+        target = parse_config_url(spec.github.config_url)
+        return await self.registration_token(target, credentials)()
 
     def _side(
         self, key: tuple[str, str], credentials: GitHubCredentials, make: Callable[[], Registrar]

@@ -7,6 +7,17 @@ Deployment informer when it runs (no API call; a Deployment change wakes the loo
 (planning/children.py). Status is built through `TeamListenerStatus` and written only when it
 changed (planning/status_diff.py).
 
+Every TeamListener also gets the installation's runner registration token in a Secret of its
+own (`<name>-registration`, services/registration_token.py), written only when missing or
+when the token it holds has less than 20 min left. Every listener, not only those whose team
+has scale sets on the scale-set protocol: the listener's Actions-service client asks for a
+token only when it holds a session, and the operator's token is cached per installation, so
+a team without such scale sets costs one Secret write every ~40 min and at most the
+installation's one shared fetch, while deciding per team would need to list its scale sets
+every round and would race a scale set created after the listener. What the Secret holds is
+remembered between rounds; it is read back only on the first round and when the children are
+(re)applied, so an idle listener costs no API call for it.
+
 Layer: services. I/O only through the gateways.
 """
 
@@ -22,19 +33,29 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runnerfleet import conventions as c
-from runnerfleet.builders.listener import ListenerIdentity, build_children
-from runnerfleet.gateways.kubernetes import InvalidError, KubeGateway
+from runnerfleet.builders.listener import (
+    ListenerIdentity,
+    build_children,
+    build_registration_secret,
+)
+from runnerfleet.gateways.github import GitHubError
+from runnerfleet.gateways.kubernetes import InvalidError, KubeError, KubeGateway, NotFoundError
 from runnerfleet.models.base import parse_duration
+from runnerfleet.models.github import InvalidGitHubConfigError
 from runnerfleet.models.team_listener import TeamListenerSpec
 from runnerfleet.planning.status_diff import status_patch
 from runnerfleet.planning.team_listener import (
+    REGISTRATION_RETRY_SECONDS,
     ListenerMemory,
     after_apply,
     fold_status,
     plan,
+    registration_due,
+    secret_expiry,
     status_wire,
 )
 from runnerfleet.services.loop import reconcile_loop
+from runnerfleet.services.registration_token import ListenerTokens
 
 log = logging.getLogger("runnerfleet.teamlistener")
 RESYNC_SECONDS = 3.0  # without the informer (no wake-ups from the Deployment)
@@ -46,6 +67,9 @@ class Memory:
     """One loop's memory across rounds (what it last applied, what was refused)."""
 
     current: ListenerMemory = field(default_factory=ListenerMemory)
+    registration: float | None = None  # expiry of the token the registration Secret holds
+    registration_known: bool = False  # False: read the Secret back before deciding
+    registration_retry_at: float = 0.0  # after a failed fetch or write
 
 
 def listener_image() -> str:
@@ -81,6 +105,7 @@ async def reconcile_once(
     live: Callable[[], Mapping[str, Any]] | None = None,
     read_deployment: DeploymentReader | None = None,
     mode: str = c.MODE_ACTIVE,
+    tokens: ListenerTokens | None = None,
 ) -> None:
     memory = Memory() if memory is None else memory
     body = dict(live()) if live is not None else await kube.get_team_listener(namespace, name)
@@ -99,6 +124,9 @@ async def reconcile_once(
         applied, problem = await apply_children(kube, children)
         deployment = applied or deployment
         memory.current = after_apply(digest, applied, problem, now)
+        memory.registration_known = False  # re-check the Secret with the other children
+    if tokens is not None:
+        await share_registration_token(kube, owner, spec, memory, tokens, now)
     previous = dict(body.get("status") or {})
     status = fold_status(
         (deployment or {}).get("status") if deployment else None, previous,
@@ -110,6 +138,46 @@ async def reconcile_once(
         await kube.patch_team_listener_status(namespace, name, patch)
 
 
+async def share_registration_token(
+    kube: KubeGateway,
+    owner: ListenerIdentity,
+    spec: TeamListenerSpec,
+    memory: Memory,
+    tokens: ListenerTokens,
+    now: float,
+) -> None:
+    """Write the installation's registration token into the listener's Secret when the plan
+    says so. A failure is logged (without the token) and retried a minute later: the listener
+    then fetches its own token, as it did before the Secret existed, so nothing stops."""
+    where = f"{owner.namespace}/{owner.registration_secret_name}"
+    try:
+        if not memory.registration_known:
+            memory.registration = await _held_expiry(kube, owner)
+            memory.registration_known = True
+        why = registration_due(memory.registration, now, memory.registration_retry_at)
+        if why is None:
+            return
+        token, expires_at = await tokens(owner.namespace, spec)
+        await kube.apply(build_registration_secret(owner, spec, token, expires_at))
+    except (GitHubError, KubeError, InvalidGitHubConfigError) as err:
+        memory.registration_retry_at = now + REGISTRATION_RETRY_SECONDS
+        log.warning("registration Secret %s not written (%s: %s); the listener fetches its own "
+                    "token meanwhile", where, type(err).__name__, err)  # fmt: skip
+        return
+    memory.registration, memory.registration_retry_at = expires_at, 0.0
+    log.info("registration Secret %s written (%s; the token expires in %d min)",
+             where, why, (expires_at - now) // 60)  # fmt: skip
+
+
+async def _held_expiry(kube: KubeGateway, owner: ListenerIdentity) -> float | None:
+    """When the token in the listener's registration Secret expires (None: no Secret)."""
+    try:
+        data = await kube.read_secret_data(owner.namespace, owner.registration_secret_name)
+    except NotFoundError:
+        return None
+    return secret_expiry(data)
+
+
 async def run(
     kube: KubeGateway,
     namespace: str,
@@ -119,10 +187,12 @@ async def run(
     live: Callable[[], Mapping[str, Any]] | None = None,
     read_deployment: DeploymentReader | None = None,
     mode: Callable[[], str] = lambda: c.MODE_ACTIVE,
+    tokens: ListenerTokens | None = None,
 ) -> None:
     """Reconcile until stopped. With `live` (kopf's current body) and `read_deployment` (the
     informer's copy, whose changes set `wake`) a settled round makes no API call and the
-    loop resyncs every 30 s ± 20 %; without them it reads both every 3 s."""
+    loop resyncs every 30 s ± 20 %; without them it reads both every 3 s. With `tokens` the
+    listener's registration Secret is kept fresh (None: not written, e.g. service tests)."""
     image = listener_image()
     memory = Memory()
 
@@ -134,7 +204,7 @@ async def run(
     await reconcile_loop(
         f"TeamListener {namespace}/{name}",
         lambda: reconcile_once(
-            kube, namespace, name, image, memory, live, read_deployment, mode()
+            kube, namespace, name, image, memory, live, read_deployment, mode(), tokens
         ),
         wake, stopped, resync,
     )  # fmt: skip
