@@ -109,7 +109,7 @@ async def run_team_listener(
     deployments = runtime.children.deployment if runtime.children is not None else None
     await listener_service.run(
         runtime.kube, namespace or "", name, lambda: bool(stopped), wake, lambda: body,
-        deployments, mode=lambda: runtime.mode,
+        deployments, mode=lambda: runtime.mode, tokens=runtime.listener_registration_token,
     )  # fmt: skip
 
 
