@@ -36,6 +36,7 @@ from runnerfleet.models.team_listener import TeamListenerSpec
 from runnerfleet.planning.polling import PollPolicy
 from runnerfleet.services.leader import LeaderElector
 from runnerfleet.services.listener import Listener
+from runnerfleet.services.registration_token import SharedRegistrationToken
 from runnerfleet.services.sessions import SessionManager
 
 log = logging.getLogger("runnerfleet.listener")
@@ -87,7 +88,13 @@ async def serve(options: ListenerOptions) -> None:
         policy=_policy(os.environ),
     )  # fmt: skip
     # Scale sets on GitHub's scale-set protocol: one session each, in this process.
-    actions = ActionsServiceClient(spec.github.config_url, github.registration_token)
+    actions = ActionsServiceClient(
+        spec.github.config_url,
+        SharedRegistrationToken(  # the operator's token from our Secret, else our own
+            kube, options.namespace, c.listener_registration_secret_name(options.name),
+            github.registration_token,
+        ),
+    )  # fmt: skip
     pod = (
         os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or f"{options.name}-{os.getpid()}"
     )
