@@ -352,6 +352,8 @@ async def _converge(
 
     now = time.time()
     status_model = RunnerScaleSetStatus.model_validate(scale_set.status)
+    if isinstance(github, ScaleSetRegistrar) and status_model.demand is not None:
+        github.note_busy(status_model.demand.busy_runners)  # they took a job (see _remove)
     runners = observe(
         ident.name, ident.namespace, pods, secrets_,
         book.runners_of(ident.name, ident.namespace), book.swept_at, now,
@@ -628,6 +630,20 @@ class _Executor:
         )
         await self._create_pod(name)
 
+    def _gone_with_its_job(self, action: RemoveRunner) -> bool:
+        """Scale-set protocol: a runner whose pod ended Succeeded after it was seen running a
+        job ran that job, and GitHub removed its ephemeral registration when the job ended;
+        a DELETE would be answered 404. Never seen busy (it may have exited without a job):
+        False, and the registration is deleted as usual."""
+        if action.reason != "JobCompleted" or action.registration_id is None:
+            return False
+        if not isinstance(self.github, ScaleSetRegistrar):
+            return False  # REST: deleted only while the last sweep still listed it
+        if not self.github.finished_after_job(action.registration_id):
+            return False
+        self.book.forget(action.name, action.registration_id)
+        return True
+
     async def _drop_registration_named(self, name: str) -> None:
         for reg in await self.github.runners_named(name):
             await self._delete_registration(reg.id, name)
@@ -642,7 +658,7 @@ class _Executor:
 
     async def _remove(self, action: RemoveRunner) -> None:
         """GitHub first (a busy runner stops the removal), then the pod, then the Secret."""
-        if action.registration_id is not None:
+        if action.registration_id is not None and not self._gone_with_its_job(action):
             try:
                 await self._delete_registration(action.registration_id, action.name)
             except RunnerBusyError:

@@ -14,6 +14,12 @@ list of a scale set's runners): only runners not yet seen online, and the others
 `RECHECK_SECONDS`; a runner's busy/idle changes come from the listener's job messages and
 its end from the pod.
 
+A runner seen taking a job (its agent read busy, or the listener's report naming it busy from
+GitHub's JobStarted) is removed by GitHub when that job ends: it is ephemeral. When its pod
+then ends Succeeded, `finished_after_job` says so and the agent is not DELETEd (the request
+would be answered 404, one wasted call per job). A runner never seen busy is deleted as
+before, so one that exited without a job leaves no registration behind.
+
 Layer: services. Actions-service I/O through the gateway only.
 """
 
@@ -21,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from runnerfleet.gateways.actions_service import ActionsServiceClient, Agent, ScaleSetInfo
@@ -51,6 +57,7 @@ class ScaleSetRegistrar:
     _tracked: dict[int, str] = field(default_factory=dict)  # runner id -> name
     _online_at: dict[int, float] = field(default_factory=dict)  # runner id -> last seen online
     _last: dict[int, Registration] = field(default_factory=dict)  # runner id -> last read
+    _took_job: set[int] = field(default_factory=set)  # runner ids seen running a job
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     # ------------------------------------------------------------------ the scale set
@@ -135,11 +142,29 @@ class ScaleSetRegistrar:
         self._tracked.pop(runner_id, None)
         self._online_at.pop(runner_id, None)
         self._last.pop(runner_id, None)
+        self._took_job.discard(runner_id)
+
+    def note_busy(self, names: Iterable[str]) -> None:
+        """Runners the listener reported running a job (GitHub's JobStarted named them)."""
+        wanted = set(names)
+        if wanted:
+            self._took_job.update(rid for rid, name in self._tracked.items() if name in wanted)
+
+    def finished_after_job(self, runner_id: int) -> bool:
+        """True if this runner was seen running a job: its pod has ended Succeeded, so it ran
+        that one job and GitHub removed the ephemeral registration with it. It is forgotten
+        here; the caller skips the DELETE. False: never seen busy, delete it as usual."""
+        if runner_id not in self._took_job:
+            return False
+        self.untrack(runner_id)
+        return True
 
     def _seen(self, agent: Agent) -> None:
         self._last[agent.id] = _registration(agent, ())
         if agent.online:
             self._online_at[agent.id] = self.clock()
+        if agent.busy:
+            self._took_job.add(agent.id)
 
     async def sweep_runners(self, previous: dict[int, RunnerPage] | None = None) -> RunnerSweep:
         """The tracked runners that need evidence: not yet seen online, or not re-read for
