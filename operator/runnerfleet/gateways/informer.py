@@ -27,6 +27,7 @@ from typing import Any
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from runnerfleet import conventions as c
 from runnerfleet.gateways.kubernetes import KubeError, KubeGateway, map_error
 from runnerfleet.tasks import Background
 
@@ -49,9 +50,15 @@ def _matches(obj: dict[str, Any], labels: dict[str, str]) -> bool:
     return all(have.get(k) == v for k, v in labels.items())
 
 
+ROOTS = {
+    "pods": "/api/v1", "secrets": "/api/v1", "deployments": "/apis/apps/v1",
+    "leases": "/apis/coordination.k8s.io/v1", c.RUNNER_SCALE_SET_PLURAL: f"/apis/{c.API_VERSION}",
+}  # fmt: skip
+
+
 class Informer:
-    """The cached objects of one kind (`pods`, `secrets` or `deployments`) matching
-    `selector`."""
+    """The cached objects of one kind (a key of ROOTS) matching the label `selector` (and
+    the `field_selector`, e.g. `metadata.name=x` to follow one object)."""
 
     def __init__(
         self,
@@ -60,11 +67,15 @@ class Informer:
         namespace: str | None,
         selector: str,
         on_change: Callable[[dict[str, Any]], None] = lambda obj: None,
+        field_selector: str = "",
     ) -> None:
+        if plural not in ROOTS:
+            raise ValueError(f"no informer for {plural!r}")
         self.kube = kube
         self.plural = plural
         self.namespace = namespace
         self.selector = selector
+        self.field_selector = field_selector
         self.on_change = on_change
         self.synced = asyncio.Event()
         self.lists = 0  # full lists made (1 + one per 410 Gone)
@@ -125,7 +136,7 @@ class Informer:
                 delay = min(delay * 2, 30.0)
 
     def _path(self) -> str:
-        root = "/apis/apps/v1" if self.plural == "deployments" else "/api/v1"
+        root = ROOTS[self.plural]
         if self.namespace:
             return f"{root}/namespaces/{self.namespace}/{self.plural}"
         return f"{root}/{self.plural}"
@@ -133,7 +144,7 @@ class Informer:
     async def _list(self) -> str:
         """Replace the cache with a full list; returns the list's resourceVersion."""
         self.lists += 1
-        body = await self.kube.raw_list(self._path(), self.selector)
+        body = await self.kube.raw_list(self._path(), self.selector, self.field_selector)
         fresh: dict[Key, dict[str, Any]] = {}
         for obj in body.get("items", []):
             if self.plural == "secrets":
@@ -152,21 +163,13 @@ class Informer:
         version seen, to resume from."""
         self.watches += 1
         w = watch.Watch(return_type="object")
-        core, apps = self.kube.core, client.AppsV1Api(self.kube.api)
         kwargs: dict[str, Any] = {
             "label_selector": self.selector, "resource_version": version,
             "allow_watch_bookmarks": True, "timeout_seconds": WATCH_SECONDS,
         }  # fmt: skip
-        calls = {
-            ("pods", True): core.list_namespaced_pod,
-            ("pods", False): core.list_pod_for_all_namespaces,
-            ("secrets", True): core.list_namespaced_secret,
-            ("secrets", False): core.list_secret_for_all_namespaces,
-            ("deployments", True): apps.list_namespaced_deployment,
-            ("deployments", False): apps.list_deployment_for_all_namespaces,
-        }
-        call: Any = calls[(self.plural, bool(self.namespace))]
-        args = (self.namespace,) if self.namespace else ()
+        if self.field_selector:
+            kwargs["field_selector"] = self.field_selector
+        call, args = self._watch_call()
         try:
             async for event in w.stream(call, *args, **kwargs):
                 kind = str(event["type"])
@@ -184,6 +187,29 @@ class Informer:
         finally:
             w.stop()
         return version
+
+    def _watch_call(self) -> tuple[Any, tuple[Any, ...]]:
+        """The client's list function for this kind (watched with `watch=True`) and its
+        positional arguments."""
+        ns = self.namespace
+        if self.plural == c.RUNNER_SCALE_SET_PLURAL:
+            custom = client.CustomObjectsApi(self.kube.api)
+            if ns:
+                return custom.list_namespaced_custom_object, (c.GROUP, c.VERSION, ns, self.plural)
+            return custom.list_cluster_custom_object, (c.GROUP, c.VERSION, self.plural)
+        core, apps = self.kube.core, client.AppsV1Api(self.kube.api)
+        coordination = client.CoordinationV1Api(self.kube.api)
+        calls = {
+            ("pods", True): core.list_namespaced_pod,
+            ("pods", False): core.list_pod_for_all_namespaces,
+            ("secrets", True): core.list_namespaced_secret,
+            ("secrets", False): core.list_secret_for_all_namespaces,
+            ("deployments", True): apps.list_namespaced_deployment,
+            ("deployments", False): apps.list_deployment_for_all_namespaces,
+            ("leases", True): coordination.list_namespaced_lease,
+            ("leases", False): coordination.list_lease_for_all_namespaces,
+        }
+        return calls[(self.plural, bool(ns))], ((ns,) if ns else ())
 
     def _apply(self, kind: str, obj: dict[str, Any]) -> None:
         if self.plural == "secrets":

@@ -223,15 +223,17 @@ class KubeGateway:
 
     async def _patch_custom_status(
         self, plural: str, namespace: str, name: str, body: dict[str, Any]
-    ) -> None:
-        """JSON merge patch of the status subresource (only the keys given change)."""
+    ) -> dict[str, Any]:
+        """JSON merge patch of the status subresource (only the keys given change); returns
+        the object as stored."""
         try:
-            await self.custom.patch_namespaced_custom_object_status(
+            stored: dict[str, Any] = await self.custom.patch_namespaced_custom_object_status(
                 c.GROUP, c.VERSION, namespace, plural, name, body,
                 _content_type="application/merge-patch+json",  # type: ignore[call-arg]
             )  # fmt: skip
         except Exception as err:
             raise _map(err, f"patch status of {plural} {namespace}/{name}") from err
+        return stored
 
     async def get_scale_set(self, namespace: str, name: str) -> dict[str, Any]:
         return await self._get_custom(c.RUNNER_SCALE_SET_PLURAL, namespace, name)
@@ -246,10 +248,11 @@ class KubeGateway:
 
     async def write_demand(
         self, namespace: str, name: str, demand: dict[str, Any], resource_version: str
-    ) -> None:
-        """Patch status.demand only, on the version read (ConflictError if it moved)."""
+    ) -> dict[str, Any]:
+        """Patch status.demand only, on the version read (ConflictError if it moved); returns
+        the scale set as stored."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": {"demand": demand}}
-        await self._patch_custom_status(c.RUNNER_SCALE_SET_PLURAL, namespace, name, body)
+        return await self._patch_custom_status(c.RUNNER_SCALE_SET_PLURAL, namespace, name, body)
 
     async def get_team_listener(self, namespace: str, name: str) -> dict[str, Any]:
         return await self._get_custom(c.TEAM_LISTENER_PLURAL, namespace, name)
@@ -342,9 +345,12 @@ class KubeGateway:
             raise _map(err, what) from err
         return await _json(resp, what)
 
-    async def raw_list(self, path: str, selector: str) -> dict[str, Any]:
+    async def raw_list(self, path: str, selector: str, field_selector: str = "") -> dict[str, Any]:
         """A whole list response (items and the list's resourceVersion), for informers."""
-        return await self._rest("GET", path, f"list {path}", query=[("labelSelector", selector)])
+        query = [("labelSelector", selector)]
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
+        return await self._rest("GET", path, f"list {path}", query=query)
 
     # ------------------------------------------------------------------ node pools
     async def get_node_pool(self, name: str) -> dict[str, Any]:

@@ -11,11 +11,13 @@ Layer: services.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from runnerfleet.gateways.informer import Informer
 from runnerfleet.gateways.kubernetes import (
     AlreadyExistsError,
     ConflictError,
@@ -40,8 +42,14 @@ class LeaderElector:
     name: str
     identity: str
     duration: int = 15
+    # A standby follows the Lease with a watch (no request per renewal, and a released Lease
+    # is taken at once); False: it reads the Lease when the holder's term would end.
+    watch: bool = True
 
     _held: dict[str, Any] | None = None  # the Lease as we last wrote it (renewals skip a GET)
+    _follower: Informer | None = None
+    _stale: bool = False  # a write conflicted: read the apiserver, not the watched copy
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def renew_every(self) -> float:
@@ -59,7 +67,7 @@ class LeaderElector:
         """One attempt to claim or renew the lease; True if we hold it afterwards. A renewal
         writes on the version we last wrote: if anyone else wrote since, it conflicts, and
         the next attempt reads the Lease again."""
-        lease = self._held or await self.kube.get_lease(self.namespace, self.name)
+        lease = self._held or await self._read()
         view = LeaseView.of(lease)
         now = time.time()
         if not may_take(view, self.identity, now):
@@ -73,20 +81,47 @@ class LeaderElector:
                 self._held = await self.kube.replace_lease(self.namespace, self.name, spec, version)
         except (ConflictError, AlreadyExistsError):
             self._held = None
+            self._stale = True
             return False  # someone else wrote it first (AlreadyExists is a Conflict too)
         except KubeError:
             self._held = None
             raise
         return True
 
+    async def _read(self) -> dict[str, Any] | None:
+        """The Lease as the watch last saw it, else as the apiserver has it now. A watched
+        copy a renewal has overtaken only costs a conflicting write."""
+        follower = self._follower
+        if follower is not None and follower.synced.is_set() and not self._stale:
+            return follower.get(self.namespace, self.name)
+        self._stale = False
+        return await self.kube.get_lease(self.namespace, self.name)
+
+    def _follow(self) -> None:
+        if self.watch and self._follower is None:
+            self._follower = Informer(
+                self.kube, "leases", self.namespace, "", lambda _: self._changed.set(),
+                field_selector=f"metadata.name={self.name}",
+            )  # fmt: skip
+            self._follower.start()
+
+    async def stop(self) -> None:
+        """Stop following the Lease (at shutdown)."""
+        if self._follower is not None:
+            await self._follower.stop()
+            self._follower = None
+
     async def acquire(self) -> None:
         """Block until this replica holds the lease."""
         announced = False
+        self._follow()
         while True:
+            self._changed.clear()
             try:
                 if await self.try_take():
                     log.info("leader election: %s holds lease %s/%s; acting",
                              self.identity, self.namespace, self.name)  # fmt: skip
+                    await self.stop()  # the holder renews by writing; it needs no watch
                     return
             except KubeError as err:
                 log.warning("leader election: %s", err)
@@ -94,13 +129,14 @@ class LeaderElector:
                 log.info("leader election: standing by; lease %s/%s is held by another replica",
                          self.namespace, self.name)  # fmt: skip
                 announced = True
-            await asyncio.sleep(await self._until_expiry())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), await self._until_expiry())
 
     async def _until_expiry(self) -> float:
-        """Sleep until the holder's lease would expire (a renewal seen then means sleeping
-        again), so a takeover starts the moment it is allowed, not up to a period later."""
+        """Wait until the holder's lease would expire, or the Lease changes (watched: a
+        renewal, a release), so a takeover starts the moment it is allowed."""
         try:
-            view = LeaseView.of(await self.kube.get_lease(self.namespace, self.name))
+            view = LeaseView.of(await self._read())
         except KubeError:
             return self.renew_every
         return min(float(self.duration), expires_in(view, time.time()) + 0.05)
@@ -131,12 +167,13 @@ class LeaderElector:
 
     async def holder(self) -> str | None:
         """The identity holding the lease now (None if nobody does or it expired)."""
-        view = LeaseView.of(await self.kube.get_lease(self.namespace, self.name))
+        view = LeaseView.of(await self._read())
         if not view.holder or expires_in(view, time.time()) <= 0:
             return None
         return view.holder
 
     async def release(self) -> None:
+        await self.stop()
         self._held = None
         try:
             lease = await self.kube.get_lease(self.namespace, self.name)

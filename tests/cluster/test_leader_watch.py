@@ -1,0 +1,68 @@
+"""A standby follows the Lease with a watch: it makes no request per renewal of the holder, and
+takes a released Lease at once instead of at the end of the holder's term (real apiserver)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+
+from kubernetes_asyncio.client import ApiClient
+
+from runnerfleet.gateways.kubernetes import KubeGateway
+from runnerfleet.services.leader import LeaderElector
+from tests.support.kube import wait_for
+
+
+class CountingGateway(KubeGateway):
+    """The real gateway, counting the Lease requests it makes."""
+
+    def __init__(self, api: ApiClient) -> None:
+        super().__init__(api)
+        self.calls: Counter[str] = Counter()
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls["get"] += 1
+        return await super().get_lease(namespace, name)
+
+    async def replace_lease(self, *args: Any) -> dict[str, Any]:
+        self.calls["put"] += 1
+        return await super().replace_lease(*args)
+
+    async def raw_list(self, path: str, selector: str, field_selector: str = "") -> dict[str, Any]:
+        self.calls["list"] += 1
+        return await super().raw_list(path, selector, field_selector)
+
+
+async def test_standby_watches_the_lease_and_takes_a_released_one_at_once(
+    kube: ApiClient, namespace: str
+) -> None:
+    holder_kube, standby_kube = CountingGateway(kube), CountingGateway(kube)
+    holder = LeaderElector(holder_kube, namespace, "t-listener", "a", duration=3)
+    standby = LeaderElector(standby_kube, namespace, "t-listener", "b", duration=30)
+    await holder.acquire()
+    lost = asyncio.Event()
+    renewing = asyncio.create_task(holder.hold(lost))  # a renewal every second
+    waiting = asyncio.create_task(standby.acquire())
+    try:
+        await wait_for(
+            lambda: asyncio.sleep(0, holder_kube.calls["put"]), lambda puts: puts >= 6,
+            what="six renewals by the holder", within=15,
+        )  # fmt: skip
+        assert not waiting.done(), "the standby took a lease that was being renewed"
+        # Its first read, then the watch: nothing per renewal (polling would be >= 6 GETs).
+        assert standby_kube.calls["get"] + standby_kube.calls["list"] <= 3, standby_kube.calls
+        assert standby_kube.calls["put"] == 0
+        renewing.cancel()
+        released = time.monotonic()
+        await holder.release()
+        await asyncio.wait_for(waiting, timeout=5)
+        took = time.monotonic() - released
+        assert await standby.holder() == "b"
+        assert took < 2.0, f"took {took:.1f}s: the standby did not see the release"
+    finally:
+        renewing.cancel()
+        waiting.cancel()
+        await standby.release()
+        await holder.stop()
