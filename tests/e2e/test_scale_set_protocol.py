@@ -238,8 +238,12 @@ async def test_standby_cluster_holds_no_session(
 async def test_listener_killed_mid_stream_loses_no_job(running_fleet: Fleet) -> None:
     """Two listener replicas; the acting one is SIGKILLed during a stream of 50 jobs. The
     standby takes the Lease and the scale set's session (deleting the one the dead replica
-    recorded) within 15 s; every job completes, each on its own runner."""
+    recorded) within 15 s with a 10 s Lease (RUNNERFLEET_LISTENER_LEASE_SECONDS on the
+    operator, handed to the listener pods); every job completes, each on its own runner."""
     f = running_fleet
+    f.operator.stop()
+    f.operator.env["RUNNERFLEET_LISTENER_LEASE_SECONDS"] = "10"
+    f.operator.start()
     _fast(f.github)
     await f.apply_scale_set(_protocol_set(f, max_runners=10, scaleDownDelay="1s"))
     registered = await _github_scale_set(f)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from runnerfleet.gateways.kubernetes import ConflictError
@@ -79,7 +80,7 @@ async def test_writes_demand_with_increasing_sequence() -> None:
     assert kube.writes[0][1]["sequence"] < kube.writes[1][1]["sequence"]
 
 
-async def test_unchanged_demand_is_not_rewritten_until_heartbeat() -> None:
+async def test_unchanged_demand_is_not_rewritten() -> None:
     kube = StubKube([_scale_set("linux", ["linux"])])
     lis = _listener(kube)  # type: ignore[arg-type]
     await lis.publish()
@@ -131,3 +132,45 @@ async def test_a_job_starting_reports_its_runner_busy_to_the_operator() -> None:
     # Demand did not change (a running job still holds its runner) but the news is written.
     assert kube.writes[-1][1]["assignedJobs"] == 2
     assert kube.writes[-1][1]["busyRunners"] == [mine]
+
+
+async def test_unchanged_demand_is_never_rewritten_however_long_it_stays() -> None:
+    """No heartbeat: an idle fleet's listeners write nothing (issue 10: apiserver load)."""
+    said = {"assignedJobs": 0, "sequence": 5, "observedAt": "x", "busyRunners": []}
+    kube = StubKube([_scale_set("linux", ["linux"], said)])
+    now = [1_000.0]
+    lis = _listener(kube)
+    lis.clock = lambda: now[0]
+    for _ in range(5):
+        await lis.write_demand(("ns", "linux"), 0, [])
+        await lis.publish()
+        now[0] += 3_600.0
+    assert kube.writes == []
+    await lis.write_demand(("ns", "linux"), 1, ["linux-abc"])
+    assert [(w[1]["assignedJobs"], w[1]["busyRunners"]) for w in kube.writes] == [
+        (1, ["linux-abc"])
+    ]
+
+
+async def test_poll_report_is_written_on_change_and_once_a_minute_otherwise() -> None:
+    kube = StubKube([])
+    now = [1_000.0]
+    lis = _listener(kube)
+    lis.github = SimpleNamespace(rate_limit_remaining=4_000, rate_limited_until=0.0)  # type: ignore[assignment]
+    lis.clock = lambda: now[0]
+    lis.last_poll_ok = now[0]
+    await lis.report()
+    for _ in range(5):  # polls every 10 s with nothing new: no write
+        now[0] += 10.0
+        lis.last_poll_ok = now[0]
+        await lis.report()
+    assert len(kube.statuses) == 1
+    now[0] += 15.0  # 65 s after the first: the operator needs a fresh lastSuccessfulPoll
+    lis.last_poll_ok = now[0]
+    await lis.report()
+    assert len(kube.statuses) == 2
+    assert kube.statuses[-1]["poll"]["lastSuccessfulPoll"] == "1970-01-01T00:17:45Z"
+    lis.unmatched = 3  # something new: written at once
+    await lis.report()
+    assert len(kube.statuses) == 3
+    assert kube.statuses[-1]["poll"]["unmatchedJobs"] == 3

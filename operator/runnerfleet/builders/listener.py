@@ -30,6 +30,7 @@ class ListenerIdentity:
     namespace: str
     uid: str
     image: str
+    lease_seconds: int | None = None  # the listener's Lease (None: the listener's default)
 
     @property
     def child_name(self) -> str:
@@ -97,7 +98,7 @@ def build_role(owner: ListenerIdentity, spec: TeamListenerSpec) -> dict[str, Any
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
              "verbs": ["create"]},
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-             "resourceNames": [owner.lease_name], "verbs": ["get", "update"]},
+             "resourceNames": [owner.lease_name], "verbs": ["get", "update", "list", "watch"]},
             {"apiGroups": [""], "resources": ["secrets"],
              "resourceNames": [owner.registration_secret_name], "verbs": ["get"]},
         ],
@@ -163,6 +164,8 @@ def build_deployment(
     ]
     if standby:
         env.append({"name": "RUNNERFLEET_MODE", "value": c.MODE_STANDBY})
+    if owner.lease_seconds is not None:
+        env.append({"name": "RUNNERFLEET_LEASE_SECONDS", "value": str(owner.lease_seconds)})
     if spec.webhook.enabled and spec.webhook.secret_ref is not None:
         env.append({"name": "RUNNERFLEET_WEBHOOK_SECRET", "valueFrom": {"secretKeyRef": {
             "name": spec.webhook.secret_ref.name, "key": "github_webhook_secret"}}})  # fmt: skip

@@ -28,6 +28,7 @@ from aiohttp import web
 from runnerfleet import conventions as c
 from runnerfleet.gateways.actions_service import ActionsServiceClient
 from runnerfleet.gateways.github import GitHubGateway
+from runnerfleet.gateways.informer import Informer
 from runnerfleet.gateways.kubernetes import KubeError, KubeGateway, connect
 from runnerfleet.listener.signature import verify
 from runnerfleet.metrics import ListenerMetrics, serve_metrics
@@ -40,7 +41,9 @@ from runnerfleet.services.registration_token import SharedRegistrationToken
 from runnerfleet.services.sessions import SessionManager
 
 log = logging.getLogger("runnerfleet.listener")
-LEASE_SECONDS = 10  # a standby takes over at most this long after the acting replica stops
+# A standby takes over at most this long after the acting replica dies (at once after a clean
+# stop: it watches the Lease). The holder renews every third of it: one write per 10 s.
+LEASE_SECONDS = 30
 CREDENTIAL_KEYS = ("github_token", "github_app_id", "github_app_installation_id",
                    "github_app_private_key")  # fmt: skip
 
@@ -78,6 +81,10 @@ async def serve(options: ListenerOptions) -> None:
         spec.github.secret_ref.name, {k: os.environ[k] for k in CREDENTIAL_KEYS if k in os.environ}
     )
     metrics = ListenerMetrics.create()
+    # The team's scale sets, watched: publishing and session syncs read them from memory.
+    selector = ",".join(f"{k}={v}" for k, v in spec.scale_set_selector.match_labels.items())
+    scale_sets = Informer(kube, c.RUNNER_SCALE_SET_PLURAL, options.namespace, selector)
+    scale_sets.start()
 
     def count(endpoint: str, status: int) -> None:
         metrics.github_requests.labels(endpoint, str(status)).inc()
@@ -85,7 +92,7 @@ async def serve(options: ListenerOptions) -> None:
     github = GitHubGateway(target, credentials, on_request=count)
     listener = Listener(
         kube, github, target, options.namespace, options.name, spec, metrics,
-        policy=_policy(os.environ),
+        policy=_policy(os.environ), cache=scale_sets,
     )  # fmt: skip
     # Scale sets on GitHub's scale-set protocol: one session each, in this process.
     actions = ActionsServiceClient(
@@ -101,7 +108,7 @@ async def serve(options: ListenerOptions) -> None:
     address = f"{os.environ.get('POD_IP') or '127.0.0.1'}:{options.webhook_port}"
     elector = LeaderElector(
         kube, options.namespace, c.listener_lease_name(options.name), f"{pod}@{address}",
-        duration=LEASE_SECONDS,
+        duration=int(os.environ.get("RUNNERFLEET_LEASE_SECONDS") or LEASE_SECONDS),
     )  # fmt: skip
     role = Role(elector)
     secret = os.environ.get("RUNNERFLEET_WEBHOOK_SECRET", "").encode()
@@ -121,6 +128,7 @@ async def serve(options: ListenerOptions) -> None:
                 role.acting = False
     finally:
         await elector.release()  # a successor takes over now, not at the lease's expiry
+        await scale_sets.stop()
         await actions.close()
         for runner in runners:
             await runner.cleanup()

@@ -114,7 +114,8 @@ def fold_status(
     poll = previous.get("poll") or {}
     last = epoch(poll.get("lastSuccessfulPoll"))
     limited_until = epoch(poll.get("rateLimitedUntil"))
-    window = max(3 * poll_interval, 30.0)
+    # The listener rewrites an unchanged report once a LISTENER_REPORT_SECONDS: three missed.
+    window = max(3 * poll_interval, 3 * c.LISTENER_REPORT_SECONDS)
     polling = last is not None and now - last <= window
     limited = limited_until is not None and limited_until > now
     if problem:

@@ -33,6 +33,7 @@ from runnerfleet.gateways.github import (
     GitHubNotFoundError,
     RateLimitedError,
 )
+from runnerfleet.gateways.informer import Informer
 from runnerfleet.gateways.kubernetes import ConflictError, KubeError, KubeGateway
 from runnerfleet.metrics import ListenerMetrics
 from runnerfleet.models.base import parse_duration
@@ -50,7 +51,6 @@ from runnerfleet.planning.polling import (
 )
 
 log = logging.getLogger("runnerfleet.listener")
-HEARTBEAT_SECONDS = 60.0
 CONFLICT_RETRIES = 5
 CONCURRENCY = 8  # GitHub requests in flight per poll (GitHub allows 100 concurrent)
 WEBHOOK_GRACE_SECONDS = 30.0  # a job a webhook reported survives polls that miss it this long
@@ -110,6 +110,10 @@ class Listener:
     last_plan: PollPlan | None = None
     unmatched: int = 0
     assignment: dict[int, tuple[str, str]] = field(default_factory=dict)  # latest match only
+    # The namespace's scale sets, watched (one watch instead of a list and a read per
+    # publish); None reads them from the apiserver (service tests).
+    cache: Informer | None = None
+    last_report: tuple[dict[str, Any], float] | None = None  # status.poll as last written
     _publishing: asyncio.Lock = field(default_factory=asyncio.Lock)
     _dirty: bool = False
 
@@ -326,7 +330,7 @@ class Listener:
 
     async def _publish(self) -> None:
         scale_sets = [
-            s for s in await self.kube.list_scale_sets(self.namespace)
+            s for s in await self._scale_sets()
             if self._selected(s) and _protocol(s) == c.PROTOCOL_REST
         ]  # fmt: skip
         by_key = {(s["metadata"]["namespace"], s["metadata"]["name"]): s for s in scale_sets}
@@ -345,27 +349,29 @@ class Listener:
             await self._write(by_key[key], demand, busy_runners_of(key, running))
 
     async def _only_protocol_scale_sets(self) -> bool:
-        protocols = {
-            _protocol(s) for s in await self.kube.list_scale_sets(self.namespace)
-            if self._selected(s)
-        }  # fmt: skip
+        protocols = {_protocol(s) for s in await self._scale_sets() if self._selected(s)}
         return protocols == {c.PROTOCOL_SCALE_SET}
 
     async def protocol_scale_sets(self) -> list[dict[str, Any]]:
         """The team's scale sets on the scale-set protocol (GitHub reports their demand)."""
         return [
-            s for s in await self.kube.list_scale_sets(self.namespace)
+            s for s in await self._scale_sets()
             if self._selected(s) and _protocol(s) == c.PROTOCOL_SCALE_SET
         ]  # fmt: skip
 
+    async def _scale_sets(self) -> list[dict[str, Any]]:
+        if self.cache is not None and self.cache.synced.is_set():
+            return self.cache.items(self.namespace, {})
+        return await self.kube.list_scale_sets(self.namespace)
+
+    async def _scale_set(self, key: tuple[str, str]) -> dict[str, Any]:
+        cached = self.cache.get(*key) if self.cache is not None else None
+        return cached if cached is not None else await self.kube.get_scale_set(*key)
+
     async def write_demand(self, key: tuple[str, str], demand: int, busy: list[str]) -> None:
         """Write one scale set's demand as GitHub's session reported it (scale-set protocol).
-        Unchanged and written less than a heartbeat ago: no read, no write."""
-        previous = self.last_written.get(key) or (-1, 0.0, [])
-        fresh = self.clock() - previous[1] < HEARTBEAT_SECONDS
-        if fresh and (previous[0], previous[2]) == (demand, busy):
-            return
-        await self._write(await self.kube.get_scale_set(*key), demand, busy)
+        What the scale set already says is not written again (no read: the watch has it)."""
+        await self._write(await self._scale_set(key), demand, busy)
 
     def export_statistics(self, key: tuple[str, str], stats: Any) -> None:
         for stat in ("available", "acquired", "assigned", "running", "registered", "busy", "idle"):
@@ -392,11 +398,15 @@ class Listener:
             if report is None:
                 return
             try:
-                await self.kube.write_demand(key[0], key[1], report, meta["resourceVersion"])
+                stored = await self.kube.write_demand(
+                    key[0], key[1], report, meta["resourceVersion"]
+                )
             except ConflictError:
                 scale_set = await self.kube.get_scale_set(*key)
                 meta = scale_set["metadata"]
                 continue
+            if self.cache is not None and isinstance(stored, dict):
+                self.cache.upsert(stored)  # the next publish compares with what we wrote
             self.last_written[key] = (demand, self.clock(), list(busy or []))
             self.metrics.demand.labels(*key).set(demand)
             return
@@ -405,13 +415,13 @@ class Listener:
     def _report(
         self, key: tuple[str, str], scale_set: dict[str, Any], demand: int, busy: list[str]
     ) -> dict[str, Any] | None:
-        """The demand report to write, or None if there is nothing (new) to say."""
+        """The demand report to write, or None if there is nothing (new) to say: the scale set
+        already says this demand and these busy runners (no heartbeat: unchanged demand is
+        never rewritten, see docs/team-listener.md)."""
         now = self.clock()
         current = (scale_set.get("status") or {}).get("demand") or {}
-        previous = self.last_written.get(key)
-        fresh = previous is not None and now - previous[1] < HEARTBEAT_SECONDS
         same_busy = sorted(current.get("busyRunners") or []) == busy
-        if current.get("assignedJobs") == demand and same_busy and fresh:
+        if current.get("assignedJobs") == demand and same_busy:
             return None
         if int(current.get("sequence", 0)) >= max(self.sequence, int(now * 1000)) + 1:
             log.warning("%s/%s has a newer demand report; not overwriting it", *key)
@@ -437,6 +447,9 @@ class Listener:
         )
 
     async def report(self) -> None:
+        """Write status.poll when what it says changed, and at least every
+        LISTENER_REPORT_SECONDS with a fresh lastSuccessfulPoll (the operator's Polling
+        condition reads it), not after every poll."""
         poll: dict[str, Any] = {
             "queuedJobs": len(self.table.counted()),
             "unmatchedJobs": self.unmatched,
@@ -446,9 +459,17 @@ class Listener:
                 if self.github.rate_limited_until > self.clock() else None
             ),
         }  # fmt: skip
+        now = self.clock()
+        content = {**poll, "polled": self.last_poll_ok is not None}
+        if self.last_report is not None:
+            said, at = self.last_report
+            if said == content and now - at < c.LISTENER_REPORT_SECONDS:
+                return  # nothing new, and the last report is recent enough for the operator
         if self.last_poll_ok is not None:
             poll["lastSuccessfulPoll"] = _rfc3339(self.last_poll_ok)
         try:
             await self.kube.patch_team_listener_status(self.namespace, self.name, {"poll": poll})
         except KubeError as err:  # a failed status write must not stop polling
             log.warning("could not report poll status: %s", err)
+            return
+        self.last_report = (content, now)

@@ -77,6 +77,14 @@ def listener_image() -> str:
     return os.environ.get("RUNNERFLEET_IMAGE", c.DEFAULT_OPERATOR_IMAGE)
 
 
+def listener_lease_seconds() -> int | None:
+    """RUNNERFLEET_LISTENER_LEASE_SECONDS: the listeners' Lease duration (default: the
+    listener's own, 30 s). Shorter fails over faster and costs the apiserver more: the
+    holder renews every third of it (docs/team-listener.md)."""
+    value = os.environ.get("RUNNERFLEET_LISTENER_LEASE_SECONDS")
+    return int(value) if value else None
+
+
 async def apply_children(
     kube: KubeGateway, children: list[dict[str, Any]]
 ) -> tuple[dict[str, Any] | None, str | None]:
@@ -113,7 +121,10 @@ async def reconcile_once(
     if meta.get("deletionTimestamp"):
         return
     spec = TeamListenerSpec.model_validate(body["spec"])
-    owner = ListenerIdentity(name=name, namespace=namespace, uid=meta["uid"], image=image)
+    owner = ListenerIdentity(
+        name=name, namespace=namespace, uid=meta["uid"], image=image,
+        lease_seconds=listener_lease_seconds(),
+    )  # fmt: skip
     deployment = await (read_deployment or kube.get_deployment)(namespace, owner.child_name)
     children, digest = build_children(owner, spec, standby=mode == c.MODE_STANDBY)
     now = time.time()
