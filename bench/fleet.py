@@ -590,9 +590,25 @@ class Bench:
         held = {s.scale_set_id for s in self.github.actions.sessions.values()}
         return len(held) >= self.shape.sets
 
+    async def operator_caught_up(self) -> bool:
+        """Every scale set's status shows its minRunners idle and none pending: the operator
+        has seen what GitHub shows. Without it the idle window opens while the operator still
+        writes each set's pending -> idle (on the scale-set protocol it learns that a runner
+        is online from its agent read, seconds after GitHub shows it), and counts those
+        writes as idle churn."""
+        found = await client.CustomObjectsApi(self.api).list_cluster_custom_object(
+            c.GROUP, c.VERSION, c.RUNNER_SCALE_SET_PLURAL
+        )
+        items = found["items"]
+        return len(items) >= self.shape.sets and all(
+            (i.get("status") or {}).get("idle", 0) >= (i.get("spec") or {}).get("minRunners", 0)
+            and not (i.get("status") or {}).get("pending")
+            for i in items
+        )
+
     async def settle(self) -> float:
         """Wait until every scale set has its minRunners online, every listener polled and,
-        on the scale-set protocol, holds its sessions."""
+        on the scale-set protocol, holds its sessions, and the operator's status says so."""
         started = time.monotonic()
         deadline = started + self.args.settle_timeout
         while True:
@@ -602,6 +618,7 @@ class Bench:
                 online >= self.shape.sets
                 and self.sessions_held()
                 and (await self.listeners_polled())
+                and (await self.operator_caught_up())
             ):
                 return round(time.monotonic() - started, 1)
             if time.monotonic() > deadline:
