@@ -376,3 +376,23 @@ async def test_deleted_busy_runner_pod_is_replaced_and_its_registration_cleaned(
         lambda present: not present, what="the lost runner's registration removed", within=30,
     )  # fmt: skip
     assert victim in f.github.deleted_runners
+
+
+async def test_rotated_token_is_picked_up_at_once_when_github_refuses_the_old_one(
+    running_fleet: Fleet,
+) -> None:
+    """Credentials Secrets are cached for 5 minutes (one read per namespace, not per round);
+    a 401 drops the cached copy, so a rotation that revoked the old token costs one round."""
+    f = running_fleet
+    await f.apply_scale_set(make_scale_set("linux", config_url=f.config_url, min_runners=1,
+                                           max_runners=5))  # fmt: skip
+    await f.expect_runners("linux", idle=1)
+    f.github.tokens.discard(f.token)  # revoked: GitHub answers 401 from now on
+    new = f.github.add_token()
+    await client.CoreV1Api(f.kube).patch_namespaced_secret(
+        "github-app",
+        f.namespace,
+        {"data": {"github_token": base64.b64encode(new.encode()).decode()}},
+    )
+    await f.set_demand("linux", 2, sequence=1)
+    await f.expect_runners("linux", idle=3, within=60)  # the 5-minute TTL would not make it

@@ -37,7 +37,7 @@ from runnerfleet.services.registration_token import Token, TokenCache, TokenSour
 from runnerfleet.services.registrations import Registrar, RegistrationBook, SweepSettings
 from runnerfleet.services.scale_set_protocol import ScaleSetRegistrar
 
-CREDENTIALS_TTL = 30.0  # as scale sets: a credentials Secret is re-read at most this often
+CREDENTIALS_TTL = 300.0  # as scale sets: a credentials Secret is re-read at most this often
 GatewayFactory = Callable[[GitHubTarget, GitHubCredentials, MeteredTransport], GitHubGateway]
 
 
@@ -250,6 +250,10 @@ class Runtime:
         self._reads[key] = (now, value)
         return value
 
+    def forget(self, key: tuple[str, ...]) -> None:
+        """Drop a cached read: the next caller fetches it again."""
+        self._reads.pop(key, None)
+
     def budget(self, credentials: GitHubCredentials) -> Budget:
         return self._transport(credentials).budget
 
@@ -327,7 +331,7 @@ class Runtime:
 
     async def listener_registration_token(self, namespace: str, spec: TeamListenerSpec) -> Token:
         """The token for a TeamListener's scope and credentials (its secretRef, read at most
-        every 30 s and shared with the scale sets naming the same Secret)."""
+        every 5 min and shared with the scale sets naming the same Secret)."""
         secret = spec.github.secret_ref.name
         data = await self.cached(
             ("secret", namespace, secret), CREDENTIALS_TTL,

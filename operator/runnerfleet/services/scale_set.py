@@ -94,7 +94,9 @@ log = logging.getLogger("runnerfleet.scaleset")
 
 RESYNC_SECONDS = 5.0  # while runners or timers are in motion
 IDLE_RESYNC_SECONDS = 30.0  # a settled scale set (jittered ±20 %)
-SECRET_TTL = 30.0  # credentials Secrets are re-read at most this often (rotation delay)
+# Credentials Secrets are re-read at most this often (and at once after GitHub refused them):
+# one GET per team namespace per TTL, 0.3 requests/s at 100 teams.
+SECRET_TTL = 300.0
 POOL_TTL = 10.0
 MIN_ROUND_GAP = 0.2
 CONCURRENCY = 16
@@ -227,6 +229,10 @@ async def reconcile_once(
     outcome = dataclasses.replace(
         await _round(runtime, scale_set), standby=runtime.mode == c.MODE_STANDBY
     )
+    if any(p.reason == "GitHubAuthError" for p in outcome.problems):
+        # Credentials refused: read the Secret again next round (it may have been rotated)
+        # instead of waiting out SECRET_TTL.
+        runtime.forget(("secret", namespace, scale_set.spec.github.secret_ref.name))
     _record(runtime.metrics, scale_set, outcome, time.monotonic() - started)
     status = build_status(outcome, previous, scale_set.generation, time.time())
     # Events first: whoever sees a condition turn False can already find its Event.
