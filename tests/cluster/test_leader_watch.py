@@ -4,13 +4,16 @@ takes a released Lease at once instead of at the end of the holder's term (real 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
 from collections import Counter
 from typing import Any
 
 from kubernetes_asyncio.client import ApiClient
 
-from runnerfleet.gateways.kubernetes import KubeGateway
+from runnerfleet.gateways.kubernetes import KubeGateway, connect
+from runnerfleet.localcluster import LocalCluster
 from runnerfleet.services.leader import LeaderElector
 from tests.support.kube import wait_for
 
@@ -66,3 +69,59 @@ async def test_standby_watches_the_lease_and_takes_a_released_one_at_once(
         waiting.cancel()
         await standby.release()
         await holder.stop()
+
+
+def _standby_in_thread(kubeconfig: str, namespace: str, took: threading.Event) -> None:
+    """A competing replica on its own loop and connection: sets `took` if it gets the Lease."""
+
+    async def compete() -> None:
+        kube = KubeGateway(await connect(kubeconfig))
+        rival = LeaderElector(kube, namespace, "op", "rival", duration=3)
+        try:
+            await asyncio.wait_for(rival.acquire(), timeout=12)
+            took.set()
+            await rival.release()
+        except TimeoutError:
+            pass
+        finally:
+            await rival.stop()
+            await kube.api.close()
+
+    asyncio.run(compete())
+
+
+async def test_a_busy_event_loop_does_not_lose_the_lease_renewed_apart(
+    kube: ApiClient, namespace: str, local_cluster: LocalCluster
+) -> None:
+    """The operator's loop blocked for twice the lease's term (a thousand scale sets starting
+    at once): renewals on their own thread keep the Lease, a competing replica never gets it,
+    and cancelling stops them before the release (which the rival then sees)."""
+    holder = LeaderElector(KubeGateway(kube), namespace, "op", "holder", duration=3)
+    await holder.acquire()
+    lost = asyncio.Event()
+
+    async def gateway() -> KubeGateway:
+        return KubeGateway(await connect(str(local_cluster.kubeconfig)))
+
+    renewing = asyncio.create_task(holder.hold_apart(lost, gateway))
+    took = threading.Event()
+    rival = threading.Thread(
+        target=_standby_in_thread, args=(str(local_cluster.kubeconfig), namespace, took)
+    )
+    rival.start()
+    first = (await holder.kube.get_lease(namespace, "op") or {})["spec"]["renewTime"]
+    await wait_for(  # the renewing thread is up: it has renewed once
+        lambda: holder.kube.get_lease(namespace, "op"),
+        lambda lease: lease is not None and lease["spec"]["renewTime"] != first,
+        what="a renewal from the renewing thread", within=10,
+    )  # fmt: skip
+    time.sleep(6)  # noqa: ASYNC251 - the point: this loop is starved for two lease terms
+    assert not took.is_set(), "a busy loop lost the Lease to another replica"
+    assert not lost.is_set()
+    assert await holder.holder() == "holder"
+    renewing.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await renewing
+    await holder.release()
+    await asyncio.to_thread(rival.join, 15)
+    assert took.is_set(), "after the release the rival takes the Lease"

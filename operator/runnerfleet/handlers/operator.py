@@ -9,6 +9,7 @@ Layer: handlers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -155,12 +156,15 @@ async def operate(namespaces: list[str], lease: LeaseSettings | None) -> int:
     elector = holder = None
     if lease is not None:
         identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+        kubeconfig = os.environ.get("RUNNERFLEET_KUBECONFIG")
         elector = await startup.build_elector(
-            os.environ.get("RUNNERFLEET_KUBECONFIG"), lease.namespace, lease.name, identity,
-            lease.duration,
-        )  # fmt: skip
+            kubeconfig, lease.namespace, lease.name, identity, lease.duration
+        )
         await elector.acquire()
-        holder = asyncio.create_task(elector.hold(stop))
+        # Renewed on a thread of its own: a busy operator loop must not lose the Lease.
+        holder = asyncio.create_task(
+            elector.hold_apart(stop, lambda: startup.kube_gateway(kubeconfig))
+        )
     try:
         await kopf.operator(
             clusterwide=not namespaces, namespaces=namespaces, standalone=True, stop_flag=stop,
@@ -169,6 +173,8 @@ async def operate(namespaces: list[str], lease: LeaseSettings | None) -> int:
     finally:
         if holder is not None and elector is not None:
             holder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await holder  # the renewing thread has stopped: the release is the last write
             if not stop.is_set():
                 await elector.release()  # a clean stop hands over at once
             await elector.kube.api.close()

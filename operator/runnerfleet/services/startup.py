@@ -54,6 +54,11 @@ async def build_runtime(settings: Settings, served: list[str | None]) -> Runtime
     return runtime
 
 
+async def kube_gateway(kubeconfig: str | None) -> KubeGateway:
+    """A gateway on a connection of its own (the Lease renewals' thread uses one)."""
+    return KubeGateway(await connect(kubeconfig))
+
+
 async def build_elector(
     kubeconfig: str | None, namespace: str, name: str, identity: str, duration: int
 ) -> LeaderElector:
