@@ -350,8 +350,11 @@ class ActionsServiceClient:
     # ------------------------------------------------------------------ transport
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
+            # A request waits for a free connection as long as it takes (pool=None): with a
+            # thousand scale sets on one installation, reads queue behind the 100 connections
+            # instead of failing with PoolTimeout; connect/read/write keep their timeouts.
             self._http = httpx.AsyncClient(
-                timeout=httpx.Timeout(self._timeout),
+                timeout=httpx.Timeout(self._timeout, pool=None),
                 headers={"User-Agent": "runnerfleet", "Accept": "application/json"},
                 follow_redirects=False,
             )
@@ -380,7 +383,11 @@ class ActionsServiceClient:
     ) -> httpx.Response:
         """One request with retries on 5xx, connection errors and timeouts (never on 4xx).
         A long-poll's read timeout is raised at once (httpx.ReadTimeout): it means nothing new."""
-        timeout = httpx.Timeout(self._timeout, read=self._long_poll_timeout) if long_poll else None
+        timeout = (
+            httpx.Timeout(self._timeout, read=self._long_poll_timeout, pool=None)
+            if long_poll
+            else None
+        )
         request_headers = {"Authorization": authorization, **(headers or {})}
         failure = ""
         for attempt in range(self._attempts):
