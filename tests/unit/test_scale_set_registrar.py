@@ -107,8 +107,16 @@ async def test_sweep_reads_starting_runners_and_rechecks_online_ones_rarely() ->
     actions.calls.clear()
     clock.now += 5
     second = await reg.sweep_runners()
-    assert actions.calls == ["agent 2"], "online runners are not re-read every sweep"
+    assert actions.calls == [], "a starting runner is read again after 10 s, not every sweep"
     assert sorted(r.name for r in second.runners) == ["linux-a", "linux-b"]
+    reads = []
+    for _ in range(12):  # a minute of 5 s rounds (t = 10 ... 65 s)
+        clock.now += 5
+        actions.calls.clear()
+        await reg.sweep_runners()
+        reads.append(len(actions.calls))
+    # read at 10 s, then 20 s later (30 s), then 40 s later (70 s: after this window)
+    assert reads == [1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0], reads
     actions.calls.clear()
     clock.now += RECHECK_SECONDS
     await reg.sweep_runners()

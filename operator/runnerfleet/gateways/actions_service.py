@@ -21,6 +21,7 @@ endpoint; imports models only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 
 ADMIN_REFRESH_MARGIN = 60.0  # refresh the admin token when less than this is left (as ARC)
 BACKOFF_CAP = 30.0  # seconds: the longest single wait between two attempts
+IN_FLIGHT = 32  # ordinary (not long-poll) requests in flight per client; below httpx's 100
 SCALE_SET_NOT_FOUND = "RunnerScaleSetNotFoundException"
 _JOB_KINDS = frozenset(get_args(wire.JobMessageType))
 _M = TypeVar("_M", bound=BaseModel)
@@ -330,6 +332,9 @@ class ActionsServiceClient:
         # Held only while a token is refreshed, never across ordinary calls.
         self._admin_lock = asyncio.Lock()
         self._session_locks: dict[str, asyncio.Lock] = {}  # session id -> its refresh lock
+        # Ordinary calls in flight at once; the rest wait here, first come first served.
+        # (Thousands waiting inside httpx's pool made every release scan them all.)
+        self._in_flight = asyncio.Semaphore(IN_FLIGHT)
         self._group_ids: dict[str, int] = {}
         self.requests: dict[tuple[str, int], int] = {}  # (endpoint, status) -> count
 
@@ -394,10 +399,11 @@ class ActionsServiceClient:
             if attempt:
                 await asyncio.sleep(self._delay(attempt - 1))
             try:
-                resp = await self._client().request(
-                    method, url, params=params, json=body, headers=request_headers,
-                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-                )  # fmt: skip
+                async with contextlib.nullcontext() if long_poll else self._in_flight:
+                    resp = await self._client().request(
+                        method, url, params=params, json=body, headers=request_headers,
+                        timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                    )  # fmt: skip
             except httpx.TransportError as err:
                 self._count(endpoint, 0)
                 if long_poll and isinstance(err, httpx.ReadTimeout):
