@@ -968,7 +968,9 @@ async def run(args: argparse.Namespace, shape: Shape, cluster: LocalCluster, wor
               console: Console) -> dict[str, Any]:  # fmt: skip
     cfg = client.Configuration()
     await config.load_kube_config(config_file=str(cluster.kubeconfig), client_configuration=cfg)
-    cfg.connection_pool_maxsize = 64
+    # Every team's stand-in kubelet holds a pod watch on this client: 64 connections for the
+    # rest plus one per team (at 64 in all, setup deadlocked at the 61st team).
+    cfg.connection_pool_maxsize = 64 + shape.teams
     async with ApiClient(configuration=cfg) as api:
         bench = Bench(args, shape, cluster, api, work, console, github=make_github(args))
         try:
