@@ -304,7 +304,7 @@ def demo(
 )  # fmt: skip
 @click.option(
     "--lease-seconds", envvar="RUNNERFLEET_LEASE_SECONDS", type=click.IntRange(min=2),
-    default=10, show_default=True, help="Lease duration: the longest failover takes.",
+    default=6, show_default=True, help="Lease duration: the longest failover takes.",
 )  # fmt: skip
 def run_operator(
     namespaces: tuple[str, ...],
