@@ -169,10 +169,14 @@ async def following_demand(f: Fleet, jobs: list[Any]) -> AsyncIterator[None]:
         sequence = 0
         while True:
             sequence += 1
+            # Decided before writing: a job that completes between the two teams' writes
+            # must not end the loop with the other team's stale demand as the last word
+            # (team-a kept demand 1 and an idle runner, so its node never emptied).
+            done = all(j.status == "completed" for j in jobs)
             for team in ("team-a", "team-b"):
                 open_ = sum(1 for j in jobs if team in j.labels and j.status != "completed")
                 await f.set_demand(team, open_, sequence)
-            if all(j.status == "completed" for j in jobs):
+            if done:
                 return
             await asyncio.sleep(0.5)
 
