@@ -102,8 +102,6 @@ class Listener:
     repo_states: dict[str, RepoState] = field(default_factory=dict)
     idle_spend: SpendWindow = field(default_factory=SpendWindow)
     sequence: int = 0
-    # scale set -> (demand, when, busy runners) as last written
-    last_written: dict[tuple[str, str], tuple[int, float, list[str]]] = field(default_factory=dict)
     started_seen: set[int] = field(default_factory=set)  # pruned to the table's jobs
     last_poll_ok: float | None = None
     last_webhook: float | None = None  # the last delivery for this team
@@ -407,7 +405,6 @@ class Listener:
                 continue
             if self.cache is not None and isinstance(stored, dict):
                 self.cache.upsert(stored)  # the next publish compares with what we wrote
-            self.last_written[key] = (demand, self.clock(), list(busy or []))
             self.metrics.demand.labels(*key).set(demand)
             return
         log.warning("%s/%s: demand not written after %d conflicts", *key, CONFLICT_RETRIES)

@@ -114,6 +114,7 @@ async def reconcile_once(
     read_deployment: DeploymentReader | None = None,
     mode: str = c.MODE_ACTIVE,
     tokens: ListenerTokens | None = None,
+    lease_seconds: int | None = None,
 ) -> None:
     memory = Memory() if memory is None else memory
     body = dict(live()) if live is not None else await kube.get_team_listener(namespace, name)
@@ -123,7 +124,7 @@ async def reconcile_once(
     spec = TeamListenerSpec.model_validate(body["spec"])
     owner = ListenerIdentity(
         name=name, namespace=namespace, uid=meta["uid"], image=image,
-        lease_seconds=listener_lease_seconds(),
+        lease_seconds=lease_seconds,
     )  # fmt: skip
     deployment = await (read_deployment or kube.get_deployment)(namespace, owner.child_name)
     children, digest = build_children(owner, spec, standby=mode == c.MODE_STANDBY)
@@ -204,7 +205,7 @@ async def run(
     informer's copy, whose changes set `wake`) a settled round makes no API call and the
     loop resyncs every 30 s ± 20 %; without them it reads both every 3 s. With `tokens` the
     listener's registration Secret is kept fresh (None: not written, e.g. service tests)."""
-    image = listener_image()
+    image, lease_seconds = listener_image(), listener_lease_seconds()  # read once per loop
     memory = Memory()
 
     def resync(_: object) -> float:
@@ -215,7 +216,8 @@ async def run(
     await reconcile_loop(
         f"TeamListener {namespace}/{name}",
         lambda: reconcile_once(
-            kube, namespace, name, image, memory, live, read_deployment, mode(), tokens
+            kube, namespace, name, image, memory, live, read_deployment, mode(), tokens,
+            lease_seconds,
         ),
         wake, stopped, resync,
     )  # fmt: skip
