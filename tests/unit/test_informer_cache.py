@@ -31,3 +31,39 @@ def test_cached_objects_keep_their_metadata_but_not_managed_fields() -> None:
 def test_an_informer_for_an_unknown_kind_is_refused() -> None:
     with pytest.raises(ValueError, match="no informer for 'nodes'"):
         Informer(cast(Any, None), "nodes", None, "x")
+
+
+def test_cached_runner_pods_keep_what_the_planner_reads_and_not_their_spec() -> None:
+    """At 5,000 runners the pod specs (containers, env, volumes) were most of the operator's
+    memory and nothing reads them from the cache: only metadata, the node and how the
+    containers ended are kept, and the observer reads the same outcome from either."""
+    from runnerfleet.planning.observe import observe
+
+    terminated = {"terminated": {"reason": "OOMKilled", "finishedAt": "2026-12-02T00:00:00Z"}}
+    pod = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "r1", "namespace": "ns", "resourceVersion": "7",
+                     "labels": {"runnerfleet.dev/runner": "r1"},
+                     "annotations": {"x": "y"}, "deletionTimestamp": "2026-12-02T00:00:01Z"},
+        "spec": {"nodeName": "n1", "containers": [{"name": "runner", "image": "i",
+                                                   "env": [{"name": "A", "value": "1"}] * 40}],
+                 "volumes": [{"name": "work", "emptyDir": {}}] * 5},
+        "status": {"phase": "Failed", "reason": "Evicted", "conditions": [{"type": "Ready"}] * 4,
+                   "containerStatuses": [{"name": "runner", "image": "i", "imageID": "x",
+                                          "state": terminated, "lastState": {}, "ready": False}]},
+    }  # fmt: skip
+    pods = Informer(cast(Any, None), "pods", None, "x")
+    pods.upsert(pod)
+    cached = pods.get("ns", "r1")
+    assert cached is not None
+    assert cached["spec"] == {"nodeName": "n1"}
+    assert "conditions" not in cached["status"]
+    assert cached["status"]["containerStatuses"] == [
+        {"name": "runner", "state": terminated, "lastState": {}}
+    ]
+    assert cached["metadata"]["annotations"] == {"x": "y"}
+    assert "containers" in pod["spec"], "the caller's object is not modified"
+    full = observe("s", "ns", [pod], [], [], None, 0.0)
+    kept = observe("s", "ns", [cached], [], [], None, 0.0)
+    assert kept == full
+    assert (kept[0].pod_phase, kept[0].pod_reason) == ("Failed", "OOMKilled")

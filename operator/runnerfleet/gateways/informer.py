@@ -47,6 +47,24 @@ def _slim(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
+def _project_pod(obj: dict[str, Any]) -> dict[str, Any]:
+    """A runner pod as the operator reads it: its metadata, node and how its containers
+    ended. The spec (containers, env, volumes, tolerations...) is most of a pod and nothing
+    reads it from the cache; at 5,000 runners it was most of the operator's memory."""
+    status = obj.get("status") or {}
+    kept: dict[str, Any] = {k: status[k] for k in ("phase", "reason") if k in status}
+    if "containerStatuses" in status:
+        kept["containerStatuses"] = [
+            {k: cs[k] for k in ("name", "state", "lastState") if k in cs}
+            for cs in status.get("containerStatuses") or []
+        ]
+    out: dict[str, Any] = {k: obj[k] for k in ("apiVersion", "kind", "metadata") if k in obj}
+    node = (obj.get("spec") or {}).get("nodeName")
+    out["spec"] = {"nodeName": node} if node else {}
+    out["status"] = kept
+    return out
+
+
 def _strip_secret(obj: dict[str, Any]) -> dict[str, Any]:
     if "data" not in obj and "dataKeys" in obj:
         return obj  # stripped already (the gateway's answer to a write)
@@ -109,9 +127,7 @@ class Informer:
     # ------------------------------------------------------------------ our own writes
     def upsert(self, obj: dict[str, Any]) -> None:
         """An object we just wrote (the apiserver's answer): visible before its watch event."""
-        if self.plural == "secrets":
-            obj = _strip_secret(dict(obj))
-        obj = _slim(obj)
+        obj = self._keep(dict(obj))
         meta = obj["metadata"]
         self._store[(meta["namespace"], meta["name"])] = obj
 
@@ -158,9 +174,7 @@ class Informer:
         body = await self.kube.raw_list(self._path(), self.selector, self.field_selector)
         fresh: dict[Key, dict[str, Any]] = {}
         for obj in body.get("items", []):
-            if self.plural == "secrets":
-                obj = _strip_secret(obj)
-            obj = _slim(obj)
+            obj = self._keep(obj)
             meta = obj["metadata"]
             fresh[(meta["namespace"], meta["name"])] = obj
         old, self._store = self._store, fresh
@@ -223,10 +237,17 @@ class Informer:
         }
         return calls[(self.plural, bool(ns))], ((ns,) if ns else ())
 
-    def _apply(self, kind: str, obj: dict[str, Any]) -> None:
+    def _keep(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """What the cache holds of an object: Secrets without their data, pods projected to
+        what is read, nothing with managedFields."""
         if self.plural == "secrets":
             obj = _strip_secret(obj)
-        obj = _slim(obj)
+        elif self.plural == "pods":
+            obj = _project_pod(obj)
+        return _slim(obj)
+
+    def _apply(self, kind: str, obj: dict[str, Any]) -> None:
+        obj = self._keep(obj)
         meta = obj["metadata"]
         key = (meta["namespace"], meta["name"])
         if kind == "DELETED":
