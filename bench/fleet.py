@@ -427,6 +427,7 @@ class Bench:
     tracker: LagTracker = field(default_factory=LagTracker)
     operators: list[OperatorProcess] = field(default_factory=list)
     kubelets: list[ListenerKubelet] = field(default_factory=list)
+    held: list[FakeJob] = field(default_factory=list)  # the full phase's jobs
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)
     peak_rss: float = 0.0
@@ -718,6 +719,51 @@ class Bench:
         await self.until_done(jobs, self.args.drain_timeout)
         return jobs
 
+    def probe_set(self) -> Key:
+        """The scale set the full phase leaves at its minRunners: the failover raises it."""
+        return (f"team-{self.shape.teams - 1:03d}", f"set-{self.shape.scale_sets - 1:02d}")
+
+    def live_runners(self) -> int:
+        return sum(len(v) for v in self.tracker.live.values())
+
+    async def fill(self) -> None:
+        """Fill the fleet: maxRunners long jobs on every scale set but the probe set, and
+        wait until their runners are up and the jobs started (the ramp). The jobs outlive the
+        steady window and the failover that follow, which are measured at this size."""
+        self.tracker.phase = "fill"
+        probe = self.probe_set()
+        before = await self.snapshot()
+        enqueued = time.monotonic()
+        jobs = [
+            self.enqueue(t, s, self.args.full_job_seconds)
+            for t in range(self.shape.teams) for s in range(self.shape.scale_sets)
+            if (f"team-{t:03d}", f"set-{s:02d}") != probe
+            for _ in range(self.shape.max_runners)
+        ]  # fmt: skip
+        self.held = jobs
+        want = len(jobs) + 1  # the probe set keeps its one idle runner
+
+        async def ramped() -> bool:
+            return self.live_runners() >= want and all(j.started_at is not None for j in jobs)
+
+        done = await self.wait_until(ramped, self.args.full_ramp_timeout)
+        ramp = None if done is None else round(time.monotonic() - enqueued, 2)
+        figures = phase_figures(before, await self.snapshot(), len(jobs))
+        waits = [j.started_at - j.created_at for j in jobs if j.started_at is not None]
+        figures.update(
+            runners_wanted=want, ramp_seconds=ramp, live_runners=self.live_runners(),
+            jobs={"enqueued": len(jobs), "started": len(waits)},
+            queue_to_running_seconds=quantiles(waits),
+            reconcile_lag_seconds=self.tracker.figures("fill"),
+            operator_peak_rss_mib=round(self.peak_rss, 1),
+        )  # fmt: skip
+        self.results["fill"] = figures
+        self.console.print(f"[bold]fill[/bold] {json.dumps(figures)}")
+
+    async def hold(self) -> list[FakeJob]:
+        await asyncio.sleep(self.args.full_hold)  # the steady window at capacity itself
+        return []
+
     async def idle(self) -> list[FakeJob]:
         await asyncio.sleep(self.args.idle)  # the measurement window itself
         return []
@@ -866,7 +912,16 @@ class Bench:
         await self.measure("idle", self.idle)
         await self.measure("stream", self.stream)
         await self.measure("burst", self.burst)
+        if self.args.full:
+            await self.fill()
+            await self.measure("full", self.hold)
+            self.results["full"]["live_runners"] = self.live_runners()
         await self.failover()
+        if self.held:
+            await self.until_done(self.held, self.args.full_job_seconds + self.args.drain_timeout)
+            self.results["failover"]["held_jobs_completed"] = sum(
+                1 for j in self.held if j.conclusion == "success"
+            )
         self.whole_run(start, await self.snapshot())
         return self.results
 
@@ -1007,6 +1062,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--burst", type=int, help="jobs at once (default 3 per scale set)")
     p.add_argument("--job-seconds-min", type=float, default=5)
     p.add_argument("--job-seconds-max", type=float, default=15)
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="fill the fleet to capacity (maxRunners on every set), measure it "
+        "steady, then fail over at that size",
+    )
+    p.add_argument("--full-hold", type=float, default=60, help="steady window at capacity, s")
+    p.add_argument(
+        "--full-job-seconds",
+        type=float,
+        default=900,
+        help="length of the full phase's jobs (must outlast ramp, hold, failover)",
+    )
+    p.add_argument("--full-ramp-timeout", type=float, default=600)
     p.add_argument("--drain-timeout", type=float, default=180, help="wait for a phase's jobs")
     p.add_argument("--settle-timeout", type=float, default=300)
     p.add_argument("--lease-seconds", type=int, default=15)
