@@ -81,7 +81,9 @@ def _matches(obj: dict[str, Any], labels: dict[str, str]) -> bool:
 ROOTS = {
     "pods": "/api/v1", "secrets": "/api/v1", "deployments": "/apis/apps/v1",
     "leases": "/apis/coordination.k8s.io/v1", c.RUNNER_SCALE_SET_PLURAL: f"/apis/{c.API_VERSION}",
+    c.TEAM_LISTENER_PLURAL: f"/apis/{c.API_VERSION}",
 }  # fmt: skip
+_CUSTOM = (c.RUNNER_SCALE_SET_PLURAL, c.TEAM_LISTENER_PLURAL)  # runnerfleet's own kinds
 
 
 class Informer:
@@ -218,7 +220,7 @@ class Informer:
         """The client's list function for this kind (watched with `watch=True`) and its
         positional arguments."""
         ns = self.namespace
-        if self.plural == c.RUNNER_SCALE_SET_PLURAL:
+        if self.plural in _CUSTOM:
             custom = client.CustomObjectsApi(self.kube.api)
             if ns:
                 return custom.list_namespaced_custom_object, (c.GROUP, c.VERSION, ns, self.plural)
