@@ -376,5 +376,47 @@ def listen(
     asyncio.run(run(options))
 
 
+@main.command("webhook-relay")
+@click.option(
+    "--secret-namespace", envvar="RUNNERFLEET_NAMESPACE", required=True,
+    help="Namespace of the installation's webhook Secret (the relay's own).",
+)  # fmt: skip
+@click.option(
+    "--secret-name", envvar="RUNNERFLEET_RELAY_SECRET_NAME", required=True,
+    help="Secret holding the organisation (or App) webhook's secret.",
+)  # fmt: skip
+@click.option(
+    "--secret-key", envvar="RUNNERFLEET_RELAY_SECRET_KEY", default="github_webhook_secret",
+    show_default=True, help="Key of that Secret.",
+)  # fmt: skip
+@click.option("--kubeconfig", envvar="RUNNERFLEET_KUBECONFIG", default=None)
+@click.option("--webhook-port", envvar="RUNNERFLEET_WEBHOOK_PORT", type=int, default=8080)
+@click.option("--metrics-port", envvar="RUNNERFLEET_METRICS_PORT", type=int, default=9090)
+@click.option(
+    "--forward-timeout", envvar="RUNNERFLEET_RELAY_FORWARD_TIMEOUT", type=float, default=5.0,
+    show_default=True, help="Seconds one forward to a team's listener may take.",
+)  # fmt: skip
+def webhook_relay(
+    secret_namespace: str,
+    secret_name: str,
+    secret_key: str,
+    kubeconfig: str | None,
+    webhook_port: int,
+    metrics_port: int,
+    forward_timeout: float,
+) -> None:
+    """Receive one organisation webhook and fan each delivery out to the teams' listeners."""
+    import logging
+
+    from runnerfleet.relay.main import RelayOptions, run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    options = RelayOptions(
+        secret_namespace, secret_name, secret_key, kubeconfig, webhook_port, metrics_port,
+        forward_timeout,
+    )  # fmt: skip
+    asyncio.run(run(options))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
