@@ -198,3 +198,48 @@ async def test_installed_chart_runs_the_operator_with_only_its_own_rbac(
     finally:
         local_cluster.kubectl("delete", "-f", "-", "--ignore-not-found", "--wait=false",
                               stdin=rendered)  # fmt: skip
+
+
+def test_webhook_relay_objects_only_when_enabled() -> None:
+    """Off by default; on, its own ServiceAccount with read-only RBAC (TeamListeners and
+    Leases cluster-wide, Secrets by `get` only, list/watch only of the installation Secret),
+    a stateless 2-replica Deployment and the Service GitHub's webhook points at."""
+    relay = "rf-runnerfleet-webhook-relay"
+    assert not [d for d in _docs(helm("template", "rf", str(CHART)))
+                if d["metadata"]["name"] == relay]  # fmt: skip
+    docs = _docs(helm("template", "rf", str(CHART), "--namespace", "rf-system",
+                      "--set", "webhookRelay.enabled=true",
+                      "--set", "webhookRelay.secretRef.name=org-hook"))  # fmt: skip
+    ours = {d["kind"]: d for d in docs if d["metadata"]["name"] == relay}
+    assert sorted(ours) == ["ClusterRole", "ClusterRoleBinding", "Deployment",
+                            "PodDisruptionBudget", "Role", "RoleBinding", "Service",
+                            "ServiceAccount"]  # fmt: skip
+    rules = {(r["apiGroups"][0], r["resources"][0]): r for r in ours["ClusterRole"]["rules"]}
+    assert rules[("runnerfleet.dev", "teamlisteners")]["verbs"] == ["get", "list", "watch"]
+    assert rules[("coordination.k8s.io", "leases")]["verbs"] == ["get", "list", "watch"]
+    assert rules[("", "secrets")]["verbs"] == ["get"]
+    assert all(set(r["verbs"]) <= {"get", "list", "watch"} for r in rules.values())
+    [own] = ours["Role"]["rules"]
+    assert own["resourceNames"] == ["org-hook"]
+    deployment = ours["Deployment"]
+    assert deployment["spec"]["replicas"] == 2
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == relay
+    container = pod["containers"][0]
+    assert container["args"] == ["webhook-relay"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["RUNNERFLEET_RELAY_SECRET_NAME"] == "org-hook"
+    assert env["RUNNERFLEET_RELAY_SECRET_KEY"] == "github_webhook_secret"
+    assert "RUNNERFLEET_LEADER_ELECT" not in env  # any replica serves any delivery
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert ours["Service"]["spec"]["selector"] == selector
+    assert selector["app.kubernetes.io/component"] == "webhook-relay"
+    assert ours["Service"]["spec"]["ports"][0]["targetPort"] == "webhook"
+    missing = subprocess.run(
+        [str(helm_binary()), "template", "x", str(CHART), "--set", "webhookRelay.enabled=true"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert missing.returncode != 0
+    assert "webhookRelay.secretRef.name" in missing.stderr
+    helm("lint", "--strict", str(CHART), "--set", "webhookRelay.enabled=true",
+         "--set", "webhookRelay.secretRef.name=org-hook")  # fmt: skip

@@ -32,3 +32,13 @@ app.kubernetes.io/component: operator
 {{- define "runnerfleet.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
+
+{{- define "runnerfleet.relayName" -}}
+{{- printf "%s-webhook-relay" (include "runnerfleet.fullname" .) -}}
+{{- end -}}
+
+{{- define "runnerfleet.relaySelectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: webhook-relay
+{{- end -}}
