@@ -184,8 +184,9 @@ async def forward_one(
     address only."""
     team = f"{target.namespace}/{target.team_listener}"
     try:
-        secret = await secrets.get(target.namespace, target.secret_name)
-    except KubeError as err:
+        async with asyncio.timeout(within):  # a slow apiserver must not hold up GitHub's answer
+            secret = await secrets.get(target.namespace, target.secret_name)
+    except (KubeError, TimeoutError) as err:
         log.warning("relay: team %s skipped: its webhook Secret could not be read (%s)",
                     team, type(err).__name__)  # fmt: skip
         return SECRET_ERROR
