@@ -45,6 +45,8 @@ def test_resigned_headers_verify_with_the_teams_secret_only() -> None:
     assert not verify(INSTALLATION, BODY, out["X-Hub-Signature-256"])
     assert not verify(b"team-b secret", BODY, out["X-Hub-Signature-256"])
     assert {k: v for k, v in out.items() if k != "X-Hub-Signature-256"} == GITHUB_HEADERS
+    lower = resign({k.lower(): v for k, v in incoming.items()}, BODY, b"team-a secret")
+    assert sorted(lower) == sorted([*(k.lower() for k in GITHUB_HEADERS), "X-Hub-Signature-256"])
 
 
 @dataclass

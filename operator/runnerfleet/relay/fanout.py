@@ -157,16 +157,17 @@ class TeamSecrets:
 
 # GitHub's headers travel with the body; its signatures do not (they are the installation
 # secret's, which the team's listener does not know).
-_KEPT = ("Content-Type", "User-Agent")
-_DROPPED = ("x-hub-signature", "x-hub-signature-256")
+_KEPT = ("content-type", "user-agent")  # compared lower-case: HTTP/2 sends them so
 
 
 def resign(headers: Mapping[str, str], raw: bytes, secret: bytes) -> dict[str, str]:
     """The headers to forward a delivery with: GitHub's (`X-GitHub-Event`,
     `X-GitHub-Delivery`, `X-GitHub-Hook-*`...) and the content type kept, signed anew with
     the team's secret over the unchanged raw body."""
-    out = {k: v for k, v in headers.items() if k in _KEPT or k.lower().startswith("x-github-")}
-    out = {k: v for k, v in out.items() if k.lower() not in _DROPPED}
+    out = {
+        k: v for k, v in headers.items()
+        if k.lower() in _KEPT or k.lower().startswith("x-github-")
+    }  # fmt: skip
     out["X-Hub-Signature-256"] = sign(secret, raw)
     return out
 
