@@ -175,6 +175,19 @@ def test_orphan_registrations_are_removed_unless_busy() -> None:
     assert not any(getattr(a, "name", "") == "y" for a in p.actions)
 
 
+def test_a_registration_made_here_is_removed_without_the_orphan_grace() -> None:
+    """Reliability #16: a busy runner's pod was deleted moments after it registered; its pod
+    and Secret are gone. This process registered it after writing its Secret, so there is no
+    Secret still to appear: once GitHub says it is not busy, it goes at once."""
+    lost = ObservedRunner("l", NOW - 5, registration=ObservedRegistration(12, False, False),
+                          registered_here=True)  # fmt: skip
+    still_busy = ObservedRunner("s", NOW - 5, registration=ObservedRegistration(13, True, True),
+                                registered_here=True)  # fmt: skip
+    p = plan([lost, still_busy], replace(LIMITS, min_runners=0), None, Memory(), NOW)
+    assert DeleteRegistration("l", 12, "OrphanRegistration") in p.actions
+    assert not any(getattr(a, "name", "") == "s" for a in p.actions)
+
+
 def test_kept_failed_pod_is_deleted_after_keep_period() -> None:
     kept = ObservedRunner("k", NOW - 1000, pod_phase="Failed", pod_finished_at=NOW - 700)
     p = plan([kept], replace(LIMITS, min_runners=0, keep_failed_for=600), None, Memory(), NOW)

@@ -68,6 +68,32 @@ async def test_own_writes_show_at_once_and_stale_sweeps_do_not_undo_them(fake: F
     assert book.absent_of("linux", NS) == {_name(1): clock.now}
 
 
+async def test_registrations_made_here_stay_marked_through_sweeps_and_reads(
+    fake: FakeGitHub,
+) -> None:
+    """`ours` (registered by this process) lets a finished runner's registration go without
+    the orphan grace: a sweep or a later read must not lose the mark, and a registration only
+    seen in a list never gets it."""
+    clock = Clock()
+    gh, book = _book(fake, clock)
+    mine, _ = await gh.create_jit_runner(_name(3), ["linux"], 1)
+    _other, _ = await gh.create_jit_runner(_name(4), ["linux"], 1)
+    book.note(mine, ours=True)
+    clock.now += 1
+    await book.sweep()
+    book.note(mine)  # a direct read later (a vanished pod's probe)
+    seen_mine, seen_other = book.seen(_name(3)), book.seen(_name(4))
+    assert seen_mine is not None
+    assert seen_mine.ours
+    assert seen_other is not None
+    assert not seen_other.ours
+    clock.now += 1
+    await book.sweep()
+    again = book.seen(_name(3))
+    assert again is not None
+    assert again.ours
+
+
 async def test_a_sweep_reports_which_runners_changed(fake: FakeGitHub) -> None:
     changed: list[set[str]] = []
     gh, book = _book(fake)
@@ -210,7 +236,8 @@ def test_the_listeners_word_marks_a_live_runner_busy_until_github_says_more() ->
     assert ProtectPod(name, protect=True) in p.actions, "Karpenter must not disrupt it"
     # A sweep that began after the listener's report is newer evidence and wins.
     later = Registration(77, name, online=True, busy=False)
-    swept = type("Seen", (), {"registration": later, "at": t0 + 25, "first_at": t0 + 12})()
+    swept = type("Seen", (), {"registration": later, "at": t0 + 25, "first_at": t0 + 12,
+                            "ours": False})()  # fmt: skip
     runners = observe("linux", NS, [pod], [secret], [swept], t0 + 25, t0 + 30, busy={name: t0 + 20})
     assert runners[0].registration is not None
     assert not runners[0].registration.busy

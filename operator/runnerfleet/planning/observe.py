@@ -33,6 +33,8 @@ class SeenLike(Protocol):
     def at(self) -> float: ...
     @property
     def first_at(self) -> float: ...
+    @property
+    def ours(self) -> bool: ...
 
 
 def _pod_outcome(pod: dict[str, Any]) -> tuple[str, float | None]:
@@ -115,6 +117,7 @@ def observe(
         entry["registration"] = ObservedRegistration(reg.id, reg.online, reg.busy)
         entry["checked_at"] = seen.at
         entry.setdefault("created_at", seen.first_at)
+        entry["registered_here"] = seen.ours
     for name, at in (busy or {}).items():
         _busy_hint(found.get(name), at)
     for name, entry in found.items():

@@ -65,6 +65,9 @@ class ObservedRunner:
     # When GitHub last told us about this runner (a sweep or a direct read): the registration
     # above as of then, or its absence. None: GitHub has said nothing since it was created.
     checked_at: float | None = None
+    # Registered by this process after it wrote the runner's Secret (not only seen in a list):
+    # with no Secret and no pod left it is finished, with no orphan grace to wait out.
+    registered_here: bool = False
 
     def fresh(self, now: float) -> bool:
         return self.checked_at is not None and now - self.checked_at <= FRESH_SECONDS
@@ -322,7 +325,8 @@ def _cleanup(
     if state is State.FINISHED:
         if runner.pod_phase is None and not runner.has_secret:
             reg = runner.registration
-            if reg is None or reg.busy or now - runner.created_at < ORPHAN_GRACE:
+            young = now - runner.created_at < ORPHAN_GRACE and not runner.registered_here
+            if reg is None or reg.busy or young:
                 return []
             return [DeleteRegistration(runner.name, reg.id, "OrphanRegistration")]
         return [_remove(runner, reason, require_idle=False)]

@@ -74,6 +74,9 @@ class Seen:
     registration: Registration
     at: float
     first_at: float  # when this registration was first seen (orphans get a grace period)
+    # Registered by this process (a JIT config it created after writing the runner's Secret):
+    # with no Secret and no pod left, its runner is gone, so it needs no orphan grace.
+    ours: bool = False
 
 
 @dataclass
@@ -119,11 +122,14 @@ class RegistrationBook:
         }  # fmt: skip
 
     # ------------------------------------------------------------------ our own writes
-    def note(self, registration: Registration) -> None:
-        """A registration we just created or read (it is at least as fresh as any sweep)."""
+    def note(self, registration: Registration, ours: bool = False) -> None:
+        """A registration we just created (`ours`) or read (it is at least as fresh as any
+        sweep)."""
         now = self.clock()
         old = self._seen.get(registration.name)
-        self._seen[registration.name] = Seen(registration, now, old.first_at if old else now)
+        self._seen[registration.name] = Seen(
+            registration, now, old.first_at if old else now, ours or (old.ours if old else False)
+        )
 
     def forget(self, name: str, registration_id: int | None) -> None:
         """We deleted it (or GitHub said 404): older sweeps must not bring it back."""
@@ -189,7 +195,9 @@ class RegistrationBook:
             if reg.id in self._deleted:
                 continue
             old = self._seen.get(reg.name)
-            fresh[reg.name] = Seen(reg, started, old.first_at if old else started)
+            fresh[reg.name] = (
+                Seen(reg, started, old.first_at, old.ours) if old else Seen(reg, started, started)
+            )
         for name, seen in self._seen.items():
             if seen.at > started:
                 fresh[name] = seen  # noted after the sweep began: newer than what it listed

@@ -630,7 +630,7 @@ class _Executor:
             registration, encoded = await self.github.create_jit_runner(
                 name, list(self.spec.labels), group
             )
-        self.book.note(registration)
+        self.book.note(registration, ours=True)
         self._wrote(
             await self.kube.store_jit_config(self.owner.namespace, name, encoded, registration.id)
         )
