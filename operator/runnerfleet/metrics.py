@@ -89,6 +89,10 @@ class OperatorMetrics:
     max_runners: Gauge
     runner_failures: Counter
     reconcile_seconds: Histogram
+    # Saturation of the one process: rounds waiting for one of the shared round slots, and
+    # how long. A wait that grows under load says the operator, not GitHub, is the bottleneck.
+    round_slot_wait_seconds: Histogram
+    rounds_running: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> OperatorMetrics:
@@ -105,6 +109,11 @@ class OperatorMetrics:
                                     [*ss, "reason"], registry=r),
             reconcile_seconds=Histogram("runnerfleet_reconcile_seconds",
                                         "Duration of one reconcile round", ss, registry=r),
+            round_slot_wait_seconds=Histogram(
+                "runnerfleet_round_slot_wait_seconds",
+                "Time a scale set's round waited for a free round slot", registry=r),
+            rounds_running=Gauge("runnerfleet_rounds_running",
+                                 "Rounds holding a round slot now", registry=r),
         )  # fmt: skip
 
 

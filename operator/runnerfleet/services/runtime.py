@@ -184,7 +184,11 @@ class Runtime:
     children: Children | None = None  # None: rounds list from the apiserver (service tests)
     # Rounds running at once, across every scale set: a sweep or a re-list that wakes a
     # thousand loops together runs them through this many slots, not all at once.
-    round_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
+    round_slots: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(
+            int(os.environ.get("RUNNERFLEET_ROUND_SLOTS", 32))
+        )
+    )
     # What each scale set's status was last written as (fresher than a watch may have shown).
     written: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     _reads: dict[tuple[str, ...], tuple[float, Any]] = field(default_factory=dict)

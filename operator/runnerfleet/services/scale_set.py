@@ -183,8 +183,14 @@ async def run(
 
 
 async def _bounded(runtime: Runtime, round_: Awaitable[RoundOutcome]) -> RoundOutcome:
+    asked = time.monotonic()
     async with runtime.round_slots:
-        return await round_
+        runtime.metrics.round_slot_wait_seconds.observe(time.monotonic() - asked)
+        runtime.metrics.rounds_running.inc()
+        try:
+            return await round_
+        finally:
+            runtime.metrics.rounds_running.dec()
 
 
 def _resync(outcome: object) -> float:
