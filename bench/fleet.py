@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -205,21 +206,32 @@ class LagTracker:
     phase: str = "setup"
     targets: dict[Key, int] = field(default_factory=dict)
     live: dict[Key, set[str]] = field(default_factory=dict)
-    pending: dict[Key, tuple[float, int, str]] = field(default_factory=dict)
+    pending: dict[Key, tuple[Any, ...]] = field(
+        default_factory=dict
+    )  # at, target, phase[, planned]
     samples: dict[str, list[float]] = field(default_factory=dict)
     superseded: Counter[str] = field(default_factory=Counter)
     first_seen: dict[str, tuple[float, Key]] = field(default_factory=dict)
+    # The first part of each lag: until the operator's status.desired showed the target
+    # (it read the demand and planned); the rest is creating the pods and seeing them.
+    planned: dict[str, list[float]] = field(default_factory=dict)
+    unplanned: dict[Key, tuple[float, int, str]] = field(default_factory=dict)
 
-    def on_scale_set(self, key: Key, target: int, now: float) -> None:
+    def on_scale_set(self, key: Key, target: int, now: float, desired: int | None = None) -> None:
         old = self.targets.get(key, 0)
         self.targets[key] = target
-        if target == old:
-            return
-        if key in self.pending:
-            self.superseded[self.pending.pop(key)[2]] += 1
-        if target > old:
-            self.pending[key] = (now, target, self.phase)
-            self._check(key, now)
+        if target != old:
+            self.unplanned.pop(key, None)
+            if key in self.pending:
+                self.superseded[self.pending.pop(key)[2]] += 1
+            if target > old:
+                self.pending[key] = (now, target, self.phase)
+                self.unplanned[key] = (now, target, self.phase)
+                self._check(key, now)
+        waiting = self.unplanned.get(key)
+        if waiting is not None and (desired or 0) >= waiting[1]:
+            self.planned.setdefault(waiting[2], []).append(now - waiting[0])
+            del self.unplanned[key]
 
     def on_pod(self, key: Key, pod: str, live: bool, now: float) -> None:
         self.first_seen.setdefault(pod, (now, key))
@@ -243,6 +255,7 @@ class LagTracker:
             "samples": len(self.samples.get(phase, [])),
             "superseded": self.superseded[phase],
             "unresolved": unresolved,
+            "until_planned": quantiles(self.planned.get(phase, [])),
         }
 
     def pods_after(self, key: Key, since: float) -> list[float]:
@@ -257,6 +270,48 @@ def proc_cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, all) CPU seconds of the whole machine since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:8]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields) - idle) / tick, sum(fields) / tick
+
+
+ROUND_METRICS = {
+    "runnerfleet_reconcile_seconds_count": "rounds",
+    "runnerfleet_reconcile_seconds_sum": "round_seconds",
+    "runnerfleet_round_slot_wait_seconds_count": "slot_waits",
+    "runnerfleet_round_slot_wait_seconds_sum": "slot_wait_seconds",
+}
+
+
+def round_metrics(port: int) -> Counter[str]:
+    """The operator's round counters (summed over scale sets) from its /metrics."""
+    out: Counter[str] = Counter()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return out  # a killed replica
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in ROUND_METRICS:
+                out[ROUND_METRICS[sample.name]] += sample.value  # type: ignore[assignment]
+    return out
+
+
+def round_figures(before: Counter[str], after: Counter[str]) -> dict[str, Any]:
+    """Rounds in the window, their mean length and mean wait for a round slot."""
+    d = {k: after[k] - before[k] for k in ROUND_METRICS.values()}
+    rounds, waits = d["rounds"], d["slot_waits"]
+    return {
+        "rounds": int(rounds),
+        "round_seconds_mean": round(d["round_seconds"] / rounds, 3) if rounds > 0 else None,
+        "slot_wait_seconds_mean": round(d["slot_wait_seconds"] / waits, 3) if waits > 0 else None,
+    }
 
 
 def proc_peak_rss_mib(pid: int) -> float:
@@ -366,6 +421,9 @@ class Snapshot:
     operator_cpu: float
     listeners_cpu: float
     actions: Counter[tuple[str, str, int]] = field(default_factory=Counter)  # Actions service
+    bench_cpu: float = 0.0  # this process: the fake GitHub, simulated runners, watches
+    machine: tuple[float, float] = (0.0, 0.0)  # machine_cpu_seconds()
+    rounds: Counter[str] = field(default_factory=Counter)  # the operators' round metrics
 
 
 def actions_figures(before: Snapshot, after: Snapshot, jobs: int = 0) -> dict[str, Any]:
@@ -410,6 +468,15 @@ def phase_figures(before: Snapshot, after: Snapshot, jobs: int = 0) -> dict[str,
         "listeners_cpu_per_second": round(
             max(0.0, after.listeners_cpu - before.listeners_cpu) / seconds, 3
         ),
+        # Where the machine's 2 cores went: the fake and simulated runners run in the bench
+        # process; a phase whose machine is saturated measures the machine, not the design.
+        "bench_cpu_per_second": round((after.bench_cpu - before.bench_cpu) / seconds, 3),
+        "machine_cpu_busy": round(
+            (after.machine[0] - before.machine[0])
+            / max(1e-9, after.machine[1] - before.machine[1]),
+            3,
+        ),
+        "operator_rounds": round_figures(before.rounds, after.rounds),
         **actions_figures(before, after, jobs),
     }
 
@@ -432,6 +499,7 @@ class Bench:
     results: dict[str, Any] = field(default_factory=dict)
     peak_rss: float = 0.0
     operator_cpu_dead: float = 0.0  # CPU of killed replicas, so totals stay monotonic
+    rounds_dead: Counter[str] = field(default_factory=Counter)  # and their round counters
 
     @property
     def use_listener(self) -> bool:
@@ -456,6 +524,13 @@ class Bench:
                 self.peak_rss = max(self.peak_rss, proc_peak_rss_mib(op.proc.pid))
         return live + self.operator_cpu_dead
 
+    async def operator_rounds(self) -> Counter[str]:
+        total: Counter[str] = Counter(self.rounds_dead)
+        for op in self.operators:
+            if op.proc and op.proc.poll() is None:
+                total.update(await asyncio.to_thread(round_metrics, op.metrics_port))
+        return total
+
     async def snapshot(self) -> Snapshot:
         listeners = sum(
             proc_cpu_seconds(p.proc.pid) for k in self.kubelets for p in k.processes.values()
@@ -464,7 +539,8 @@ class Bench:
             time.monotonic(), Counter(self.github.requests), self.github.counted(),
             Counter(self.github.limited),
             await self.apiserver_counts(), self.operator_cpu(), listeners,
-            Counter(self.github.actions.requests),
+            Counter(self.github.actions.requests), time.process_time(), machine_cpu_seconds(),
+            await self.operator_rounds(),
         )  # fmt: skip
 
     async def watch_forever(self, list_fn: Any, args: tuple[Any, ...], on_event: Any,
@@ -482,7 +558,11 @@ class Bench:
     def on_scale_set(self, kind: str, body: dict[str, Any]) -> None:
         meta = body["metadata"]
         target = 0 if kind == "DELETED" else desired_runners(body)
-        self.tracker.on_scale_set((meta["namespace"], meta["name"]), target, time.monotonic())
+        desired = (body.get("status") or {}).get("desired")
+        self.tracker.on_scale_set(
+            (meta["namespace"], meta["name"]), target, time.monotonic(),
+            desired if isinstance(desired, int) else None,
+        )  # fmt: skip
 
     def on_pod(self, kind: str, pod: Any) -> None:
         owner = (pod.metadata.labels or {}).get(c.LABEL_SCALE_SET, "")
@@ -830,6 +910,7 @@ class Bench:
         before = await self.snapshot()
         assert leader.proc is not None
         self.operator_cpu_dead += proc_cpu_seconds(leader.proc.pid)
+        self.rounds_dead.update(await asyncio.to_thread(round_metrics, leader.metrics_port))
         killed = time.monotonic()
         leader.kill()
         await client.CustomObjectsApi(self.api).patch_namespaced_custom_object(
