@@ -16,7 +16,6 @@ Layer: planning. Pure: TeamListener bodies and Lease holders in, forwards out; n
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,10 @@ from pydantic import ValidationError
 
 from runnerfleet.models.github import GitHubTarget, InvalidGitHubConfigError, parse_config_url
 from runnerfleet.models.team_listener import Repositories, TeamListenerSpec
+from runnerfleet.planning.repositories import (
+    installation_repository_watched,
+    listed_repositories,
+)
 
 # The key of the team's webhook Secret the listener reads (builders/listener.py maps it into
 # RUNNERFLEET_WEBHOOK_SECRET); the relay signs with the same value.
@@ -85,16 +88,11 @@ def repository_watched(
     configUrl watches that repository; `names` are `repo` (in the configUrl's owner) or
     `owner/repo`, compared exactly; `all` is every repository of the installation that is not
     archived and whose name matches `nameFilter` (a glob, default `*`)."""
-    if target.scope == "repo":
-        return repository == f"{target.owner}/{target.repo}"
-    if not selection.all:
-        listed = set()
-        for name in selection.names:
-            owner, _, repo = name.rpartition("/")
-            listed.add(f"{owner or target.owner}/{repo}")
+    listed = listed_repositories(target, selection)
+    if listed is not None:
         return repository in listed
     _, _, name = repository.partition("/")
-    return not archived and fnmatch.fnmatch(name, selection.name_filter or "*")
+    return installation_repository_watched(selection, name, archived)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import fnmatch
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -49,6 +48,7 @@ from runnerfleet.planning.polling import (
     plan_poll,
     repositories_due,
 )
+from runnerfleet.planning.repositories import installation_repository_watched, listed_repositories
 
 log = logging.getLogger("runnerfleet.listener")
 CONFLICT_RETRIES = 5
@@ -166,20 +166,15 @@ class Listener:
         """The watched repositories: the list, or the installation's (non-archived, matching
         `nameFilter`) re-read when due; jobs and state of repositories no longer watched go."""
         sel = self.spec.repositories
-        if self.target.scope == "repo":
-            assert self.target.repo is not None
-            repos: dict[str, float | None] = {f"{self.target.owner}/{self.target.repo}": None}
-        elif not sel.all:
-            repos = {}
-            for name in sel.names:
-                owner, _, repo = name.rpartition("/")
-                repos[f"{owner or self.target.owner}/{repo}"] = None
+        listed = listed_repositories(self.target, sel)
+        repos: dict[str, float | None]
+        if listed is not None:
+            repos = dict.fromkeys(listed)
         elif repositories_due(self.repos_read_at, now, self.poll_interval, self.policy):
-            pattern = sel.name_filter or "*"
             repos = {
                 f"{r.owner}/{r.name}": r.pushed_at
                 for r in await self.github.installation_repositories()
-                if not r.archived and fnmatch.fnmatch(r.name, pattern)
+                if installation_repository_watched(sel, r.name, r.archived)
             }
             self.repos_read_at = now
         else:
