@@ -17,6 +17,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from runnerfleet import conventions as c
 from runnerfleet.localcluster import ClusterError, LocalCluster, NodeSpec, parse_taint
 from runnerfleet.localcluster.nodes import parse_label
 
@@ -386,7 +387,7 @@ def listen(
     help="Secret holding the organisation (or App) webhook's secret.",
 )  # fmt: skip
 @click.option(
-    "--secret-key", envvar="RUNNERFLEET_RELAY_SECRET_KEY", default="github_webhook_secret",
+    "--secret-key", envvar="RUNNERFLEET_RELAY_SECRET_KEY", default=c.SECRET_KEY_WEBHOOK,
     show_default=True, help="Key of that Secret.",
 )  # fmt: skip
 @click.option("--kubeconfig", envvar="RUNNERFLEET_KUBECONFIG", default=None)

@@ -31,6 +31,7 @@ COMPONENT_RUNNER: Final = "runner"
 ANNOTATION_RUNNER_ID: Final = f"{GROUP}/runner-id"
 ANNOTATION_JIT_STORED: Final = f"{GROUP}/jit-stored-at"
 SECRET_KEY_JITCONFIG: Final = "jitconfig"  # noqa: S105 (a key name, not a secret)
+SECRET_KEY_WEBHOOK: Final = "github_webhook_secret"  # noqa: S105 (a key of a TeamListener's webhook Secret)
 RUNNER_CONTAINER: Final = "runner"
 DEFAULT_RUNNER_IMAGE: Final = "ghcr.io/actions/actions-runner:latest"
 DEFAULT_RUNNER_COMMAND: Final = ("/home/runner/run.sh",)

@@ -168,7 +168,7 @@ def build_deployment(
         env.append({"name": "RUNNERFLEET_LEASE_SECONDS", "value": str(owner.lease_seconds)})
     if spec.webhook.enabled and spec.webhook.secret_ref is not None:
         env.append({"name": "RUNNERFLEET_WEBHOOK_SECRET", "valueFrom": {"secretKeyRef": {
-            "name": spec.webhook.secret_ref.name, "key": "github_webhook_secret"}}})  # fmt: skip
+            "name": spec.webhook.secret_ref.name, "key": c.SECRET_KEY_WEBHOOK}}})  # fmt: skip
     container = {
         "name": "listener",
         "image": owner.image,

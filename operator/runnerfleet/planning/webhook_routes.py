@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
+from runnerfleet import conventions as c
 from runnerfleet.models.github import GitHubTarget, InvalidGitHubConfigError, parse_config_url
 from runnerfleet.models.team_listener import Repositories, TeamListenerSpec
 from runnerfleet.planning.repositories import (
@@ -32,7 +33,7 @@ from runnerfleet.planning.repositories import (
 
 # The key of the team's webhook Secret the listener reads (builders/listener.py maps it into
 # RUNNERFLEET_WEBHOOK_SECRET); the relay signs with the same value.
-WEBHOOK_SECRET_KEY = "github_webhook_secret"  # noqa: S105 (a key name, not a secret)
+WEBHOOK_SECRET_KEY = c.SECRET_KEY_WEBHOOK
 
 SKIP_NO_HOLDER = "no_holder"  # no replica holds the Lease (starting, suspended, crashed)
 SKIP_INVALID = "invalid_spec"  # a body the CRD should have refused (configUrl, fields)
