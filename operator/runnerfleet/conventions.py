@@ -109,6 +109,15 @@ PROTOCOL_REST: Final = "rest"  # REST JIT registration + listener polling/webhoo
 COMPONENT_LISTENER: Final = "listener"
 LABEL_LISTENER: Final = f"{LABEL_PREFIX}/listener"
 ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"
+# Every listener Lease carries these, so the webhook relay watches listener Leases only.
+LISTENER_LEASE_SELECTOR: Final = f"{LABEL_COMPONENT}={COMPONENT_LISTENER}"
+
+
+def listener_lease_labels(team_listener: str) -> dict[str, str]:
+    return {LABEL_MANAGED_BY: MANAGED_BY_VALUE, LABEL_COMPONENT: COMPONENT_LISTENER,
+            LABEL_LISTENER: team_listener}  # fmt: skip
+
+
 DEFAULT_OPERATOR_IMAGE: Final = "ghcr.io/runnerfleet/runnerfleet:0.1.0"
 FIELD_MANAGER: Final = "runnerfleet"
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from kubernetes_asyncio.client import ApiClient
 
+from runnerfleet import conventions as c
 from runnerfleet.gateways.kubernetes import KubeGateway, connect
 from runnerfleet.localcluster import LocalCluster
 from runnerfleet.services.leader import LeaderElector
@@ -42,8 +43,10 @@ async def test_standby_watches_the_lease_and_takes_a_released_one_at_once(
     kube: ApiClient, namespace: str
 ) -> None:
     holder_kube, standby_kube = CountingGateway(kube), CountingGateway(kube)
-    holder = LeaderElector(holder_kube, namespace, "t-listener", "a", duration=3)
-    standby = LeaderElector(standby_kube, namespace, "t-listener", "b", duration=30)
+    labels = c.listener_lease_labels("t")
+    holder = LeaderElector(holder_kube, namespace, "t-listener", "a", duration=3, labels=labels)
+    standby = LeaderElector(standby_kube, namespace, "t-listener", "b", duration=30,
+                            labels=labels)  # fmt: skip
     await holder.acquire()
     lost = asyncio.Event()
     renewing = asyncio.create_task(holder.hold(lost))  # a renewal every second
@@ -57,6 +60,12 @@ async def test_standby_watches_the_lease_and_takes_a_released_one_at_once(
         # Its first read, then the watch: nothing per renewal (polling would be >= 6 GETs).
         assert standby_kube.calls["get"] + standby_kube.calls["list"] <= 3, standby_kube.calls
         assert standby_kube.calls["put"] == 0
+        # The labels survive every renewal (a PUT replaces them): the relay selects by them.
+        selected = await holder_kube.raw_list(
+            f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases",
+            c.LISTENER_LEASE_SELECTOR, "",
+        )  # fmt: skip
+        assert [i["metadata"]["name"] for i in selected["items"]] == ["t-listener"]
         renewing.cancel()
         released = time.monotonic()
         await holder.release()

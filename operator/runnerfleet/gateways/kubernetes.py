@@ -468,21 +468,34 @@ class KubeGateway:
         except NotFoundError:
             return None
 
-    async def create_lease(self, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    async def create_lease(
+        self, namespace: str, name: str, spec: dict[str, Any], labels: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         """Create the Lease (returned as stored); a concurrent creation raises ConflictError
         (AlreadyExists)."""
+        meta: dict[str, Any] = {"name": name, "namespace": namespace}
+        if labels:
+            meta["labels"] = labels
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": name, "namespace": namespace}, "spec": spec}  # fmt: skip
+                "metadata": meta, "spec": spec}  # fmt: skip
         return await self._rest("POST", self._lease_path(namespace), f"create Lease {name}", body)
 
     async def replace_lease(
-        self, namespace: str, name: str, spec: dict[str, Any], resource_version: str
+        self,
+        namespace: str,
+        name: str,
+        spec: dict[str, Any],
+        resource_version: str,
+        labels: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Update on the version read (returned as stored): ConflictError if anyone wrote it
-        since."""
+        since. A PUT replaces the labels too: `labels` are written with every update."""
+        meta: dict[str, Any] = {"name": name, "namespace": namespace,
+                                "resourceVersion": resource_version}  # fmt: skip
+        if labels:
+            meta["labels"] = labels
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": name, "namespace": namespace,
-                             "resourceVersion": resource_version}, "spec": spec}  # fmt: skip
+                "metadata": meta, "spec": spec}  # fmt: skip
         path = self._lease_path(namespace, name)
         return await self._rest("PUT", path, f"update Lease {name}", body)
 

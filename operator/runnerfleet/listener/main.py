@@ -109,6 +109,7 @@ async def serve(options: ListenerOptions) -> None:
     elector = LeaderElector(
         kube, options.namespace, c.listener_lease_name(options.name), f"{pod}@{address}",
         duration=int(os.environ.get("RUNNERFLEET_LEASE_SECONDS") or LEASE_SECONDS),
+        labels=c.listener_lease_labels(options.name),
     )  # fmt: skip
     role = Role(elector)
     secret = os.environ.get("RUNNERFLEET_WEBHOOK_SECRET", "").encode()

@@ -43,9 +43,8 @@ log = logging.getLogger("runnerfleet.relay")
 SECRET_TTL_SECONDS = 300.0  # a rotated team secret is used within 5 min (or at the next 401)
 MISSING_TTL_SECONDS = 30.0  # a team whose Secret is missing is asked again after 30 s
 FORWARD_TIMEOUT_SECONDS = 5.0  # GitHub waits 10 s for the relay's answer
-# Leases are not labelled, so the watch is cluster-wide; these namespaces hold only the
-# kubelets' and control plane's Leases (renewed every few seconds each), never a listener's.
-LEASE_FIELD_SELECTOR = "metadata.namespace!=kube-node-lease,metadata.namespace!=kube-system"
+# Listener Leases carry c.listener_lease_labels: the apiserver sends only those, not every
+# controller's and kubelet's Lease renewal in the cluster.
 LEASE_SUFFIX = c.listener_lease_name("")  # "<tl>-listener"
 
 # Forward results (the `result` label of runnerfleet_relay_forwards_total).
@@ -63,9 +62,7 @@ class Directory:
         self.team_listeners: dict[Key, dict[str, Any]] = {}
         self.holders: dict[Key, str | None] = {}  # TeamListener key -> Lease holder identity
         self._listeners = Informer(kube, c.TEAM_LISTENER_PLURAL, None, "", self._on_listener)
-        self._leases = Informer(
-            kube, "leases", None, "", self._on_lease, field_selector=LEASE_FIELD_SELECTOR
-        )
+        self._leases = Informer(kube, "leases", None, c.LISTENER_LEASE_SELECTOR, self._on_lease)
 
     def start(self) -> None:
         self._listeners.start()

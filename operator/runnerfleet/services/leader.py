@@ -47,6 +47,9 @@ class LeaderElector:
     # A standby follows the Lease with a watch (no request per renewal, and a released Lease
     # is taken at once); False: it reads the Lease when the holder's term would end.
     watch: bool = True
+    # Written on the Lease with every write (the listener's let the webhook relay select
+    # listener Leases on the server instead of watching every Lease in the cluster).
+    labels: dict[str, str] = field(default_factory=dict)
 
     _held: dict[str, Any] | None = None  # the Lease as we last wrote it (renewals skip a GET)
     _follower: Informer | None = None
@@ -77,10 +80,14 @@ class LeaderElector:
         spec = lease_spec(view, self.identity, now, self.duration)
         try:
             if lease is None:
-                self._held = await self.kube.create_lease(self.namespace, self.name, spec)
+                self._held = await self.kube.create_lease(
+                    self.namespace, self.name, spec, self.labels
+                )
             else:
                 version = lease["metadata"]["resourceVersion"]
-                self._held = await self.kube.replace_lease(self.namespace, self.name, spec, version)
+                self._held = await self.kube.replace_lease(
+                    self.namespace, self.name, spec, version, self.labels
+                )
         except (ConflictError, AlreadyExistsError):
             self._held = None
             self._stale = True
@@ -178,7 +185,8 @@ class LeaderElector:
         async def renew() -> None:
             kube = await connect()
             twin = LeaderElector(kube, self.namespace, self.name, self.identity,
-                                 self.duration, watch=False, _held=self._held)  # fmt: skip
+                                 self.duration, watch=False, labels=self.labels,
+                                 _held=self._held)  # fmt: skip
             inner = asyncio.Event()
             task = asyncio.create_task(twin.hold(inner))
             with guard:
@@ -237,7 +245,7 @@ class LeaderElector:
             if lease is not None and view.holder == self.identity:
                 await self.kube.replace_lease(
                     self.namespace, self.name, released_spec(view),
-                    lease["metadata"]["resourceVersion"],
+                    lease["metadata"]["resourceVersion"], self.labels,
                 )  # fmt: skip
         except KubeError as err:
             log.warning("leader election: release failed: %s", err)
