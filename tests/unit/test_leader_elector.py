@@ -27,12 +27,19 @@ class StubLeases:
                       "spec": spec}  # fmt: skip
         return copy.deepcopy(self.lease)
 
-    async def create_lease(self, namespace: str, name: str, spec: dict[str, Any]) -> Any:
+    async def create_lease(
+        self, namespace: str, name: str, spec: dict[str, Any], labels: Any = None
+    ) -> Any:
         self.calls.append("create")
         return self._store(name, spec)
 
     async def replace_lease(
-        self, namespace: str, name: str, spec: dict[str, Any], resource_version: str
+        self,
+        namespace: str,
+        name: str,
+        spec: dict[str, Any],
+        resource_version: str,
+        labels: Any = None,
     ) -> Any:
         self.calls.append("replace")
         assert self.lease is not None
