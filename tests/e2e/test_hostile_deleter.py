@@ -1,4 +1,5 @@
-"""Reliability #19: someone deletes runner pods continuously for a minute. The runner count
+"""Reliability #19: someone deletes runner pods continuously (25 s in `make test`, a minute in
+`make test-slow`). The runner count
 never exceeds maxRunners, replacements follow deletions (no amplification), GitHub calls
 stay proportional, and once it stops the set settles back with nothing left over."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -15,10 +17,12 @@ from tests.support.fleet import Fleet
 from tests.support.kube import wait_for
 
 MAX = 4
-DURATION = 60.0
 
 
-async def test_continuous_pod_deletion_is_bounded_and_converges(running_fleet: Fleet) -> None:
+@pytest.mark.parametrize("duration", [25.0, pytest.param(60.0, marks=pytest.mark.slow)])
+async def test_continuous_pod_deletion_is_bounded_and_converges(
+    running_fleet: Fleet, duration: float
+) -> None:
     f = running_fleet
     await f.apply_scale_set(make_scale_set("linux", config_url=f.config_url, min_runners=MAX,
                                            max_runners=MAX))  # fmt: skip
@@ -28,7 +32,7 @@ async def test_continuous_pod_deletion_is_bounded_and_converges(running_fleet: F
     requests_before = sum(f.github.requests.values())
     deleted = 0
     peak = 0
-    deadline = time.monotonic() + DURATION
+    deadline = time.monotonic() + duration
     while time.monotonic() < deadline:
         pods = await f.pods("linux")
         live = [p for p in pods if not p.metadata.deletion_timestamp
@@ -47,14 +51,14 @@ async def test_continuous_pod_deletion_is_bounded_and_converges(running_fleet: F
     requests = sum(f.github.requests.values()) - requests_before
 
     assert peak <= MAX
-    assert deleted > 20, deleted
+    assert deleted > duration / 3, deleted  # replacements keep coming (as 20 a minute did)
     # Each deleted runner is replaced once at most: no amplification.
     assert issued <= deleted + MAX, (issued, deleted)
     # GitHub traffic grows with the replacements, not with a hot loop: per replacement a JIT
     # config, a registration delete and the runner lists of the rounds its pod events wake.
     assert requests <= 8 * (deleted + MAX), (requests, deleted)
     print(
-        f"deleted {deleted} pods in {DURATION:.0f}s; {issued} JIT configs; "
+        f"deleted {deleted} pods in {duration:.0f}s; {issued} JIT configs; "
         f"{requests} GitHub requests; peak live pods {peak}"
     )
 
