@@ -51,7 +51,7 @@ format: venv
 	$(BIN)/ruff format operator tests tools bench
 
 test: lint cluster-binaries
-	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not slow" --durations=15 $(PYTEST_ARGS)
 
 test-slow: venv cluster-binaries
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
