@@ -840,6 +840,18 @@ class Bench:
         self.results["fill"] = figures
         self.console.print(f"[bold]fill[/bold] {json.dumps(figures)}")
 
+    async def operator_settled(self) -> bool:
+        """Every scale set's status shows its desired runners live and none pending: the
+        operator has caught up with a change (e.g. the fill's runners seen busy)."""
+        found = await client.CustomObjectsApi(self.api).list_cluster_custom_object(
+            c.GROUP, c.VERSION, c.RUNNER_SCALE_SET_PLURAL
+        )
+        return all(
+            not (s := i.get("status") or {}).get("pending")
+            and s.get("busy", 0) + s.get("idle", 0) >= desired_runners(i)
+            for i in found["items"]
+        )
+
     async def hold(self) -> list[FakeJob]:
         await asyncio.sleep(self.args.full_hold)  # the steady window at capacity itself
         return []
@@ -995,14 +1007,26 @@ class Bench:
         await self.measure("burst", self.burst)
         if self.args.full:
             await self.fill()
+            # Steady means after the operator has seen the fill through (busy runners read,
+            # their pods protected), not the ramp's tail.
+            caught_up = await self.wait_until(self.operator_settled, self.args.settle_timeout)
+            self.results["fill"]["operator_caught_up_seconds"] = caught_up
             await self.measure("full", self.hold)
             self.results["full"]["live_runners"] = self.live_runners()
         await self.failover()
         if self.held:
-            await self.until_done(self.held, self.args.full_job_seconds + self.args.drain_timeout)
-            self.results["failover"]["held_jobs_completed"] = sum(
-                1 for j in self.held if j.conclusion == "success"
-            )
+            # The fill's long jobs ran through the failover: none may have failed or been
+            # lost (they are not waited for: their runners are torn down with the bench).
+            self.results["failover"]["held_jobs"] = {
+                "enqueued": len(self.held),
+                "started": sum(1 for j in self.held if j.started_at is not None),
+                "running_or_succeeded": sum(
+                    1 for j in self.held if j.conclusion in (None, "success")
+                ),
+                "failed_or_lost": sum(
+                    1 for j in self.held if j.conclusion not in (None, "success")
+                ),
+            }
         self.whole_run(start, await self.snapshot())
         return self.results
 
