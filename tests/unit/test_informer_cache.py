@@ -67,3 +67,30 @@ def test_cached_runner_pods_keep_what_the_planner_reads_and_not_their_spec() -> 
     kept = observe("s", "ns", [cached], [], [], None, 0.0)
     assert kept == full
     assert (kept[0].pod_phase, kept[0].pod_reason) == ("Failed", "OOMKilled")
+
+
+def test_a_namespace_read_sees_only_that_namespace_and_deletions_prune_it() -> None:
+    """Rounds read their own namespace's objects from a per-namespace index (a flat scan of
+    the fleet's 10,000 pods and Secrets per round grew with the fleet); writes, watch events
+    and deletions keep the index right."""
+    pods = Informer(cast(Any, None), "pods", None, "x")
+    for ns in range(50):
+        for i in range(20):
+            meta = {"name": f"r{i}", "namespace": f"team-{ns}", "resourceVersion": "1",
+                    "labels": {"set": str(i % 2)}}  # fmt: skip
+            pods.upsert({"metadata": meta})
+    assert len(pods) == 1000
+    assert len(pods.items("team-7", {})) == 20
+    assert {p["metadata"]["name"] for p in pods.items("team-7", {"set": "1"})} == {
+        f"r{i}" for i in range(1, 20, 2)
+    }
+    assert pods.items("elsewhere", {}) == []
+    moved = {"name": "r1", "namespace": "team-7", "resourceVersion": "2", "labels": {"set": "0"}}
+    pods._apply("MODIFIED", {"metadata": moved})
+    assert len(pods.items("team-7", {"set": "1"})) == 9
+    for i in range(20):
+        pods._apply("DELETED", {"metadata": {"name": f"r{i}", "namespace": "team-7",
+                                              "resourceVersion": "3"}})  # fmt: skip
+    assert pods.items("team-7", {}) == []
+    assert "team-7" not in pods._store, "an emptied namespace leaves nothing behind"
+    assert len(pods) == 980

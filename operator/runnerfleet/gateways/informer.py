@@ -110,31 +110,38 @@ class Informer:
         self.synced = asyncio.Event()
         self.lists = 0  # full lists made (1 + one per 410 Gone)
         self.watches = 0  # watch requests made
-        self._store: dict[Key, dict[str, Any]] = {}
+        # namespace -> name -> object: a scale set's round reads its own namespace's objects
+        # (tens), not every runner of the fleet (5,000 pods and 5,000 Secrets at issue #10's
+        # shape, scanned by every round when this was one flat dict).
+        self._store: dict[str, dict[str, dict[str, Any]]] = {}
         self._background = Background(self._run)
 
     # ------------------------------------------------------------------ reads (no I/O)
     def items(self, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
-        return [
-            obj for (ns, _), obj in self._store.items()
-            if ns == namespace and _matches(obj, labels)
-        ]  # fmt: skip
+        in_namespace = self._store.get(namespace, {})
+        return [obj for obj in in_namespace.values() if _matches(obj, labels)]
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._store.get((namespace, name))
+        return self._store.get(namespace, {}).get(name)
 
     def __len__(self) -> int:
-        return len(self._store)
+        return sum(len(objs) for objs in self._store.values())
+
+    def _put(self, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        self._store.setdefault(meta["namespace"], {})[meta["name"]] = obj
 
     # ------------------------------------------------------------------ our own writes
     def upsert(self, obj: dict[str, Any]) -> None:
         """An object we just wrote (the apiserver's answer): visible before its watch event."""
-        obj = self._keep(dict(obj))
-        meta = obj["metadata"]
-        self._store[(meta["namespace"], meta["name"])] = obj
+        self._put(self._keep(dict(obj)))
 
     def remove(self, namespace: str, name: str) -> None:
-        self._store.pop((namespace, name), None)
+        objs = self._store.get(namespace)
+        if objs is not None:
+            objs.pop(name, None)
+            if not objs:
+                del self._store[namespace]
 
     # ------------------------------------------------------------------ running
     def start(self) -> None:
@@ -174,14 +181,12 @@ class Informer:
         """Replace the cache with a full list; returns the list's resourceVersion."""
         self.lists += 1
         body = await self.kube.raw_list(self._path(), self.selector, self.field_selector)
-        fresh: dict[Key, dict[str, Any]] = {}
+        old = {(ns, name): obj for ns, objs in self._store.items() for name, obj in objs.items()}
+        self._store = {}
         for obj in body.get("items", []):
-            obj = self._keep(obj)
-            meta = obj["metadata"]
-            fresh[(meta["namespace"], meta["name"])] = obj
-        old, self._store = self._store, fresh
-        for key in old.keys() | fresh.keys():
-            obj = fresh.get(key) or old[key]
+            self._put(self._keep(obj))
+        for ns, name in old.keys() | {(ns, n) for ns, objs in self._store.items() for n in objs}:
+            obj = self.get(ns, name) or old[(ns, name)]
             self.on_change(obj)
         self.synced.set()
         return str(body.get("metadata", {}).get("resourceVersion", ""))
@@ -251,13 +256,12 @@ class Informer:
     def _apply(self, kind: str, obj: dict[str, Any]) -> None:
         obj = self._keep(obj)
         meta = obj["metadata"]
-        key = (meta["namespace"], meta["name"])
         if kind == "DELETED":
-            self._store.pop(key, None)
-        elif _older(obj, self._store.get(key)):
+            self.remove(meta["namespace"], meta["name"])
+        elif _older(obj, self.get(meta["namespace"], meta["name"])):
             return  # an event our own write (already cached) has overtaken
         else:
-            self._store[key] = obj
+            self._put(obj)
         self.on_change(obj)
 
 
