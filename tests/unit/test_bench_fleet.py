@@ -70,7 +70,8 @@ def test_lag_superseded_and_decreases_do_not_make_samples() -> None:
     t.on_pod(key, "p1", True, 3.0)
     t.on_pod(key, "p1", False, 4.0)  # finished: no longer live
     assert t.figures("burst") == {"p50": 0.0, "p95": 0.0, "samples": 0, "superseded": 2,
-                                  "unresolved": 0}  # fmt: skip
+                                  "unresolved": 0,
+                                  "until_planned": {"p50": 0.0, "p95": 0.0}}  # fmt: skip
     assert t.live[key] == set()
 
 
@@ -214,3 +215,18 @@ def test_headline_carries_the_actions_figures_and_counts_limits_once() -> None:
     assert got["stream_actions_requests_per_job"] == 1.0
     assert got["burst_actions_requests_per_job"] is None
     assert got["github_403_429"] == {"secondary 429": 2}  # idle and stream, not whole_run
+
+
+def test_lag_until_planned_is_the_operator_writing_desired() -> None:
+    """The first part of a lag: demand seen (target up) -> the operator's status.desired
+    shows it; a later pod completes the lag itself."""
+    t = LagTracker(phase="burst")
+    key = ("team-000", "set-00")
+    t.on_scale_set(key, 2, 10.0, desired=1)  # the listener wrote demand
+    t.on_scale_set(key, 2, 11.5, desired=2)  # the operator's round wrote desired
+    t.on_scale_set(key, 2, 12.0, desired=2)  # later writes do not count twice
+    t.on_pod(key, "p1", True, 12.5)
+    t.on_pod(key, "p2", True, 13.0)
+    figures = t.figures("burst")
+    assert figures["until_planned"] == {"p50": 1.5, "p95": 1.5}
+    assert (figures["samples"], figures["p95"]) == (1, 3.0)
