@@ -90,6 +90,9 @@ class RegistrationBook:
     sweeps: int = 0
     paid_pages: int = 0
     _seen: dict[str, Seen] = field(default_factory=dict)
+    # The same registrations by owner (scale set, namespace tag): a round reads its own
+    # runners without scanning (and hashing namespaces for) the whole organisation's.
+    _owned: dict[tuple[str, str], dict[str, Seen]] = field(default_factory=dict)
     _deleted: dict[int, float] = field(default_factory=dict)  # id -> when we deleted it
     _absent: dict[str, float] = field(default_factory=dict)  # name -> when GitHub lacked it
     _pages: dict[int, RunnerPage] = field(default_factory=dict)
@@ -109,7 +112,7 @@ class RegistrationBook:
 
     # ------------------------------------------------------------------ reads (no I/O)
     def runners_of(self, scale_set: str, namespace: str) -> list[Seen]:
-        return [s for name, s in self._seen.items() if c.is_runner_of(name, scale_set, namespace)]
+        return list(self._owned.get((scale_set, c.namespace_tag(namespace)), {}).values())
 
     def seen(self, name: str) -> Seen | None:
         return self._seen.get(name)
@@ -121,20 +124,34 @@ class RegistrationBook:
             if c.is_runner_of(name, scale_set, namespace)
         }  # fmt: skip
 
+    def _set(self, name: str, seen: Seen) -> None:
+        self._seen[name] = seen
+        if (owner := c.runner_owner(name)) is not None:
+            self._owned.setdefault(owner, {})[name] = seen
+
     # ------------------------------------------------------------------ our own writes
     def note(self, registration: Registration, ours: bool = False) -> None:
         """A registration we just created (`ours`) or read (it is at least as fresh as any
         sweep)."""
         now = self.clock()
         old = self._seen.get(registration.name)
-        self._seen[registration.name] = Seen(
-            registration, now, old.first_at if old else now, ours or (old.ours if old else False)
+        self._set(
+            registration.name,
+            Seen(
+                registration,
+                now,
+                old.first_at if old else now,
+                ours or (old.ours if old else False),
+            ),
         )
 
     def forget(self, name: str, registration_id: int | None) -> None:
         """We deleted it (or GitHub said 404): older sweeps must not bring it back."""
         now = self.clock()
         self._seen.pop(name, None)
+        owner = c.runner_owner(name)
+        if owner is not None and owner in self._owned:
+            self._owned[owner].pop(name, None)
         self._absent[name] = now
         if registration_id is not None:
             self._deleted[registration_id] = now
@@ -207,4 +224,8 @@ class RegistrationBook:
             != (self._seen.get(name) and self._seen[name].registration)
         }  # fmt: skip
         self._seen = fresh
+        self._owned = {}
+        for name, seen in fresh.items():
+            if (owner := c.runner_owner(name)) is not None:
+                self._owned.setdefault(owner, {})[name] = seen
         return changed
