@@ -14,6 +14,8 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import urllib.parse
+import urllib.request
 from typing import Any
 
 import aiohttp
@@ -114,7 +116,32 @@ async def connect(kubeconfig: str | None = None) -> ApiClient:
         except config.ConfigException:
             await config.load_kube_config(client_configuration=cfg)
     cfg.connection_pool_maxsize = 64
-    return ApiClient(configuration=cfg)
+    api = ApiClient(configuration=cfg)
+    _resolve_proxy_once(api, cfg.host or "")
+    return api
+
+
+WATCH_READ_BUFFER = 2**21  # as kubernetes_asyncio: a watch event can carry a 1.5 MiB object
+
+
+def _resolve_proxy_once(api: ApiClient, host: str) -> None:
+    """kubernetes_asyncio's session trusts the environment, so aiohttp looked the proxy and
+    ~/.netrc up again for every request, in a worker thread (a tenth of the operator's CPU
+    while it created runners). The proxy for the apiserver is read from the environment
+    once, here, and the session no longer looks (nobody authenticates to an apiserver with
+    netrc)."""
+    rest = api.rest_client
+    original = rest.pool_manager
+    rest.pool_manager = aiohttp.ClientSession(
+        connector=original.connector, trust_env=False, read_bufsize=WATCH_READ_BUFFER
+    )
+    original.detach()  # the connector now belongs to the new session
+    if not rest.proxy:
+        proxies = urllib.request.getproxies_environment()
+        hostname = urllib.parse.urlsplit(host).hostname or ""
+        scheme = urllib.parse.urlsplit(host).scheme or "https"
+        if scheme in proxies and not urllib.request.proxy_bypass(hostname):
+            rest.proxy = proxies[scheme]
 
 
 class KubeGateway:
