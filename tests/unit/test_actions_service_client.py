@@ -361,6 +361,27 @@ async def test_jit_runners_and_agents() -> None:
         await client.delete_agent(runner.id)  # already gone: fine
 
 
+async def test_background_reads_never_hold_up_a_rounds_request() -> None:
+    """A new leader re-reads every runner's agent at once; those reads queue in their own
+    lane, and a JIT config (what a scale-up waits for) goes past them."""
+    from runnerfleet.gateways.actions_service import BACKGROUND_IN_FLIGHT
+
+    async with started() as fake, client_for(fake) as client:
+        scale_set = await client.create_scale_set("team-a", 1, LABELS)
+        runner = await client.generate_jit(scale_set.id, "team-a-runner-1")
+        for _ in range(BACKGROUND_IN_FLIGHT):  # the background lane is full
+            await client._background.acquire()
+        waiting = asyncio.create_task(client.get_agent(runner.id, background=True))
+        jit = await asyncio.wait_for(client.generate_jit(scale_set.id, "team-a-runner-2"), 10)
+        assert jit.name == "team-a-runner-2"
+        assert await client.get_agent(runner.id) is not None, "a round's read is not held"
+        assert not waiting.done(), "the background read waits for its own lane"
+        client._background.release()
+        agent = await asyncio.wait_for(waiting, 10)
+        assert agent is not None
+        assert agent.id == runner.id
+
+
 async def test_busy_runner_is_not_deleted() -> None:
     async with started() as fake, client_for(fake) as client:
         scale_set = await client.create_scale_set("team-a", 1, LABELS)

@@ -23,7 +23,7 @@ class StubActions:
     async def generate_jit(self, scale_set_id: int, name: str) -> JitRunner:
         return JitRunner(100 + len(self.calls), name, "secret-config")
 
-    async def get_agent(self, runner_id: int) -> Agent | None:
+    async def get_agent(self, runner_id: int, background: bool = False) -> Agent | None:
         self.calls.append(f"agent {runner_id}")
         return self.agents.get(runner_id)
 

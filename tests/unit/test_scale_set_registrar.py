@@ -40,7 +40,7 @@ class StubActions:
         self.calls.append(f"jit {scale_set_id} {name}")
         return JitRunner(100 + len(self.calls), name, "secret-config")
 
-    async def get_agent(self, runner_id: int) -> Agent | None:
+    async def get_agent(self, runner_id: int, background: bool = False) -> Agent | None:
         self.calls.append(f"agent {runner_id}")
         return self.agents.get(runner_id)
 

@@ -53,6 +53,12 @@ log = logging.getLogger(__name__)
 ADMIN_REFRESH_MARGIN = 60.0  # refresh the admin token when less than this is left (as ARC)
 BACKOFF_CAP = 30.0  # seconds: the longest single wait between two attempts
 IN_FLIGHT = 32  # ordinary (not long-poll) requests in flight per client; below httpx's 100
+# Background evidence reads (the registrars' agent reads) have a lane of their own, so the
+# requests a round waits for (JIT configs, scale sets, removals) never queue behind them: a
+# new leader re-reads every runner's agent at once (5,000 at issue #10's shape), and a JIT
+# config behind those delayed its first new runner by ~30 s. Both lanes stay below httpx's
+# 100 connections.
+BACKGROUND_IN_FLIGHT = 16
 SCALE_SET_NOT_FOUND = "RunnerScaleSetNotFoundException"
 _JOB_KINDS = frozenset(get_args(wire.JobMessageType))
 _M = TypeVar("_M", bound=BaseModel)
@@ -335,6 +341,7 @@ class ActionsServiceClient:
         # Ordinary calls in flight at once; the rest wait here, first come first served.
         # (Thousands waiting inside httpx's pool made every release scan them all.)
         self._in_flight = asyncio.Semaphore(IN_FLIGHT)
+        self._background = asyncio.Semaphore(BACKGROUND_IN_FLIGHT)
         self._group_ids: dict[str, int] = {}
         self.requests: dict[tuple[str, int], int] = {}  # (endpoint, status) -> count
 
@@ -385,9 +392,11 @@ class ActionsServiceClient:
         body: Any = None,
         headers: Mapping[str, str] | None = None,
         long_poll: bool = False,
+        background: bool = False,
     ) -> httpx.Response:
         """One request with retries on 5xx, connection errors and timeouts (never on 4xx).
-        A long-poll's read timeout is raised at once (httpx.ReadTimeout): it means nothing new."""
+        A long-poll's read timeout is raised at once (httpx.ReadTimeout): it means nothing new.
+        `background`: in the background lane (BACKGROUND_IN_FLIGHT), not the rounds' one."""
         timeout = (
             httpx.Timeout(self._timeout, read=self._long_poll_timeout, pool=None)
             if long_poll
@@ -399,7 +408,8 @@ class ActionsServiceClient:
             if attempt:
                 await asyncio.sleep(self._delay(attempt - 1))
             try:
-                async with contextlib.nullcontext() if long_poll else self._in_flight:
+                lane = self._background if background else self._in_flight
+                async with contextlib.nullcontext() if long_poll else lane:
                     resp = await self._client().request(
                         method, url, params=params, json=body, headers=request_headers,
                         timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
@@ -456,6 +466,7 @@ class ActionsServiceClient:
         *,
         params: Mapping[str, str] | None = None,
         body: Any = None,
+        background: bool = False,
     ) -> httpx.Response:
         """An Actions service call with the admin token; a 401 refreshes it and retries once."""
         query = {**(params or {}), "api-version": wire.API_VERSION}
@@ -463,7 +474,7 @@ class ActionsServiceClient:
         for refreshed in (False, True):
             resp = await self._send(
                 endpoint, method, admin.actions_url + path, f"Bearer {admin.token}",
-                params=query, body=body,
+                params=query, body=body, background=background,
             )  # fmt: skip
             if resp.status_code != 401 or refreshed:
                 break
@@ -703,9 +714,12 @@ class ActionsServiceClient:
         jit = _parse(wire.JitRunnerConfig, resp, "JIT runner config")
         return JitRunner(jit.runner.id, jit.runner.name, jit.encoded_jit_config)
 
-    async def get_agent(self, runner_id: int) -> Agent | None:
-        """Runner `runner_id`, or None if it is not registered."""
-        resp = await self._call("GET agents/{id}", "GET", f"{wire.AGENTS_PATH}/{runner_id}")
+    async def get_agent(self, runner_id: int, background: bool = False) -> Agent | None:
+        """Runner `runner_id`, or None if it is not registered. `background`: a read for
+        evidence nobody waits on (the background lane)."""
+        resp = await self._call(
+            "GET agents/{id}", "GET", f"{wire.AGENTS_PATH}/{runner_id}", background=background
+        )
         if resp.status_code == 404:
             return None
         if resp.status_code != 200:

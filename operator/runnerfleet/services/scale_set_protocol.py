@@ -193,7 +193,7 @@ class ScaleSetRegistrar:
 
         async def read(runner_id: int) -> Agent | None:
             async with gate:
-                return await self.client.get_agent(runner_id)
+                return await self.client.get_agent(runner_id, background=True)
 
         agents = await asyncio.gather(*(read(rid) for rid in due))
         for runner_id, agent in zip(due, agents, strict=True):
