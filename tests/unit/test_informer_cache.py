@@ -94,3 +94,28 @@ def test_a_namespace_read_sees_only_that_namespace_and_deletions_prune_it() -> N
     assert pods.items("team-7", {}) == []
     assert "team-7" not in pods._store, "an emptied namespace leaves nothing behind"
     assert len(pods) == 980
+
+
+async def test_a_quiet_first_list_wakes_nobody_and_a_relist_reports_every_object() -> None:
+    """The operator's runner informers: a new leader's first list must not wake every scale
+    set's loop (their first rounds are spread); a re-list after a 410 is a change."""
+
+    class Listing:
+        def __init__(self) -> None:
+            self.items = [{"metadata": {"name": "r1", "namespace": "ns", "resourceVersion": "1"}}]
+
+        async def raw_list(self, path: str, selector: str, field_selector: str) -> Any:
+            return {"metadata": {"resourceVersion": "9"}, "items": self.items}
+
+    changed: list[str] = []
+    pods = Informer(cast(Any, Listing()), "pods", None, "x", lambda o: changed.append(
+        o["metadata"]["name"]), quiet_first_list=True)  # fmt: skip
+    assert await pods._list() == "9"
+    assert pods.synced.is_set()
+    assert changed == []
+    assert pods.get("ns", "r1") is not None
+    await pods._list()  # a re-list (after 410 Gone)
+    assert changed == ["r1"]
+    loud = Informer(cast(Any, Listing()), "pods", None, "x", lambda o: changed.append("loud"))
+    await loud._list()
+    assert changed[-1] == "loud", "by default the first list reports every object"

@@ -98,7 +98,11 @@ class Informer:
         selector: str,
         on_change: Callable[[dict[str, Any]], None] = lambda obj: None,
         field_selector: str = "",
+        quiet_first_list: bool = False,
     ) -> None:
+        """`quiet_first_list`: the first list calls no `on_change` (readers wait for `synced`
+        and read everything then; waking each object's loop for it would undo the operator's
+        startup spread). Re-lists after a 410 still report every object."""
         if plural not in ROOTS:
             raise ValueError(f"no informer for {plural!r}")
         self.kube = kube
@@ -107,6 +111,7 @@ class Informer:
         self.selector = selector
         self.field_selector = field_selector
         self.on_change = on_change
+        self.quiet_first_list = quiet_first_list
         self.synced = asyncio.Event()
         self.lists = 0  # full lists made (1 + one per 410 Gone)
         self.watches = 0  # watch requests made
@@ -185,9 +190,10 @@ class Informer:
         self._store = {}
         for obj in body.get("items", []):
             self._put(self._keep(obj))
-        for ns, name in old.keys() | {(ns, n) for ns, objs in self._store.items() for n in objs}:
-            obj = self.get(ns, name) or old[(ns, name)]
-            self.on_change(obj)
+        if self.synced.is_set() or not self.quiet_first_list:
+            listed = {(ns, n) for ns, objs in self._store.items() for n in objs}
+            for ns, name in old.keys() | listed:
+                self.on_change(self.get(ns, name) or old[(ns, name)])
         self.synced.set()
         return str(body.get("metadata", {}).get("resourceVersion", ""))
 

@@ -83,8 +83,12 @@ async def run_scale_set(
 
 
 @kopf.on.event(*RSS)
-async def wake_on_change(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    if hasattr(memo, "runtime"):
+async def wake_on_change(
+    name: str, namespace: str | None, type: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    # type None: kopf's initial listing. Every loop runs its first round anyway; waking them
+    # all would undo the startup spread (service.first_round_delay).
+    if type is not None and hasattr(memo, "runtime"):
         memo.runtime.wake(namespace or "", name)
 
 

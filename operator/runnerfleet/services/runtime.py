@@ -231,7 +231,8 @@ class Runtime:
 
         def make(plural: str) -> list[Informer]:
             return [
-                Informer(self.kube, plural, ns, RUNNER_CHILDREN, wake_owner) for ns in namespaces
+                Informer(self.kube, plural, ns, RUNNER_CHILDREN, wake_owner, quiet_first_list=True)
+                for ns in namespaces
             ]
 
         deployments = [

@@ -94,6 +94,7 @@ log = logging.getLogger("runnerfleet.scaleset")
 
 RESYNC_SECONDS = 5.0  # while runners or timers are in motion
 IDLE_RESYNC_SECONDS = 30.0  # a settled scale set (jittered ±20 %)
+STARTUP_SPREAD_SECONDS = 20.0  # settled scale sets start their first round within this
 # Credentials Secrets are re-read at most this often (and at once after GitHub refused them):
 # one GET per team namespace per TTL, 0.3 requests/s at 100 teams.
 SECRET_TTL = 300.0
@@ -175,11 +176,36 @@ async def run(
     current), so a round need not GET it; without it each round reads it.
     """
     wake = runtime.wakeups.setdefault((namespace, name), asyncio.Event())
+    if live is not None and (delay := first_round_delay(live(), random.random())) > 0:  # noqa: S311
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), delay)  # a change ends the wait at once
     await reconcile_loop(
         f"RunnerScaleSet {namespace}/{name}",
         lambda: _bounded(runtime, reconcile_once(runtime, namespace, name, live)),
         wake, stopped, _resync, MIN_ROUND_GAP,
     )  # fmt: skip
+
+
+def first_round_delay(body: Mapping[str, Any], draw: float) -> float:
+    """When a new leader (or a restarted operator) starts, every scale set's loop starts at
+    once and their first rounds queue for the round slots in no particular order: at 1,000
+    scale sets the one whose spec had just changed waited behind the 999 settled ones. A set
+    whose status shows it settled on its current spec and demand starts its first round at a
+    random point of STARTUP_SPREAD_SECONDS (`draw` in [0, 1)) unless a change wakes it
+    sooner; any other set starts at once."""
+    meta, spec = body.get("metadata") or {}, body.get("spec") or {}
+    status = body.get("status") or {}
+    assigned = int((status.get("demand") or {}).get("assignedJobs") or 0)
+    wanted = 0 if spec.get("suspend") else min(
+        int(spec.get("maxRunners") or 0), int(spec.get("minRunners") or 0) + assigned
+    )  # fmt: skip
+    settled = (
+        status.get("observedGeneration") == meta.get("generation")
+        and status.get("desired") == wanted
+        and status.get("idle", 0) + status.get("busy", 0) == wanted
+        and not status.get("pending")
+    )
+    return STARTUP_SPREAD_SECONDS * draw if settled else 0.0
 
 
 async def _bounded(runtime: Runtime, round_: Awaitable[RoundOutcome]) -> RoundOutcome:
