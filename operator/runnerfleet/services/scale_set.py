@@ -189,7 +189,7 @@ async def run(
 def first_round_delay(body: Mapping[str, Any], draw: float) -> float:
     """When a new leader (or a restarted operator) starts, every scale set's loop starts at
     once and their first rounds queue for the round slots in no particular order: at 1,000
-    scale sets the one whose spec had just changed waited behind the 999 settled ones. A set
+    scale sets the one whose spec had just changed queued among all the settled ones. A set
     whose status shows it settled on its current spec and demand starts its first round at a
     random point of STARTUP_SPREAD_SECONDS (`draw` in [0, 1)) unless a change wakes it
     sooner; any other set starts at once."""
