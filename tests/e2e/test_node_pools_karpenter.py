@@ -189,8 +189,12 @@ async def following_demand(f: Fleet, jobs: list[Any]) -> AsyncIterator[None]:
 
 
 @pytest.mark.timeout(600)  # Karpenter's disruption loop is slow; on a loaded 2-core CI more so
+@pytest.mark.parametrize(
+    ("per_team", "long_job"),
+    [(4, 20.0), pytest.param(10, 42.0, marks=pytest.mark.slow)],  # make test: the short form
+)
 async def test_isolated_and_shared_pools_scale_from_zero_and_back_without_disrupting_jobs(
-    kfleet: Fleet,
+    kfleet: Fleet, per_team: int, long_job: float
 ) -> None:
     f = kfleet
     ns = f.namespace
@@ -216,14 +220,15 @@ async def test_isolated_and_shared_pools_scale_from_zero_and_back_without_disrup
     started = time.monotonic()
     async with watching(f) as seen:
         jobs = [
-            f.github.enqueue_job("acme/app", ["self-hosted", team], duration=3.0 + 42.0 * (i % 2))
-            for team in ("team-a", "team-b") for i in range(10)
+            f.github.enqueue_job("acme/app", ["self-hosted", team],
+                                 duration=3.0 + long_job * (i % 2))
+            for team in ("team-a", "team-b") for i in range(per_team)
         ]  # fmt: skip
         async with following_demand(f, jobs):
             await wait_for(
                 lambda: asyncio.sleep(0, [j.status for j in jobs]),
                 lambda states: all(s == "completed" for s in states),
-                what="all 20 jobs completed", within=150,
+                what=f"all {2 * per_team} jobs completed", within=150,
             )  # fmt: skip
         nodes_at_peak = dict(seen.node_pools)
     # No job runs any more, so nothing is left to protect: stop sampling (the fake GitHub
@@ -236,17 +241,19 @@ async def test_isolated_and_shared_pools_scale_from_zero_and_back_without_disrup
         f"{time.monotonic() - jobs_done:.0f}s later; {len(nodes_at_peak)} nodes in all"
     )
 
-    assert [j.conclusion for j in jobs] == ["success"] * 20
+    assert [j.conclusion for j in jobs] == ["success"] * (2 * per_team)
     assert f.runners.lost_jobs == []
     assert seen.violations == []
     assert seen.protected_busy, "busy runners' pods carried karpenter.sh/do-not-disrupt"
     per_pool = {p: list(nodes_at_peak.values()).count(p) for p in (f"a-{ns}", f"shared-{ns}")}
-    assert all(count >= 3 for count in per_pool.values()), per_pool
+    # Two 1.5-CPU runners fit a 4-CPU node: a team's jobs at once need per_team / 2 nodes
+    # (the short jobs may end before the last nodes come: 3 of 5 in the long form, as before).
+    assert all(count >= max(1, per_team // 2 - 2) for count in per_pool.values()), per_pool
     on = {"team-a": set(), "team-b": set()}  # type: dict[str, set[str]]
     for scale_set, node in seen.placements.values():
         on[scale_set].add(seen.node_pools[node])
     assert on == {"team-a": {f"a-{ns}"}, "team-b": {f"shared-{ns}"}}
-    assert len([p for p in seen.placements.values() if p[0] == "team-a"]) >= 10
+    assert len([p for p in seen.placements.values() if p[0] == "team-a"]) >= per_team
 
 
 async def test_custom_compute_pool_places_runners_on_matching_instances_and_updates_in_place(
