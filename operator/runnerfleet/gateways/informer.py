@@ -34,8 +34,6 @@ from runnerfleet.tasks import Background
 log = logging.getLogger("runnerfleet.informer")
 WATCH_SECONDS = 300  # server-side timeout of one watch request; it resumes afterwards
 
-Key = tuple[str, str]  # (namespace, name)
-
 
 def _slim(obj: dict[str, Any]) -> dict[str, Any]:
     """Drop `metadata.managedFields` (server-side apply's bookkeeping, often the largest part

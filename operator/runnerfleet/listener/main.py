@@ -17,7 +17,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from runnerfleet.services.leader import LeaderElector
 from runnerfleet.services.listener import Listener
 from runnerfleet.services.registration_token import SharedRegistrationToken
 from runnerfleet.services.sessions import SessionManager
+from runnerfleet.tasks import until_signalled
 
 log = logging.getLogger("runnerfleet.listener")
 # A standby takes over at most this long after the acting replica dies (at once after a clean
@@ -60,12 +60,7 @@ class ListenerOptions:
 async def run(options: ListenerOptions) -> None:
     """`serve` until SIGTERM or SIGINT, then shut down cleanly: the scale-set sessions are
     deleted, so the next pod (a rollout, a rescheduling) need not wait for them to expire."""
-    task = asyncio.create_task(serve(options))
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await until_signalled(serve(options))
 
 
 async def serve(options: ListenerOptions) -> None:

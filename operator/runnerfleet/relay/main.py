@@ -23,10 +23,8 @@ Layer: relay (an adapter process, like the listener). I/O: HTTP servers, the gat
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import signal
 from collections import Counter as Tally
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +46,7 @@ from runnerfleet.relay.fanout import (
     TeamSecrets,
     forward_one,
 )
+from runnerfleet.tasks import until_signalled
 
 log = logging.getLogger("runnerfleet.relay")
 
@@ -153,12 +152,7 @@ class Relay:
 
 async def run(options: RelayOptions) -> None:
     """`serve` until SIGTERM or SIGINT."""
-    task = asyncio.create_task(serve(options))
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await until_signalled(serve(options))
 
 
 async def serve(options: RelayOptions) -> None:
