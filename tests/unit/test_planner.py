@@ -111,7 +111,11 @@ def test_finished_runner_is_removed_and_replaced() -> None:
 
 def test_registration_timeout_fails_the_runner_and_backs_off() -> None:
     # GitHub showed them offline in a sweep after their deadline: that is evidence.
-    stuck = [replace(runner(f"s{i}", "pending", age=120), checked_at=NOW - 1) for i in range(3)]
+    offline = ObservedRegistration(1, False, False)
+    stuck = [
+        replace(runner(f"s{i}", "pending", age=120), checked_at=NOW - 1, registration=offline)
+        for i in range(3)
+    ]
     p = plan(stuck, LIMITS, None, Memory(), NOW)
     assert [r for _, r in p.failures] == ["RegistrationTimeout"] * 3
     assert p.failing

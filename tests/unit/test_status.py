@@ -21,8 +21,10 @@ def test_status_never_contains_demand() -> None:
 
 
 def test_condition_transition_time_only_moves_on_change() -> None:
-    ok = build_status(RoundOutcome(plan([], LIMITS, None, Memory(), 0.0)), {}, 1, 100.0)
-    again = build_status(RoundOutcome(plan([], LIMITS, None, Memory(), 0.0)), ok, 1, 200.0)
+    settled = Limits(min_runners=0, max_runners=5)  # nothing desired, so Ready is True
+    ok = build_status(RoundOutcome(plan([], settled, None, Memory(), 0.0)), {}, 1, 100.0)
+    again = build_status(RoundOutcome(plan([], settled, None, Memory(), 0.0)), ok, 1, 200.0)
+    assert _conditions(again)["Ready"]["status"] == "True"
     assert _conditions(again)["Ready"]["lastTransitionTime"] == "1970-01-01T00:01:40Z"
     broken = build_status(
         RoundOutcome(None, [Problem("GitHubReachable", "RateLimited", "until later")]),

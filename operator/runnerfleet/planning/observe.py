@@ -106,8 +106,9 @@ def observe(
             phase, reason = "Failed", reason or "Deleted"
         protected = (meta.get("annotations") or {}).get(c.ANNOTATION_DO_NOT_DISRUPT) == "true"
         entry.update(
-            pod_phase=phase, pod_reason=reason, pod_finished_at=finished, protected=protected
-        )
+            pod_phase=phase, pod_reason=reason, pod_finished_at=finished, protected=protected,
+            pod_created_at=epoch(meta.get("creationTimestamp")),
+        )  # fmt: skip
         entry.setdefault("created_at", epoch(meta.get("creationTimestamp")) or now)
     for seen in registrations:
         reg = seen.registration

@@ -21,7 +21,14 @@ from runnerfleet.models.runner_scale_set import Demand
 BACKOFF_BASE = 5.0
 FRESH_SECONDS = 5.0  # GitHub evidence this recent counts as read in this round
 ORPHAN_GRACE = 30.0  # a registration with no Secret or pod is an orphan only after this long
-BACKOFF_MAX = 300.0
+# A live runner's registration missing from GitHub's answer means it is gone only once the
+# runner is this old: the scale-set registrar first reads a new runner's agent 5 s after
+# registering it, and until then its sweeps simply do not list it.
+ABSENCE_GRACE = 30.0
+# The backoff only delays new runners; it never holds a scale set below what minRunners and
+# its queued jobs need for longer than this. It was 5 min: a burst of failures (7 runners
+# failing in one round reached it at once) then left queued jobs with no runner for minutes.
+BACKOFF_MAX = 60.0
 FAILING_AFTER = 3  # consecutive failures before the scale set reports RunnersFailing
 
 
@@ -68,6 +75,7 @@ class ObservedRunner:
     # Registered by this process after it wrote the runner's Secret (not only seen in a list):
     # with no Secret and no pod left it is finished, with no orphan grace to wait out.
     registered_here: bool = False
+    pod_created_at: float | None = None  # None: no pod (or not known)
 
     def fresh(self, now: float) -> bool:
         return self.checked_at is not None and now - self.checked_at <= FRESH_SECONDS
@@ -230,12 +238,37 @@ def classify(runner: ObservedRunner, now: float, limits: Limits) -> tuple[State,
         return State.BUSY, ""
     if reg is not None and reg.online:
         return State.IDLE, ""
-    deadline = runner.created_at + limits.registration_timeout
+    if _registration_gone(runner, now):
+        # Its pod runs but GitHub has no registration for it: the one-use JIT config's
+        # registration was removed (a removal we began and a crash of ours interrupted, or
+        # the runner ran its job and is exiting). It can never take a job, so it is not
+        # capacity: counting it Pending held the scale set short until registrationTimeout,
+        # and then counted our own crash as a runner failure (issue 12).
+        return State.FINISHED, "RegistrationGone"
+    deadline = registration_deadline(runner, limits)
     if now > deadline and runner.checked_at is not None and runner.checked_at >= deadline:
         # Failed only on evidence gathered after the deadline; a runner GitHub has said
         # nothing about since then is unknown, not failed.
         return State.FAILED, "RegistrationTimeout"
     return State.PENDING, ""
+
+
+def _registration_gone(runner: ObservedRunner, now: float) -> bool:
+    """GitHub said, this round, that it has no registration for a runner whose JIT config
+    was stored (so it was registered) more than ABSENCE_GRACE ago."""
+    return (
+        runner.has_jit and runner.registration is None and runner.fresh(now)
+        and now - runner.created_at > ABSENCE_GRACE
+    )  # fmt: skip
+
+
+def registration_deadline(runner: ObservedRunner, limits: Limits) -> float:
+    """When a runner not yet online has taken too long. Counted from its pod's creation when
+    that came later than its Secret's: a pod created late (the operator died between storing
+    the JIT config and creating the pod, and the next one created it) gets the whole
+    registrationTimeout, since the time lost was ours, not the runner's."""
+    started = max(runner.created_at, runner.pod_created_at or runner.created_at)
+    return started + limits.registration_timeout
 
 
 def plan(
@@ -371,7 +404,8 @@ def _remember_failures(
 
 
 def _backoff_until(memory: Memory) -> float | None:
-    """After failures, new runners wait 5 s, 10 s, 20 s ... up to 5 min after the last one."""
+    """After failures, new runners wait 5 s, 10 s, 20 s ... up to BACKOFF_MAX (1 min) after
+    the last one."""
     if memory.consecutive_failures == 0 or memory.last_failure_at is None:
         return None
     delay = min(BACKOFF_MAX, BACKOFF_BASE * 2.0 ** (memory.consecutive_failures - 1))

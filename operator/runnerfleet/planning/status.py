@@ -136,25 +136,34 @@ def build_status(
         )
         if outcome.scaled:
             status["lastScaleTime"] = rfc3339(now)
-    healthy = not outcome.problems and plan is not None
+    ready, reason, message = _readiness(outcome)
     conditions.insert(
-        0,
-        condition(
-            prev_conditions,
-            "Ready",
-            healthy,
-            "Reconciled"
-            if healthy
-            else (outcome.problems[0].reason if outcome.problems else "Unknown"),
-            "runners match the desired count"
-            if healthy
-            else (outcome.problems[0].message if outcome.problems else "not reconciled yet"),
-            generation,
-            now,
-        ),
+        0, condition(prev_conditions, "Ready", ready, reason, message, generation, now)
     )
     status["conditions"] = conditions
     return status
+
+
+def _readiness(outcome: RoundOutcome) -> tuple[bool, str, str]:
+    """Ready claims only what is there: no problem this round and at least `desired` runners
+    online (idle + busy). Runners still starting, or held back by the failure backoff, are
+    not there yet: Ready was True ("runners match the desired count") with desired 7 and no
+    runner at all (issue 12). Messages carry no counts (they are in the status already), so
+    a steady scale set writes the same condition every round."""
+    if outcome.problems:
+        return False, outcome.problems[0].reason, outcome.problems[0].message
+    plan = outcome.plan
+    if plan is None:
+        return False, "Unknown", "not reconciled yet"
+    online = plan.counts[State.IDLE] + plan.counts[State.BUSY]
+    if online >= plan.desired:
+        return True, "Reconciled", "runners match the desired count"
+    if plan.backing_off_until is not None:
+        return False, "BackingOff", (
+            "fewer runners online than desired; new runners wait for the failure backoff "
+            f"(until {rfc3339(plan.backing_off_until)})"
+        )  # fmt: skip
+    return False, "ScalingUp", "fewer runners online than desired; new ones are starting"
 
 
 def _opt(ts: float | None) -> str | None:
