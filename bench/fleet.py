@@ -330,9 +330,13 @@ class ClusterwideOperator(OperatorProcess):
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # FLEET_OPERATOR_WRAPPER: a script run instead of `-m runnerfleet.cli` with the same
+        # arguments (bench/memprofile.py: the operator under a memory profiler).
+        wrapper = os.environ.get("FLEET_OPERATOR_WRAPPER")
+        entry = [wrapper] if wrapper else ["-m", "runnerfleet.cli"]
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "runnerfleet.cli", "operator",
+                [sys.executable, *entry, "operator",
                  "--kubeconfig", str(self.kubeconfig), *self.args],
                 stdout=out, stderr=subprocess.STDOUT,
                 env={**os.environ, "RUNNERFLEET_METRICS_PORT": str(self.metrics_port),
