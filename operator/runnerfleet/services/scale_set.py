@@ -177,8 +177,9 @@ async def run(
     """
     wake = runtime.wakeups.setdefault((namespace, name), asyncio.Event())
     if live is not None and (delay := first_round_delay(live(), random.random())) > 0:  # noqa: S311
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), delay)  # a change ends the wait at once
+        with contextlib.suppress(TimeoutError):  # a change ends the wait at once
+            async with asyncio.timeout(delay):  # (no second Task per scale set, as wait_for)
+                await wake.wait()
     await reconcile_loop(
         f"RunnerScaleSet {namespace}/{name}",
         lambda: _bounded(runtime, reconcile_once(runtime, namespace, name, live)),
