@@ -151,3 +151,12 @@ def test_observed_from_the_cluster_and_a_sweep() -> None:
     p = plan(runners, LIMITS, None, Memory(), t0 + 60)
     assert p.counts[State.FINISHED] == 1
     assert RemoveRunner(name, "RegistrationGone", None, require_idle=False) in p.actions
+
+
+def test_absence_need_not_be_fresh() -> None:
+    """Sweeps come about as often as rounds: evidence required to be under 5 s old was missed
+    round after round, and the runners left behind stayed Pending."""
+    old_news = replace(ghost("g", age=100), checked_at=NOW - 20)
+    p = plan([old_news], LIMITS, None, Memory(), NOW)
+    assert p.counts[State.FINISHED] == 1
+    assert p.counts[State.PENDING] == 0

@@ -21,9 +21,10 @@ from runnerfleet.models.runner_scale_set import Demand
 BACKOFF_BASE = 5.0
 FRESH_SECONDS = 5.0  # GitHub evidence this recent counts as read in this round
 ORPHAN_GRACE = 30.0  # a registration with no Secret or pod is an orphan only after this long
-# A live runner's registration missing from GitHub's answer means it is gone only once the
-# runner is this old: the scale-set registrar first reads a new runner's agent 5 s after
-# registering it, and until then its sweeps simply do not list it.
+# A live runner's registration missing from GitHub's answer means it is gone only if that
+# answer began this long after the runner's pod was created (its registration came before
+# the pod): the scale-set registrar first reads a new runner's agent 5 s after registering
+# it, and until then its sweeps simply do not list it.
 ABSENCE_GRACE = 30.0
 # The backoff only delays new runners; it never holds a scale set below what minRunners and
 # its queued jobs need for longer than this. It was 5 min: a burst of failures (7 runners
@@ -238,7 +239,7 @@ def classify(runner: ObservedRunner, now: float, limits: Limits) -> tuple[State,
         return State.BUSY, ""
     if reg is not None and reg.online:
         return State.IDLE, ""
-    if _registration_gone(runner, now):
+    if _registration_gone(runner):
         # Its pod runs but GitHub has no registration for it: the one-use JIT config's
         # registration was removed (a removal we began and a crash of ours interrupted, or
         # the runner ran its job and is exiting). It can never take a job, so it is not
@@ -253,13 +254,16 @@ def classify(runner: ObservedRunner, now: float, limits: Limits) -> tuple[State,
     return State.PENDING, ""
 
 
-def _registration_gone(runner: ObservedRunner, now: float) -> bool:
-    """GitHub said, this round, that it has no registration for a runner whose JIT config
-    was stored (so it was registered) more than ABSENCE_GRACE ago."""
-    return (
-        runner.has_jit and runner.registration is None and runner.fresh(now)
-        and now - runner.created_at > ABSENCE_GRACE
-    )  # fmt: skip
+def _registration_gone(runner: ObservedRunner) -> bool:
+    """GitHub said it has no registration for a live runner whose JIT config was stored, in
+    an answer begun ABSENCE_GRACE after the pod existed. Such an absence is final (a stored
+    JIT config's registration never comes back), so it need not be fresh: sweeps come about
+    as often as rounds, and evidence that had to be under 5 s old was missed round after
+    round."""
+    if not runner.has_jit or runner.registration is not None or runner.checked_at is None:
+        return False
+    registered_by = max(runner.created_at, runner.pod_created_at or runner.created_at)
+    return runner.checked_at - registered_by > ABSENCE_GRACE
 
 
 def registration_deadline(runner: ObservedRunner, limits: Limits) -> float:
