@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -240,8 +240,12 @@ class OperatorMetrics:
         )  # fmt: skip
 
 
-async def serve_metrics(registry: CollectorRegistry, port: int) -> web.AppRunner:
-    """Serve `/metrics` (Prometheus text format) and `/healthz` on `port`; the caller cleans up."""
+async def serve_metrics(
+    registry: CollectorRegistry, port: int, ready: Callable[[], bool] | None = None
+) -> web.AppRunner:
+    """Serve `/metrics` (Prometheus text format), `/healthz` (the process is alive) and
+    `/readyz` (200 once `ready()`, 503 before; always 200 without it) on `port`; the caller
+    cleans up."""
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(
@@ -251,9 +255,15 @@ async def serve_metrics(registry: CollectorRegistry, port: int) -> web.AppRunner
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
+    async def readyz(request: web.Request) -> web.Response:
+        if ready is None or ready():
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="warming up\n")
+
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104 (the pod's own port)

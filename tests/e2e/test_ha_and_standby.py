@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import aiohttp
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -76,6 +77,15 @@ async def test_two_replicas_only_the_lease_holder_acts_and_the_other_takes_over(
             what="the follower standing by", within=30,
         )  # fmt: skip
         assert "acting" not in follower.logs()  # so it never created a runner
+        # A warm standby: its runner caches are listed before it leads, and it answers the
+        # chart's probes (a standby without /healthz was restarted by its liveness probe).
+        await wait_for(
+            lambda: asyncio.sleep(0, follower.logs()),
+            lambda text: "standby warm: caches hold" in text,
+            what="the follower's caches listed", within=30,
+        )  # fmt: skip
+        assert await _get(follower.metrics_port, "/healthz") == 200
+        assert await _get(follower.metrics_port, "/readyz") == 200
 
         leader.kill()  # no release: the follower must wait for the lease to expire
         taken = await wait_for(
@@ -90,6 +100,16 @@ async def test_two_replicas_only_the_lease_holder_acts_and_the_other_takes_over(
         )  # fmt: skip
         await f.expect_runners("linux", idle=3)
         assert "acting" in follower.logs()
+
+
+async def _get(port: int, path: str) -> int:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"http://127.0.0.1:{port}{path}", timeout=aiohttp.ClientTimeout(total=5)
+        ) as response,
+    ):
+        return response.status
 
 
 async def _set_mode(f: Fleet, mode: str) -> None:

@@ -24,6 +24,7 @@ from runnerfleet.services import node_pool as pool_service
 from runnerfleet.services import scale_set as service
 from runnerfleet.services import startup
 from runnerfleet.services import team_listener as listener_service
+from runnerfleet.services.runtime import Runtime
 
 log = logging.getLogger("runnerfleet.operator")
 RSS = (c.GROUP, c.VERSION, c.RUNNER_SCALE_SET_PLURAL)
@@ -50,23 +51,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = 330
     settings.watching.inactivity_timeout = 600
     settings.execution.max_workers = 4
-    try:
-        config = startup.Settings.from_env()
-    except startup.SettingsError as err:
-        raise kopf.PermanentError(str(err)) from err
-    # One runner pod/Secret informer per served namespace (RBAC may be namespaced), or one
-    # cluster-wide.
-    served: list[str | None] = list(getattr(memo, "namespaces", None) or []) or [None]
-    memo.runtime = await startup.build_runtime(config, served)
-    memo.mode_watch = asyncio.create_task(service.follow_mode(memo.runtime, config.namespace))
-    memo.metrics_server = await serve_metrics(memo.runtime.metrics.registry, config.metrics_port)
+    # The runtime (runner caches, metrics) was built before this replica led (`operate`).
+    memo.mode_watch = asyncio.create_task(
+        service.follow_mode(memo.runtime, memo.settings.namespace)
+    )
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     memo.mode_watch.cancel()
-    await memo.runtime.close()
-    await memo.metrics_server.cleanup()
 
 
 @kopf.daemon(*RSS, cancellation_timeout=10.0)
@@ -155,24 +148,45 @@ class LeaseSettings:
 
 
 async def operate(namespaces: list[str], lease: LeaseSettings | None) -> int:
-    """Run kopf; with `lease`, only while this replica holds it. Returns the exit code."""
+    """Run kopf; with `lease`, only while this replica holds it. Returns the exit code.
+
+    The replica is warm before it leads: its runner pod, Secret and listener Deployment
+    caches are listed and watched, and /healthz, /readyz and /metrics served, while it
+    stands by (as controller-runtime starts its caches before leader election). A new leader
+    then starts its loops on complete caches instead of listing 5,000 pods and Secrets
+    first, and a standby replica passes the chart's probes.
+    """
+    try:
+        settings = startup.Settings.from_env()
+    except startup.SettingsError as err:
+        log.error("runnerfleet operator cannot start: %s", err)
+        return 2
+    # One runner pod/Secret informer per served namespace (RBAC may be namespaced), or one
+    # cluster-wide.
+    served: list[str | None] = list(namespaces) or [None]
+    runtime = await startup.build_runtime(settings, served)
+    metrics_server = await serve_metrics(
+        runtime.metrics.registry, settings.metrics_port, ready=runtime.ready
+    )
     stop = asyncio.Event()
     elector = holder = None
-    if lease is not None:
-        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
-        kubeconfig = os.environ.get("RUNNERFLEET_KUBECONFIG")
-        elector = await startup.build_elector(
-            kubeconfig, lease.namespace, lease.name, identity, lease.duration
-        )
-        await elector.acquire()
-        # Renewed on a thread of its own: a busy operator loop must not lose the Lease.
-        holder = asyncio.create_task(
-            elector.hold_apart(stop, lambda: startup.kube_gateway(kubeconfig))
-        )
     try:
+        if lease is not None:
+            identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+            elector = await startup.build_elector(
+                settings.kubeconfig, lease.namespace, lease.name, identity, lease.duration
+            )
+            warm = asyncio.create_task(_report_warm(runtime))
+            await elector.acquire()
+            warm.cancel()
+            runtime.forget_wakeups()
+            # Renewed on a thread of its own: a busy operator loop must not lose the Lease.
+            holder = asyncio.create_task(
+                elector.hold_apart(stop, lambda: startup.kube_gateway(settings.kubeconfig))
+            )
         await kopf.operator(
             clusterwide=not namespaces, namespaces=namespaces, standalone=True, stop_flag=stop,
-            memo=kopf.Memo(namespaces=namespaces),
+            memo=kopf.Memo(namespaces=namespaces, runtime=runtime, settings=settings),
         )  # fmt: skip
     finally:
         if holder is not None and elector is not None:
@@ -181,5 +195,15 @@ async def operate(namespaces: list[str], lease: LeaseSettings | None) -> int:
                 await holder  # the renewing thread has stopped: the release is the last write
             if not stop.is_set():
                 await elector.release()  # a clean stop hands over at once
+        if elector is not None:
             await elector.kube.api.close()
+        await runtime.close()
+        await metrics_server.cleanup()
     return 1 if holder is not None and stop.is_set() else 0
+
+
+async def _report_warm(runtime: Runtime) -> None:
+    """One line when a standby's caches are complete (operators read it; tests wait for it)."""
+    if runtime.children is not None:
+        pods, secrets = await runtime.children.wait_synced()
+        log.info("standby warm: caches hold %d runner pods and %d runner Secrets", pods, secrets)

@@ -163,6 +163,16 @@ class Children:
         for informer in (*self.pods, *self.secrets, *self.deployments):
             informer.start()
 
+    def synced(self) -> bool:
+        """Every informer has listed once (its cache is complete)."""
+        return all(i.synced.is_set() for i in (*self.pods, *self.secrets, *self.deployments))
+
+    async def wait_synced(self) -> tuple[int, int]:
+        """Wait until every informer has listed; returns (runner pods, runner Secrets)."""
+        for informer in (*self.pods, *self.secrets, *self.deployments):
+            await informer.synced.wait()
+        return sum(len(i) for i in self.pods), sum(len(i) for i in self.secrets)
+
     async def stop(self) -> None:
         for informer in (*self.pods, *self.secrets, *self.deployments):
             await informer.stop()
@@ -204,6 +214,21 @@ class Runtime:
 
     def wake(self, namespace: str, name: str) -> None:
         self.wakeups.setdefault((namespace, name), asyncio.Event()).set()
+
+    def ready(self) -> bool:
+        """The runner caches are complete (a standby is ready to take over)."""
+        return self.children is None or self.children.synced()
+
+    def forget_wakeups(self) -> None:
+        """Drop the wake-ups set while standing by (caches follow changes before leading):
+        every loop runs a first round when it starts anyway, and a wake-up already set would
+        start a settled set's first round at once, undoing the startup spread."""
+        for event in (
+            *self.wakeups.values(),
+            *self.listener_wakeups.values(),
+            *self.pool_wakeups.values(),
+        ):
+            event.clear()
 
     def wake_runners(self, names: set[str]) -> None:
         """Wake the loops of the scale sets these runner names belong to."""
