@@ -35,7 +35,7 @@ def ghost(name: str, age: float) -> ObservedRunner:
     (read this round) has no registration for it."""
     return ObservedRunner(
         name, NOW - age, has_secret=True, has_jit=True, registration_id=7,
-        pod_phase="Running", checked_at=NOW - 1,
+        pod_phase="Running", checked_at=NOW - 1, absence_confirmed=True,
     )  # fmt: skip
 
 
@@ -146,11 +146,23 @@ def test_observed_from_the_cluster_and_a_sweep() -> None:
         "status": {"phase": "Running"},
     }  # fmt: skip
     t0 = 1767225610.0  # the Secret's creation
-    runners = observe("linux", "team-a", [pod], [secret], [], t0 + 58, t0 + 60)
+    runners = observe("linux", "team-a", [pod], [secret], [], t0 + 58, t0 + 60, exact_sweeps=True)
     assert runners[0].pod_created_at == t0 + 1
     p = plan(runners, LIMITS, None, Memory(), t0 + 60)
     assert p.counts[State.FINISHED] == 1
     assert RemoveRunner(name, "RegistrationGone", None, require_idle=False) in p.actions
+    # REST: the org-wide list is paged by number, and runners removed while it is read shift
+    # others past a page boundary. Absence from it is no reason to delete a pod that may be
+    # running a job; the runner stays Pending (the registration timeout still applies).
+    rest = observe("linux", "team-a", [pod], [secret], [], t0 + 58, t0 + 60)
+    p = plan(rest, LIMITS, None, Memory(), t0 + 60)
+    assert p.counts[State.PENDING] == 1
+    assert not any(isinstance(a, RemoveRunner) for a in p.actions)
+    # The same runner said 404 for (a direct read, or our own delete): gone.
+    confirmed = observe(
+        "linux", "team-a", [pod], [secret], [], t0 + 58, t0 + 60, absent={name: t0 + 59}
+    )
+    assert plan(confirmed, LIMITS, None, Memory(), t0 + 60).counts[State.FINISHED] == 1
 
 
 def test_absence_need_not_be_fresh() -> None:

@@ -75,6 +75,7 @@ def observe(
     now: float,
     absent: Mapping[str, float] | None = None,
     busy: Mapping[str, float] | None = None,
+    exact_sweeps: bool = False,
 ) -> list[ObservedRunner]:
     """One ObservedRunner per name seen in any of the three sources.
 
@@ -83,7 +84,8 @@ def observe(
     evidence only for runners created before that sweep began. `absent` names runners GitHub
     has said (since that sweep) it has no registration for, and when. `busy` names runners
     the listener saw running a job, and when: that is evidence of a busy registration, newer
-    than a sweep that began earlier.
+    than a sweep that began earlier. `exact_sweeps`: the sweeps read each runner by id (the
+    scale-set protocol), so absence from one is GitHub's word, not a paging gap.
     """
     found: dict[str, dict[str, Any]] = {}
 
@@ -126,7 +128,9 @@ def observe(
             continue
         if name in (absent or {}):
             entry["checked_at"] = (absent or {})[name]
+            entry["absence_confirmed"] = True  # a 404, or our own delete
         elif swept_at is not None and swept_at >= entry["created_at"]:
             entry["checked_at"] = swept_at  # absent from a sweep that began after it existed
+            entry["absence_confirmed"] = exact_sweeps
 
     return [ObservedRunner(name=name, **fields) for name, fields in sorted(found.items())]

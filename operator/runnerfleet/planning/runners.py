@@ -77,6 +77,11 @@ class ObservedRunner:
     # with no Secret and no pod left it is finished, with no orphan grace to wait out.
     registered_here: bool = False
     pod_created_at: float | None = None  # None: no pod (or not known)
+    # Its absence (registration None at checked_at) is GitHub's own word: a 404 for it, our
+    # own delete, or a scale-set sweep (which reads each runner by id). Absence from a REST
+    # list sweep is not: that list is paged by number, and runners removed while it is read
+    # shift others past the page boundary.
+    absence_confirmed: bool = False
 
     def fresh(self, now: float) -> bool:
         return self.checked_at is not None and now - self.checked_at <= FRESH_SECONDS
@@ -261,6 +266,10 @@ def _registration_gone(runner: ObservedRunner) -> bool:
     as often as rounds, and evidence that had to be under 5 s old was missed round after
     round."""
     if not runner.has_jit or runner.registration is not None or runner.checked_at is None:
+        return False
+    if not runner.absence_confirmed:
+        # A runner skipped by a paged REST list may be busy: removing its pod on that evidence
+        # would lose the job (the registration timeout still applies).
         return False
     registered_by = max(runner.created_at, runner.pod_created_at or runner.created_at)
     return runner.checked_at - registered_by > ABSENCE_GRACE

@@ -397,6 +397,7 @@ async def _converge(
         ident.name, ident.namespace, pods, secrets_,
         book.runners_of(ident.name, ident.namespace), book.swept_at, now,
         book.absent_of(ident.name, ident.namespace), _busy_hints(status_model),
+        exact_sweeps=isinstance(github, ScaleSetRegistrar),
     )  # fmt: skip
     standby = runtime.mode == c.MODE_STANDBY
     decided = plan(
