@@ -89,7 +89,9 @@ def tracemalloc_report() -> list[str]:
     )
     total = sum(s.size for s in snap.statistics("filename"))
     own = tracemalloc.get_tracemalloc_memory() / 2**20
-    lines = [f"traced: {total / 2**20:.1f} MiB (tracemalloc's own: {own:.1f} MiB)", "", "by line:"]
+    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    lines = [f"traced: {total / 2**20:.1f} MiB, peak {peak:.1f} (tracemalloc's own: {own:.1f} MiB)",
+             "", "by line:"]  # fmt: skip
     for stat in snap.statistics("lineno")[:TOP]:
         lines.append(f"{stat.size / 2**20:8.2f} MiB {stat.count:>8} {stat.traceback[0]}")
     by_package: Counter[str] = Counter()
@@ -139,9 +141,11 @@ def watch() -> None:
         if TRIM_EVERY and elapsed - trimmed_at >= TRIM_EVERY:
             # glibc's malloc_trim(0): free pages inside the heaps go back to the kernel (a
             # C call, safe from this thread); the line shows RSS before and after it.
+            took = time.perf_counter()
             ctypes.CDLL("libc.so.6").malloc_trim(0)
+            took = time.perf_counter() - took
             trimmed_at = elapsed
-            line += f" trimmed-to {status_mib()[0]:.1f}"
+            line += f" trimmed-to {status_mib()[0]:.1f} in {took * 1000:.1f}ms"
         with rss_file.open("a") as out:
             out.write(line + "\n")
         if FREEZE_AFTER and not freeze_done and elapsed >= FREEZE_AFTER:
