@@ -73,6 +73,9 @@ from runnerfleet.sim.runners import SimulatedRunners
 ROOT = Path(__file__).resolve().parents[1]
 ORG = "acme"
 LEASE_NAMESPACE = "runnerfleet-system"
+# The operator runs with the environment the chart gives it (charts/runnerfleet/values.yaml
+# `malloc`): glibc malloc tuning that decides much of its steady memory.
+CHART_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_ARENA_MAX": "2"}
 LEASE_NAME = "runnerfleet-operator"
 FULL = {"teams": 100, "scale_sets": 10, "runners": 5000, "nodes": 200}
 PROTOCOLS = (c.PROTOCOL_REST, c.PROTOCOL_SCALE_SET)
@@ -652,7 +655,8 @@ class Bench:
 
     def start_operators(self) -> None:
         env = {"RUNNERFLEET_LEADER_ELECT": "true", "RUNNERFLEET_NAMESPACE": LEASE_NAMESPACE,
-               "RUNNERFLEET_LEASE_SECONDS": str(self.args.lease_seconds)}  # fmt: skip
+               "RUNNERFLEET_LEASE_SECONDS": str(self.args.lease_seconds),
+               **({} if self.args.no_malloc_tuning else CHART_MALLOC_ENV)}  # fmt: skip
         for i in range(2):
             op = ClusterwideOperator(self.cluster.kubeconfig, LEASE_NAMESPACE,
                                      self.work / f"operator-{i}.log", env=env)  # fmt: skip
@@ -1190,6 +1194,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lease-seconds", type=int, default=15)
     p.add_argument("--rate-limit", type=int, default=5000, help="primary budget per hour")
     p.add_argument("--no-limits", action="store_true", help="the fake's limits off")
+    p.add_argument("--no-malloc-tuning", action="store_true",
+                   help="run the operator without the chart's glibc malloc settings")  # fmt: skip
     p.add_argument("--github-latency", type=float, default=0.0, help="seconds per request")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "fleet.json")
     args = p.parse_args(argv)
