@@ -8,14 +8,16 @@ The operator's per-scale-set families keep each series as plain numbers in one d
 family (`ScaleSetGauge`, `ScaleSetCounter`, `ScaleSetHistogram`), not as prometheus_client
 children: a child is an object with its own lock and one locked value per sample (a histogram
 child: 17), ~11 KiB per scale set over the six families, ~11 MiB at 1,000 scale sets. They are
-updated and scraped on the operator's event loop only, so they need no locks; they export the
-same names and labels, without the `_created` series.
+custom collectors (prometheus_client's public `Collector` and `*MetricFamily` API, no private
+attributes), updated and scraped on the operator's event loop only, so they need no locks;
+they export the same names and labels, without the `_created` series.
 
 Layer: bottom (like conventions). Only `serve_metrics` does I/O (an HTTP listener).
 """
 
 from __future__ import annotations
 
+import math
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
@@ -30,7 +32,13 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.samples import Sample
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 QUEUE_WAIT_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
@@ -92,20 +100,9 @@ class ListenerMetrics:
         )  # fmt: skip
 
 
-def _key(
-    names: Sequence[str], values: tuple[object, ...], named: dict[str, object]
-) -> tuple[str, ...]:
-    """A series' label values, given in order or by name (as prometheus_client's labels())."""
-    if named:
-        values = tuple(named[n] for n in names)
-    if len(values) != len(names) or (named and len(named) != len(names)):
-        raise ValueError(f"expected labels {list(names)}, got {values or named}")
-    return tuple(str(v) for v in values)
-
-
 class _Value:
-    """One series of a plain-number family: what `labels()` returns (made per call, kept by
-    nobody)."""
+    """One series of a ScaleSetGauge or ScaleSetCounter: what `labels()` returns (made per
+    call, kept by nobody)."""
 
     __slots__ = ("_key", "_store")
 
@@ -122,37 +119,76 @@ class _Value:
         self.inc(-amount)
 
 
-class ScaleSetGauge(Gauge):
+class _Family(Collector):
+    """A labelled family whose series are plain numbers held here, exported through
+    prometheus_client's public custom-collector API (`collect()` yielding metric families)."""
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
+    ) -> None:
+        self.name, self.documentation = name, documentation
+        self.labelnames = tuple(labelnames)
+        registry.register(self)
+
+    def key(self, values: tuple[object, ...], named: dict[str, object]) -> tuple[str, ...]:
+        """A series' label values, given in order or by name (as prometheus_client's labels())."""
+        if named:
+            if len(values) or set(named) != set(self.labelnames):
+                raise ValueError(f"expected labels {list(self.labelnames)}, got {named}")
+            values = tuple(named[n] for n in self.labelnames)
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"expected labels {list(self.labelnames)}, got {list(values)}")
+        return tuple(str(v) for v in values)
+
+    def family(self) -> Metric:
+        raise NotImplementedError
+
+    def describe(self) -> Iterable[Metric]:
+        return [self.family()]  # the name, so the registry refuses a duplicate
+
+
+class ScaleSetGauge(_Family):
     """A labelled gauge whose series are floats in one dict (see the module docstring)."""
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
-                 registry: CollectorRegistry) -> None:  # fmt: skip
-        super().__init__(name, documentation, labelnames, registry=registry)
-        self._values: dict[tuple[str, ...], float] = {}
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
+    ) -> None:
+        self.values: dict[tuple[str, ...], float] = {}
+        super().__init__(name, documentation, labelnames, registry)
 
-    def labels(self, *values: object, **named: object) -> _Value:  # type: ignore[override]
-        return _Value(self._values, _key(self._labelnames, values, named))
+    def labels(self, *values: object, **named: object) -> _Value:
+        return _Value(self.values, self.key(values, named))
 
-    def _multi_samples(self) -> Iterable[Sample]:
-        for key, value in list(self._values.items()):
-            yield Sample("", dict(zip(self._labelnames, key, strict=True)), value, None, None)
+    def family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def collect(self) -> Iterable[Metric]:
+        family = self.family()
+        for key, value in list(self.values.items()):
+            family.add_metric(list(key), value)
+        yield family
 
 
-class ScaleSetCounter(Counter):
+class ScaleSetCounter(_Family):
     """A labelled counter whose series are floats in one dict (see the module docstring)."""
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
-                 registry: CollectorRegistry) -> None:  # fmt: skip
-        super().__init__(name, documentation, labelnames, registry=registry)
-        self._values: dict[tuple[str, ...], float] = {}
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
+    ) -> None:
+        self.values: dict[tuple[str, ...], float] = {}
+        super().__init__(name, documentation, labelnames, registry)
 
-    def labels(self, *values: object, **named: object) -> _Value:  # type: ignore[override]
-        return _Value(self._values, _key(self._labelnames, values, named))
+    def labels(self, *values: object, **named: object) -> _Value:
+        return _Value(self.values, self.key(values, named))
 
-    def _multi_samples(self) -> Iterable[Sample]:
-        for key, value in list(self._values.items()):
-            labels = dict(zip(self._labelnames, key, strict=True))
-            yield Sample("_total", labels, value, None, None)
+    def family(self) -> CounterMetricFamily:
+        return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def collect(self) -> Iterable[Metric]:
+        family = self.family()
+        for key, value in list(self.values.items()):
+            family.add_metric(list(key), value)
+        yield family
 
 
 class _Observations:
@@ -167,47 +203,59 @@ class _Observations:
         self._family.record(self._key, amount)
 
 
-class ScaleSetHistogram(Histogram):
-    """A labelled histogram whose series are arrays of doubles in one dict: each the count
-    in every bucket (not cumulative), then the sum (see the module docstring)."""
+class ScaleSetHistogram(_Family):
+    """A labelled histogram whose series are arrays of doubles in one dict: the count in
+    every bucket (not cumulative), then the sum (see the module docstring)."""
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
-                 registry: CollectorRegistry) -> None:  # fmt: skip
-        super().__init__(name, documentation, labelnames, registry=registry)
-        self._series: dict[tuple[str, ...], array[float]] = {}
-        self._le = [str(floatToGoString(b)) for b in self._upper_bounds]  # type: ignore[no-untyped-call]
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry,
+        buckets: Sequence[float] = Histogram.DEFAULT_BUCKETS,
+    ) -> None:
+        bounds = sorted(float(b) for b in buckets)
+        self.bounds = bounds if bounds[-1] == math.inf else [*bounds, math.inf]
+        self.le = [str(floatToGoString(b)) for b in self.bounds]  # type: ignore[no-untyped-call]
+        self.series: dict[tuple[str, ...], array[float]] = {}
+        super().__init__(name, documentation, labelnames, registry)
 
-    def labels(self, *values: object, **named: object) -> _Observations:  # type: ignore[override]
-        return _Observations(self, _key(self._labelnames, values, named))
+    def labels(self, *values: object, **named: object) -> _Observations:
+        return _Observations(self, self.key(values, named))
 
     def record(self, key: tuple[str, ...], amount: float) -> None:
-        bounds = self._upper_bounds
-        series = self._series.get(key)
+        series = self.series.get(key)
         if series is None:
-            series = self._series[key] = array("d", bytes(8 * (len(bounds) + 1)))
-        series[min(bisect_left(bounds, amount), len(bounds) - 1)] += 1  # as prometheus_client
+            series = self.series[key] = array("d", bytes(8 * (len(self.bounds) + 1)))
+        # The first bucket whose bound is >= amount, as prometheus_client's Histogram.
+        series[min(bisect_left(self.bounds, amount), len(self.bounds) - 1)] += 1
         series[-1] += amount
 
-    def _multi_samples(self) -> Iterable[Sample]:
-        for key, series in list(self._series.items()):
-            labels = dict(zip(self._labelnames, key, strict=True))
-            total = 0.0
-            for le, count in zip(self._le, series, strict=False):
-                total += count
-                yield Sample("_bucket", {**labels, "le": le}, total, None)
-            yield Sample("_count", labels, total, None, None)
-            yield Sample("_sum", labels, series[-1], None, None)
+    def family(self) -> HistogramMetricFamily:
+        return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def collect(self) -> Iterable[Metric]:
+        family = self.family()
+        for key, series in list(self.series.items()):
+            cumulative, buckets = 0.0, []
+            for le, count in zip(self.le, series, strict=False):
+                cumulative += count
+                buckets.append((le, cumulative))
+            family.add_metric(list(key), buckets, sum_value=series[-1])
+        yield family
 
 
 @dataclass
 class OperatorMetrics:
     registry: CollectorRegistry
-    runners: Gauge
-    desired: Gauge
-    min_runners: Gauge
-    max_runners: Gauge
-    runner_failures: Counter
-    reconcile_seconds: Histogram
+    # Per scale set: prometheus_client's own classes or our plain-number families.
+    runners: Gauge | ScaleSetGauge
+    desired: Gauge | ScaleSetGauge
+    min_runners: Gauge | ScaleSetGauge
+    max_runners: Gauge | ScaleSetGauge
+    runner_failures: Counter | ScaleSetCounter
+    reconcile_seconds: Histogram | ScaleSetHistogram
     # Saturation of the one process: rounds waiting for one of the shared round slots, and
     # how long. A wait that grows under load says the operator, not GitHub, is the bottleneck.
     round_slot_wait_seconds: Histogram

@@ -24,7 +24,14 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from runnerfleet.metrics import ListenerMetrics, OperatorMetrics, serve_metrics
+from runnerfleet.metrics import (
+    ListenerMetrics,
+    OperatorMetrics,
+    ScaleSetCounter,
+    ScaleSetGauge,
+    ScaleSetHistogram,
+    serve_metrics,
+)
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "charts/runnerfleet/dashboards/runnerfleet.json"
 MIN_FAMILY_COVERAGE = 0.8
@@ -123,6 +130,15 @@ def _touch(metrics: ListenerMetrics | OperatorMetrics) -> CollectorRegistry:
     """Give every labelled family of `metrics` one child, so it shows up with samples."""
     for f in dataclasses.fields(metrics):
         metric = getattr(metrics, f.name)
+        if isinstance(metric, ScaleSetGauge | ScaleSetCounter | ScaleSetHistogram):
+            values = {name: SAMPLE_LABEL_VALUES.get(name, "x") for name in metric.labelnames}
+            if isinstance(metric, ScaleSetCounter):
+                metric.labels(**values).inc()
+            elif isinstance(metric, ScaleSetGauge):
+                metric.labels(**values).set(3)
+            else:
+                metric.labels(**values).observe(4.2)
+            continue
         if not isinstance(metric, Counter | Gauge | Histogram):
             continue
         names = metric._labelnames
