@@ -34,9 +34,11 @@ class CountingGateway(KubeGateway):
         self.calls["put"] += 1
         return await super().replace_lease(*args)
 
-    async def raw_list(self, path: str, selector: str, field_selector: str = "") -> dict[str, Any]:
+    async def raw_list(
+        self, path: str, selector: str, field_selector: str = "", limit: int = 0, token: str = ""
+    ) -> dict[str, Any]:
         self.calls["list"] += 1
-        return await super().raw_list(path, selector, field_selector)
+        return await super().raw_list(path, selector, field_selector, limit, token)
 
 
 async def test_standby_watches_the_lease_and_takes_a_released_one_at_once(

@@ -104,7 +104,9 @@ async def test_a_quiet_first_list_wakes_nobody_and_a_relist_reports_every_object
         def __init__(self) -> None:
             self.items = [{"metadata": {"name": "r1", "namespace": "ns", "resourceVersion": "1"}}]
 
-        async def raw_list(self, path: str, selector: str, field_selector: str) -> Any:
+        async def raw_list(
+            self, path: str, selector: str, field_selector: str, limit: int, token: str
+        ) -> Any:
             return {"metadata": {"resourceVersion": "9"}, "items": self.items}
 
     changed: list[str] = []
@@ -119,3 +121,47 @@ async def test_a_quiet_first_list_wakes_nobody_and_a_relist_reports_every_object
     loud = Informer(cast(Any, Listing()), "pods", None, "x", lambda o: changed.append("loud"))
     await loud._list()
     assert changed[-1] == "loud", "by default the first list reports every object"
+
+
+async def test_a_list_is_read_in_pages_and_swapped_in_whole() -> None:
+    """A 5,000-pod list decoded at once was a replica's memory peak: the informer reads it in
+    pages (limit + continue, as client-go's reflectors). Readers during a re-list see the
+    previous cache, never half of the new one."""
+    from runnerfleet.gateways import informer as module
+
+    def pod(i: int) -> dict[str, Any]:
+        return {"metadata": {"name": f"r{i}", "namespace": "ns", "resourceVersion": str(i)}}
+
+    class Paged:
+        def __init__(self) -> None:
+            self.asked: list[tuple[int, str]] = []
+            self.seen_during: list[int] = []
+
+        async def raw_list(
+            self, path: str, selector: str, field_selector: str, limit: int, token: str
+        ) -> Any:
+            self.asked.append((limit, token))
+            self.seen_during.append(len(pods))
+            start = int(token or 0)
+            items = [pod(i) for i in range(start, min(start + limit, 5))]
+            more = start + limit < 5
+            meta = {"resourceVersion": "77", **({"continue": str(start + limit)} if more else {})}
+            return {"metadata": meta, "items": items}
+
+    paged = Paged()
+    pods = Informer(cast(Any, paged), "pods", None, "x")
+    pods.upsert(pod(99))  # what a previous list left
+    saved, module.LIST_PAGE = module.LIST_PAGE, 2
+    try:
+        assert await pods._list() == "77"
+    finally:
+        module.LIST_PAGE = saved
+    assert paged.asked == [(2, ""), (2, "2"), (2, "4")]
+    assert paged.seen_during == [1, 1, 1], "the old cache stays whole until the last page"
+    assert sorted(o["metadata"]["name"] for o in pods.items("ns", {})) == [
+        "r0",
+        "r1",
+        "r2",
+        "r3",
+        "r4",
+    ]

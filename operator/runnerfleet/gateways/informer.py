@@ -33,6 +33,7 @@ from runnerfleet.tasks import Background
 
 log = logging.getLogger("runnerfleet.informer")
 WATCH_SECONDS = 300  # server-side timeout of one watch request; it resumes afterwards
+LIST_PAGE = 500  # objects per list page (client-go's reflectors page the same way)
 
 
 def _slim(obj: dict[str, Any]) -> dict[str, Any]:
@@ -181,19 +182,34 @@ class Informer:
         return f"{root}/{self.plural}"
 
     async def _list(self) -> str:
-        """Replace the cache with a full list; returns the list's resourceVersion."""
+        """Replace the cache with a full list, read in pages of LIST_PAGE (as client-go's
+        reflectors do); returns the list's resourceVersion. One 5,000-pod response decoded
+        at once was the peak of a replica started at that size (314 MiB, 273 once settled)."""
         self.lists += 1
-        body = await self.kube.raw_list(self._path(), self.selector, self.field_selector)
+        # Pages go into a store of their own, swapped in whole: readers never see half a list.
+        store: dict[str, dict[str, dict[str, Any]]] = {}
+        token, version = "", ""
+        while True:
+            body = await self.kube.raw_list(
+                self._path(), self.selector, self.field_selector, limit=LIST_PAGE, token=token
+            )
+            for obj in body.get("items", []):
+                kept = self._keep(obj)
+                meta = kept["metadata"]
+                store.setdefault(meta["namespace"], {})[meta["name"]] = kept
+            meta = body.get("metadata") or {}
+            version = str(meta.get("resourceVersion", ""))
+            token = meta.get("continue") or ""
+            if not token:
+                break
         old = {(ns, name): obj for ns, objs in self._store.items() for name, obj in objs.items()}
-        self._store = {}
-        for obj in body.get("items", []):
-            self._put(self._keep(obj))
+        self._store = store
         if self.synced.is_set() or not self.quiet_first_list:
             listed = {(ns, n) for ns, objs in self._store.items() for n in objs}
             for ns, name in old.keys() | listed:
                 self.on_change(self.get(ns, name) or old[(ns, name)])
         self.synced.set()
-        return str(body.get("metadata", {}).get("resourceVersion", ""))
+        return version
 
     async def _watch(self, version: str) -> str:
         """Follow changes from `version` until the server ends the watch; returns the last

@@ -372,11 +372,18 @@ class KubeGateway:
             raise _map(err, what) from err
         return await _json(resp, what)
 
-    async def raw_list(self, path: str, selector: str, field_selector: str = "") -> dict[str, Any]:
-        """A whole list response (items and the list's resourceVersion), for informers."""
+    async def raw_list(
+        self, path: str, selector: str, field_selector: str = "", limit: int = 0, token: str = ""
+    ) -> dict[str, Any]:
+        """A list response (items, the list's resourceVersion and, with `limit`, the
+        `continue` token of the next page), for informers."""
         query = [("labelSelector", selector)]
         if field_selector:
             query.append(("fieldSelector", field_selector))
+        if limit:
+            query.append(("limit", str(limit)))
+        if token:
+            query.append(("continue", token))
         return await self._rest("GET", path, f"list {path}", query=query)
 
     # ------------------------------------------------------------------ node pools
