@@ -147,8 +147,8 @@ class _Family(Collector):
         return [self.family()]  # the name, so the registry refuses a duplicate
 
 
-class ScaleSetGauge(_Family):
-    """A labelled gauge whose series are floats in one dict (see the module docstring)."""
+class _Numbers(_Family):
+    """A labelled family whose series are floats in one dict (see the module docstring)."""
 
     def __init__(
         self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
@@ -159,36 +159,24 @@ class ScaleSetGauge(_Family):
     def labels(self, *values: object, **named: object) -> _Value:
         return _Value(self.values, self.key(values, named))
 
+    def family(self) -> GaugeMetricFamily | CounterMetricFamily:
+        raise NotImplementedError
+
+    def collect(self) -> Iterable[Metric]:
+        family = self.family()
+        for key, value in list(self.values.items()):
+            family.add_metric(list(key), value)
+        yield family
+
+
+class ScaleSetGauge(_Numbers):
     def family(self) -> GaugeMetricFamily:
         return GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
-    def collect(self) -> Iterable[Metric]:
-        family = self.family()
-        for key, value in list(self.values.items()):
-            family.add_metric(list(key), value)
-        yield family
 
-
-class ScaleSetCounter(_Family):
-    """A labelled counter whose series are floats in one dict (see the module docstring)."""
-
-    def __init__(
-        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
-    ) -> None:
-        self.values: dict[tuple[str, ...], float] = {}
-        super().__init__(name, documentation, labelnames, registry)
-
-    def labels(self, *values: object, **named: object) -> _Value:
-        return _Value(self.values, self.key(values, named))
-
+class ScaleSetCounter(_Numbers):
     def family(self) -> CounterMetricFamily:
         return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-
-    def collect(self) -> Iterable[Metric]:
-        family = self.family()
-        for key, value in list(self.values.items()):
-            family.add_metric(list(key), value)
-        yield family
 
 
 class _Observations:
