@@ -7,13 +7,14 @@ PYTEST_ARGS ?=
 
 
 
-.PHONY: test-slow help venv cluster-binaries crds docs chart-crds lint format test bench bench-fleet test-unit test-cluster demo cluster-up cluster-down clean
+.PHONY: chaos test-slow help venv cluster-binaries crds docs chart-crds lint format test bench bench-fleet test-unit test-cluster demo cluster-up cluster-down clean
 
 help:
 	@echo "make demo              local control plane + (as it lands) operator, fake GitHub, runners"
 	@echo "make test              lint (ruff, mypy --strict, import-linter) then the whole pytest suite"
 	@echo "make cluster-binaries  build etcd, kube-*, kubectl and kwok from pinned Go modules (cached)"
 	@echo "make crds | docs       regenerate crds/ (and the chart's copy) and docs/reference/crds.md"
+	@echo "make chaos             the chaos suite at full size: bench/chaos.json, docs/reliability.md"
 	@echo "make lint | format | test-unit | test-cluster | clean"
 
 venv: $(VENV)/.installed
@@ -55,6 +56,16 @@ test: lint cluster-binaries
 
 test-slow: venv cluster-binaries
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
+
+# The chaos suite (docs/reliability.md): every scenario at issue 12's size, each writing one
+# line to $(CHAOS_RECORDS); bench/chaos.py turns them into bench/chaos.json and the table in
+# docs/reliability.md (also when a scenario failed: its row says so).
+CHAOS_RECORDS ?= bench/results/chaos-records.jsonl
+chaos: venv cluster-binaries
+	@mkdir -p $(dir $(CHAOS_RECORDS)) && rm -f $(CHAOS_RECORDS)
+	RUNNERFLEET_CHAOS_RECORD=$(abspath $(CHAOS_RECORDS)) $(BIN)/pytest -m chaos -s $(PYTEST_ARGS); \
+	  status=$$?; $(BIN)/python bench/chaos.py $(CHAOS_RECORDS) --json bench/chaos.json \
+	  --doc docs/reliability.md && exit $$status
 
 test-unit: venv
 	$(BIN)/pytest -m unit $(PYTEST_ARGS)
