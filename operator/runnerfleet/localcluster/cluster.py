@@ -46,6 +46,7 @@ POD_CIDR = "10.64.0.0/16"
 _STATE_FILE = "state.json"
 KWOK_NODE_CLASS = "default"
 _POLL = 0.1
+_RESTARTABLE = ("kube-apiserver", "etcd")
 
 
 @dataclass
@@ -329,6 +330,53 @@ class LocalCluster:
     def _binary_of(self, name: str) -> str:
         assert self._info is not None
         return next(str(c["binary"]) for c in self._info.components if c["name"] == name)
+
+    # ----------------------------------------------------------------------------- restart
+    def restart(self, component: str, down_for: float = 0.0, timeout: float = 90.0) -> float:
+        """Restart one component of the running control plane in place, as an outage would:
+        stop it, stay down `down_for` seconds, start it again with the same arguments (so the
+        same ports, certificates and data) and wait until it is healthy again. Returns the
+        seconds from the restart (the end of `down_for`) to healthy.
+
+        `component` is "kube-apiserver" or "etcd". After etcd, the apiserver must recover by
+        itself (its etcd client reconnects): this waits for its /readyz too, and raises
+        ClusterError with the component's log tail if either does not come back.
+        """
+        if component not in _RESTARTABLE:
+            raise ClusterError(
+                f"cannot restart {component!r}: only {', '.join(_RESTARTABLE)} can be restarted"
+            )
+        info = self.info
+        record = next((c for c in info.components if c["name"] == component), None)
+        if record is None or not processes.is_ours(record["pid"], record["binary"]):
+            raise ClusterError(
+                f"{component} is not running in {self.state_dir}: start the cluster with `up`"
+            )
+        # The live command line is the one to repeat: same flags, ports and data directory.
+        argv = processes.command_line(record["pid"])
+        processes.stop(record["pid"], record["binary"])
+        if (old := self._procs.pop(component, None)) is not None:
+            old.wait(timeout=5)  # collected here, whoever reaped it, so no zombie is left
+        time.sleep(down_for)  # the outage itself, not a synchronisation
+        restarted = time.monotonic()
+        proc, started = processes.start(component, argv, Path(record["log"]), self.state_dir)
+        self._procs[component] = proc
+        record["pid"] = started.pid
+        info.save()
+        deadline = restarted + timeout
+        if component == "etcd":
+            self._wait_restarted("etcd", deadline, lambda: _etcd_healthy(info.ports["etcd"]))
+        api = self.api()
+        self._wait_restarted(component, deadline, lambda: _ready(api))
+        return time.monotonic() - restarted
+
+    def _wait_restarted(self, component: str, deadline: float, ready: Callable[[], bool]) -> None:
+        """`_wait`, with the restarted component's log tail in the error."""
+        try:
+            self._wait(f"{component} to come back after its restart", deadline, ready)
+        except ClusterError as err:
+            log = self.state_dir / "logs" / f"{component}.log"
+            raise ClusterError(f"{err}\n{component} log tail:\n{processes.tail(log)}") from err
 
     # ----------------------------------------------------------------------------- nodes
     def add_nodes(self, spec: NodeSpec) -> list[str]:

@@ -115,6 +115,21 @@ def explain_exit(log: Path) -> str:
     return chosen if len(chosen) <= 300 else chosen[:297] + "..."
 
 
+def command_line(pid: int) -> list[str]:
+    """The argv `pid` runs with, as /proc shows it (to start the same command again)."""
+    raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    return [a.decode() for a in raw.rstrip(b"\0").split(b"\0")]
+
+
+def tail(log: Path, lines: int = 30) -> str:
+    """The last `lines` lines of a component's log (for an error message)."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return "no log was written"
+    return "\n".join(text.splitlines()[-lines:]) or "it printed nothing"
+
+
 def processes_mentioning(text: str) -> list[int]:
     """Pids of live processes whose command line contains `text` (used to find orphans)."""
     needle = text.encode()
