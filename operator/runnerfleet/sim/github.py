@@ -43,6 +43,7 @@ from aiohttp import web
 
 from runnerfleet.sim.actions_service import ActionsServiceOptions, FakeActionsService
 from runnerfleet.sim.github_limits import GitHubLimits, Limiter, RateLimit, paginate
+from runnerfleet.sim.webhook_replay import WebhookReplay
 
 API_PREFIX = "/api/v3"
 _DOCS = "https://docs.github.com/rest"
@@ -151,6 +152,7 @@ class FakeGitHub:
         self.webhook_url: str | None = None
         self.webhook_secret: bytes = b""
         self.deliveries: Counter[int] = Counter()  # HTTP status -> count
+        self.webhook_replay: WebhookReplay | None = None  # replays and reorders (chaos tests)
         self._pending: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -355,11 +357,20 @@ class FakeGitHub:
             "X-GitHub-Delivery": secrets.token_hex(8),
             "X-Hub-Signature-256": f"sha256={digest}",
         }
-        task = asyncio.get_running_loop().create_task(self._post(self.webhook_url, body, headers))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        delays = [0.0]
+        if self.webhook_replay is not None:  # copies with one X-GitHub-Delivery, reordered
+            delays = self.webhook_replay.delays(
+                headers["X-GitHub-Delivery"], job.id, action, time.time()
+            )
+        for delay in delays:
+            post = self._post(self.webhook_url, body, headers, delay)
+            task = asyncio.get_running_loop().create_task(post)
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
 
-    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> None:
+    async def _post(self, url: str, body: bytes, headers: dict[str, str], delay: float) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)  # the injected delivery delay (WebhookReplay)
         try:
             async with (
                 aiohttp.ClientSession() as session,
