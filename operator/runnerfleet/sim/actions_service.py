@@ -38,6 +38,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from runnerfleet.models import actions_service as m
+from runnerfleet.sim.faults import answered
 
 if TYPE_CHECKING:
     from runnerfleet.sim.github import FakeGitHub, FakeJob, FakeRunner
@@ -219,16 +220,21 @@ class FakeActionsService:
         route = request.match_info.route.resource
         template = route.canonical if route is not None else request.path
         status = 500
+        faults = self.host.faults  # sim/faults.py: outages, errors, throttling (429), latency
         try:
             resp: web.StreamResponse
             if self.host.unreachable:
                 resp = error(503, "ServiceUnavailableException", "Service unavailable")
             else:
                 self.sweep()
-                if self.host.limits.latency:
-                    await asyncio.sleep(self.host.limits.latency)  # simulated network time
-                resp = await handler(request)
-            status = resp.status
+                fault = faults.draw("actions")
+                if seconds := self.host.limits.latency + faults.delay():
+                    await asyncio.sleep(seconds)  # simulated network time
+                if fault is not None:
+                    resp = await faults.apply(request, fault, "actions")
+                else:
+                    resp = await handler(request)
+            status = answered(request, resp)
             return resp
         except web.HTTPException as exc:
             status = exc.status

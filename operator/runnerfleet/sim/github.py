@@ -42,6 +42,7 @@ import jwt
 from aiohttp import web
 
 from runnerfleet.sim.actions_service import ActionsServiceOptions, FakeActionsService
+from runnerfleet.sim.faults import GitHubFaults, answered
 from runnerfleet.sim.github_limits import GitHubLimits, Limiter, RateLimit, paginate
 from runnerfleet.sim.webhook_replay import WebhookReplay
 
@@ -121,8 +122,11 @@ class FakeGitHub:
         limits: GitHubLimits | None = None,
         clock: Callable[[], float] = time.time,
         actions: ActionsServiceOptions | None = None,
+        faults: GitHubFaults | None = None,
     ) -> None:
         self.limits = limits or GitHubLimits()
+        # Injected faults (latency, errors, outages, throttling, bad pages): sim/faults.py.
+        self.faults = faults or GitHubFaults(clock=clock)
         self.clock = clock  # budgets' hours, the secondary windows, reset times
         self._limiter = Limiter(self.limits, clock)
         self._token_budget: dict[str, tuple[str, str]] = {}  # token -> (budget key, name)
@@ -421,7 +425,7 @@ class FakeGitHub:
         route = request.match_info.route.resource
         template = route.canonical if route is not None else request.path
         resp = await self._answer(request, handler, f"{request.method} {template}")
-        self.requests[(request.method, template, resp.status)] += 1
+        self.requests[(request.method, template, answered(request, resp))] += 1
         return resp
 
     async def _answer(
@@ -431,6 +435,9 @@ class FakeGitHub:
         if self.unreachable:
             await self._network()
             return self._error(503, "Service unavailable (fake GitHub set unreachable)")
+        if (fault := self.faults.draw("rest")) is not None:  # before auth, as an outage is
+            await self._network()
+            return await self.faults.apply(request, fault, "rest")
         caller = self._caller(request)
         if isinstance(caller, web.Response):
             await self._network()
@@ -459,8 +466,8 @@ class FakeGitHub:
         return resp
 
     async def _network(self) -> None:
-        if self.limits.latency:
-            await asyncio.sleep(self.limits.latency)  # simulated network and server time
+        if seconds := self.limits.latency + self.faults.delay():
+            await asyncio.sleep(seconds)  # simulated network and server time
 
     def _count(self, key: str, budget: RateLimit, endpoint: str) -> None:
         budget.used += 1
@@ -528,10 +535,12 @@ class FakeGitHub:
     ) -> web.Response:
         """One page of `items` under `key`, with `total_count` and GitHub's `Link` header."""
         page = paginate(items, request.query, self.limits)
-        body = {"total_count": len(items), key: page.items, **(extra or {})}
+        served, linked = self.faults.page(key, page.items)  # a stale or truncated page
+        body = {"total_count": len(items), key: served, **(extra or {})}
         links = [
             f'<{request.url.update_query(page=str(number))}>; rel="{rel}"'
             for rel, number in page.links().items()
+            if linked
         ]
         return self._json(request, body, {"Link": ", ".join(links)} if links else None)
 
