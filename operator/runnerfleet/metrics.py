@@ -143,6 +143,18 @@ class _Family(Collector):
     def family(self) -> Metric:
         raise NotImplementedError
 
+    def series_keys(self) -> dict[tuple[str, ...], object]:
+        """The series held, by label values (the dict the subclass keeps them in)."""
+        raise NotImplementedError
+
+    def forget(self, *prefix: str) -> int:
+        """Drop every series whose first label values are `prefix`; return how many."""
+        held = self.series_keys()
+        gone = [key for key in held if key[: len(prefix)] == prefix]
+        for key in gone:
+            del held[key]
+        return len(gone)
+
     def describe(self) -> Iterable[Metric]:
         return [self.family()]  # the name, so the registry refuses a duplicate
 
@@ -158,6 +170,9 @@ class _Numbers(_Family):
 
     def labels(self, *values: object, **named: object) -> _Value:
         return _Value(self.values, self.key(values, named))
+
+    def series_keys(self) -> dict[tuple[str, ...], object]:
+        return self.values  # type: ignore[return-value]  # the same dict, values not read
 
     def family(self) -> GaugeMetricFamily | CounterMetricFamily:
         raise NotImplementedError
@@ -211,6 +226,9 @@ class ScaleSetHistogram(_Family):
 
     def labels(self, *values: object, **named: object) -> _Observations:
         return _Observations(self, self.key(values, named))
+
+    def series_keys(self) -> dict[tuple[str, ...], object]:
+        return self.series  # type: ignore[return-value]  # the same dict, values not read
 
     def record(self, key: tuple[str, ...], amount: float) -> None:
         series = self.series.get(key)
@@ -274,6 +292,14 @@ class OperatorMetrics:
             rounds_running=Gauge("runnerfleet_rounds_running",
                                  "Rounds holding a round slot now", registry=r),
         )  # fmt: skip
+
+    def forget_scale_set(self, namespace: str, name: str) -> int:
+        """Drop a deleted scale set's series (else they would be exported until the process
+        ends, and a fleet that churns scale sets would grow without bound). Returns how many
+        series went. (prometheus_client's own classes, which tests compare against, are left.)"""
+        families = (self.runners, self.desired, self.min_runners, self.max_runners,
+                    self.runner_failures, self.reconcile_seconds)  # fmt: skip
+        return sum(f.forget(namespace, name) for f in families if isinstance(f, _Family))
 
 
 async def serve_metrics(

@@ -10,7 +10,12 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from runnerfleet.metrics import OperatorMetrics, ScaleSetGauge
+from runnerfleet.metrics import (
+    OperatorMetrics,
+    ScaleSetCounter,
+    ScaleSetGauge,
+    ScaleSetHistogram,
+)
 
 SS = ["namespace", "scale_set"]
 STATES = ["pending", "idle", "busy", "failed"]
@@ -106,3 +111,20 @@ def test_a_scale_set_costs_a_fraction_of_a_prometheus_client_child() -> None:
 
     ours, reference = traced(OperatorMetrics), traced(None)
     assert ours * 3 < reference, (ours, reference)
+
+
+def test_a_deleted_scale_set_leaves_no_series(no_created: None) -> None:
+    """forget_scale_set (called when a scale set's finalizer ran) drops every series of that
+    set, in every per-scale-set family, and nothing else."""
+    ours = OperatorMetrics.create()
+    _drive(ours, 12)
+    gone = ours.forget_scale_set("team-000", "set-03")
+    assert gone == 4 + 1 + 1 + 1 + 1 + 1  # runners by 4 states, desired, min, max, failures, hist
+    assert all(
+        isinstance(f, ScaleSetGauge | ScaleSetCounter | ScaleSetHistogram)
+        for f in (ours.runners, ours.desired, ours.runner_failures, ours.reconcile_seconds)
+    ), "the per-scale-set families are ours (prometheus_client's would keep the series)"
+    text = generate_latest(ours.registry).decode()
+    assert 'scale_set="set-03"' not in text
+    assert 'namespace="team-000",scale_set="set-04"' in text
+    assert ours.forget_scale_set("team-000", "set-03") == 0, "idempotent"

@@ -754,6 +754,7 @@ async def finalize(runtime: Runtime, body: dict[str, Any]) -> None:
     )
     runtime.wakeups.pop((ident.namespace, ident.name), None)
     runtime.written.pop((ident.namespace, ident.name), None)
+    runtime.metrics.forget_scale_set(ident.namespace, ident.name)
 
 
 async def _deregister_all(
