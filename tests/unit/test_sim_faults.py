@@ -46,10 +46,10 @@ async def fake(clock: Clock) -> AsyncIterator[FakeGitHub]:
 
 
 async def get(
-    gh: FakeGitHub, path: str, timeout: float = 5.0, method: str = "GET"
+    gh: FakeGitHub, path: str, patience: float = 5.0, method: str = "GET"
 ) -> tuple[int, Any, dict[str, str]]:
     async with (
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=patience)) as s,
         s.request(method, gh.url + path, headers={"Authorization": f"token {TOKEN}"}) as resp,
     ):
         text = await resp.text()
@@ -85,13 +85,17 @@ def test_an_outage_refuses_everything_until_it_ends_then_nothing(clock: Clock) -
     faults = GitHubFaults(clock=clock)
     faults.outage(60)
     clock.now += 59.9
-    assert faults.draw("rest") is not None and faults.in_outage
+    assert faults.draw("rest") is not None
+    assert faults.in_outage
     fault = faults.draw("actions")
-    assert fault is not None and (fault.kind, fault.status) == ("outage", 503)
+    assert fault is not None
+    assert (fault.kind, fault.status) == ("outage", 503)
     faults.outage_kind = "reset"
-    assert (fault := faults.draw("rest")) is not None and fault.status == 0
+    assert (fault := faults.draw("rest")) is not None
+    assert fault.status == 0
     clock.now += 0.2
-    assert faults.draw("rest") is None and faults.draw("actions") is None
+    assert faults.draw("rest") is None
+    assert faults.draw("actions") is None
 
 
 def test_throttling_is_the_actions_service_429_with_retry_after(clock: Clock) -> None:
@@ -99,7 +103,8 @@ def test_throttling_is_the_actions_service_429_with_retry_after(clock: Clock) ->
     faults.throttle_actions(120)
     clock.now += 30
     fault = faults.draw("actions")
-    assert fault is not None and (fault.status, fault.retry_after) == (429, 90)
+    assert fault is not None
+    assert (fault.status, fault.retry_after) == (429, 90)
     assert faults.draw("rest") is None  # REST's own limit is FakeGitHub.exhaust_rate_limit
     clock.now += 90
     assert faults.draw("actions") is None
@@ -108,7 +113,8 @@ def test_throttling_is_the_actions_service_429_with_retry_after(clock: Clock) ->
 def test_latency_jitters_within_its_bounds_and_never_below_zero() -> None:
     faults = GitHubFaults(seed=3, latency=2.0, jitter=0.5)
     delays = [faults.delay() for _ in range(1000)]
-    assert 1.5 <= min(delays) < 1.6 and 2.4 < max(delays) <= 2.5
+    assert 1.5 <= min(delays) < 1.6
+    assert 2.4 < max(delays) <= 2.5
     faults.latency, faults.jitter = 0.1, 1.0
     assert min(faults.delay() for _ in range(1000)) == 0.0
 
@@ -117,7 +123,9 @@ def test_pages_come_back_truncated_or_unlinked_only_for_the_chosen_lists() -> No
     faults = GitHubFaults(seed=5, page_fault_rate=1.0, page_fault_kinds=("truncated",))
     items = list(range(30))
     served, linked = faults.page("runners", items)
-    assert linked and len(served) == 29 and set(served) < set(items)
+    assert linked
+    assert len(served) == 29
+    assert set(served) < set(items)
     assert faults.page("repositories", items) == (items, True)
     faults.page_fault_kinds = ("unlinked",)
     assert faults.page("runners", items) == (items, False)
@@ -132,13 +140,16 @@ async def test_an_outage_answers_503_with_githubs_bodies_on_rest_and_actions(
 ) -> None:
     fake.faults.outage(60)
     status, text, _ = await get(fake, RUNNERS)
-    assert status == 503 and '"Service Unavailable"' in text
+    assert status == 503
+    assert '"Service Unavailable"' in text
     status, text, _ = await get(fake, REGISTRATION_PATH, method="POST")
-    assert status == 503 and "ServiceUnavailableException" in text
+    assert status == 503
+    assert "ServiceUnavailableException" in text
     assert fake.counted_requests == 0, "a refused request is not counted against the budget"
     clock.now += 61
     status, _, headers = await get(fake, RUNNERS)
-    assert status == 200 and headers["X-RateLimit-Remaining"] == "4999"
+    assert status == 200
+    assert headers["X-RateLimit-Remaining"] == "4999"
 
 
 async def test_a_reset_closes_the_connection_unanswered_and_counts_as_status_0(
@@ -156,7 +167,7 @@ async def test_a_timeout_holds_the_request_past_the_clients_patience(fake: FakeG
     fake.faults.timeout_hold = 0.5
     started = time.monotonic()
     with pytest.raises(TimeoutError):
-        await get(fake, RUNNERS, timeout=0.2)
+        await get(fake, RUNNERS, patience=0.2)
     assert time.monotonic() - started < 0.45
     await asyncio.sleep(0.5)  # let the held handler finish before the server stops
 
@@ -180,6 +191,8 @@ async def test_runner_list_pages_come_back_stale(fake: FakeGitHub, kind: str) ->
     status, text, headers = await get(fake, RUNNERS + "?per_page=2")
     assert status == 200
     if kind == "truncated":
-        assert text.count('"name": "r') == 1 and 'rel="next"' in headers["Link"]
+        assert text.count('"name": "r') == 1
+        assert 'rel="next"' in headers["Link"]
     else:
-        assert text.count('"name": "r') == 2 and "Link" not in headers
+        assert text.count('"name": "r') == 2
+        assert "Link" not in headers
