@@ -10,9 +10,12 @@ its own queue token for the long-poll, acknowledgements and `acquirejobs`.
 Both tokens are refreshed here, transparently: the admin token before it expires (less than a
 minute left) and once on a 401; the queue token by PATCHing the session on a 401. Transient
 failures (5xx, connection errors, timeouts) are retried with exponential backoff and full
-jitter; 4xx are not. Errors are mapped by status and `typeKey` onto runnerfleet's GitHub
-exceptions, so callers never see HTTP. No token or JIT config ever reaches a log line, an
-exception message or a repr.
+jitter; 4xx are not. A 429 (the service throttling us) is not retried either: its
+`Retry-After` is remembered, and until then every call fails at once with `RateLimitedError`
+without a request (as actions/scaleset waits out Retry-After), so callers back off and report
+it, and a throttled fleet sends nothing. Errors are mapped by status and `typeKey` onto
+runnerfleet's GitHub exceptions, so callers never see HTTP. No token or JIT config ever
+reaches a log line, an exception message or a repr.
 
 Layer: gateways. Network I/O (httpx, async) to the Actions service and the registration
 endpoint; imports models only.
@@ -30,6 +33,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Literal, TypeVar, get_args
 
@@ -42,6 +46,7 @@ from runnerfleet.gateways.github import (
     GitHubError,
     GitHubNotFoundError,
     GitHubUnavailableError,
+    RateLimitedError,
     RunnerBusyError,
     RunnerNameTakenError,
 )
@@ -60,6 +65,7 @@ IN_FLIGHT = 32  # ordinary (not long-poll) requests in flight per client; below 
 # 100 connections.
 BACKGROUND_IN_FLIGHT = 16
 SCALE_SET_NOT_FOUND = "RunnerScaleSetNotFoundException"
+THROTTLED_DEFAULT = 60.0  # seconds to hold off after a 429 that names no Retry-After
 _JOB_KINDS = frozenset(get_args(wire.JobMessageType))
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -276,6 +282,17 @@ def _jwt_expiry(token: str, now: float) -> float:
     return float(exp)
 
 
+def _retry_after(value: str | None, now: float) -> float | None:
+    """Seconds a `Retry-After` header asks for (delta seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(value))
+    with contextlib.suppress(TypeError, ValueError, IndexError):
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+    return None
+
+
 def _error(
     resp: httpx.Response, what: str, by_status: Mapping[int, type[GitHubError]] | None = None
 ) -> GitHubError:
@@ -344,6 +361,7 @@ class ActionsServiceClient:
         self._background = asyncio.Semaphore(BACKGROUND_IN_FLIGHT)
         self._group_ids: dict[str, int] = {}
         self.requests: dict[tuple[str, int], int] = {}  # (endpoint, status) -> count
+        self.throttled_until = 0.0  # epoch s: the service answered 429; no calls before then
 
     async def __aenter__(self) -> ActionsServiceClient:
         return self
@@ -407,6 +425,7 @@ class ActionsServiceClient:
         for attempt in range(self._attempts):
             if attempt:
                 await asyncio.sleep(self._delay(attempt - 1))
+            self._check_throttle(endpoint)
             try:
                 lane = self._background if background else self._in_flight
                 async with contextlib.nullcontext() if long_poll else lane:
@@ -422,11 +441,28 @@ class ActionsServiceClient:
                 log.debug("%s: %s (attempt %d/%d)", endpoint, failure, attempt + 1, self._attempts)
                 continue
             self._count(endpoint, resp.status_code)
+            if resp.status_code == 429:
+                self._throttled(resp)
+                self._check_throttle(endpoint)
             if resp.status_code < 500:
                 return resp
             failure = f"answered {resp.status_code}"
             log.debug("%s: %s (attempt %d/%d)", endpoint, failure, attempt + 1, self._attempts)
         raise GitHubUnavailableError(f"{endpoint}: {failure} ({self._attempts} attempts)")
+
+    def _throttled(self, resp: httpx.Response) -> None:
+        """Remember a 429's Retry-After (seconds or an HTTP date; 60 s if it names none)."""
+        wait = _retry_after(resp.headers.get("retry-after"), self._clock())
+        self.throttled_until = max(
+            self.throttled_until,
+            self._clock() + (THROTTLED_DEFAULT if wait is None else wait),
+        )  # fmt: skip
+
+    def _check_throttle(self, endpoint: str) -> None:
+        if self._clock() < self.throttled_until:
+            raise RateLimitedError(
+                f"{endpoint}: the Actions service is throttling requests", self.throttled_until
+            )
 
     # ------------------------------------------------------------------ admin token
     async def _admin_token(self) -> _Admin:
