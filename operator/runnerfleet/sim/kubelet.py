@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kubernetes_asyncio import client, watch
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from runnerfleet import conventions as c
 from runnerfleet.localcluster.ports import free_ports
+from runnerfleet.sim.kubewatch import watch_pods
 
 log = logging.getLogger("runnerfleet.sim.kubelet")
 
@@ -69,19 +69,18 @@ class ListenerKubelet:
         return "\n".join(p.log_path.read_text(errors="replace") for p in self.processes.values())
 
     async def _watch(self) -> None:
-        core = client.CoreV1Api(self.api)
         selector = f"{c.LABEL_COMPONENT}={c.COMPONENT_LISTENER}"
-        while True:
-            w = watch.Watch()
-            try:
-                async for event in w.stream(
-                    core.list_namespaced_pod, self.namespace, label_selector=selector
-                ):
-                    await self._on_pod(str(event["type"]), event["object"])
-            except (ApiException, OSError) as err:
-                log.debug("kubelet watch restarted: %s", err)
-            finally:
-                w.stop()
+        await watch_pods(self.api, self.namespace, selector, self._on_list, self._on_pod)
+
+    async def _on_list(self, pods: list[Any]) -> None:
+        """A fresh list (at start, or after the apiserver or the watch broke): a listener whose
+        pod went meanwhile is stopped, as if its DELETED event had come. A spawn that fails
+        (the apiserver away while resolving its env) raises: the pods are listed again."""
+        present = {p.metadata.name for p in pods}
+        for name in [n for n in self.processes if n not in present]:
+            await self._kill(name)
+        for pod in pods:
+            await self._on_pod("ADDED", pod)
 
     async def _on_pod(self, kind: str, pod: Any) -> None:
         name = pod.metadata.name

@@ -4,7 +4,8 @@ On kwok nodes no container runs, so this stands in for it: for every runner pod 
 Running, it reads the pod's JIT config from the pod's Secret (as the container's env would),
 goes online in the fake GitHub, takes one matching queued job, "runs" it for the job's
 duration, and exits: the pod is marked Succeeded, as a real one-job runner's pod would be.
-A runner whose pod disappears mid-job loses that job; `lost_jobs` counts them.
+A runner whose pod disappears mid-job loses that job; `lost_jobs` counts them. So does a
+runner whose node vanishes (`node_lost`: a cloud provider or Karpenter deleted the machine).
 
 Layer: tooling. Talks to the Kubernetes API directly (it plays the kubelet's role).
 """
@@ -19,15 +20,18 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes_asyncio import client, watch
+import aiohttp
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from runnerfleet import conventions as c
 from runnerfleet.sim.github import FakeGitHub, FakeJob, FakeRunner
+from runnerfleet.sim.kubewatch import watch_pods
 
 log = logging.getLogger("runnerfleet.sim.runners")
 POLL = 0.05
+RETRY = 0.5  # seconds between tries of a Kubernetes call while the apiserver is away
 
 
 @dataclass
@@ -36,6 +40,7 @@ class RunnerRecord:
     namespace: str
     online_at: float | None = None
     job: FakeJob | None = None
+    node: str | None = None  # the node its pod is bound to
 
 
 @dataclass
@@ -48,6 +53,7 @@ class SimulatedRunners:
     lost_runner_after: float = 2.0  # how long GitHub takes to notice a runner died mid-job
     records: dict[str, RunnerRecord] = field(default_factory=dict)
     lost_jobs: list[int] = field(default_factory=list)
+    lost_nodes: set[str] = field(default_factory=set)  # machines gone: nothing runs there
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _started_uids: set[str] = field(default_factory=set)  # each pod incarnation boots once
     _main: asyncio.Task[None] | None = None
@@ -63,24 +69,34 @@ class SimulatedRunners:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    def node_lost(self, node: str) -> list[int]:
+        """The machine behind `node` is gone: every runner on it dies at once (a busy one
+        loses its job, as `lost_jobs` records) and pods bound to it never start. Returns the
+        ids of the jobs that die with it (in progress now)."""
+        self.lost_nodes.add(node)
+        doomed = [r for r in self.records.values() if r.node == node and r.name in self._tasks]
+        lost = [r.job.id for r in doomed if r.job is not None and r.job.status != "completed"]
+        for record in doomed:
+            self._tasks[record.name].cancel()  # the process dies with its machine
+        return lost
+
     async def _watch(self) -> None:
-        core = client.CoreV1Api(self.api)
         selector = (
             f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY_VALUE},{c.LABEL_COMPONENT}={c.COMPONENT_RUNNER}"
         )
-        while True:
-            w = watch.Watch()
-            if self.namespace:
-                stream = w.stream(core.list_namespaced_pod, self.namespace, label_selector=selector)
-            else:
-                stream = w.stream(core.list_pod_for_all_namespaces, label_selector=selector)
-            try:
-                async for event in stream:
-                    self._on_pod(str(event["type"]), event["object"])
-            except (ApiException, OSError) as err:
-                log.debug("sim watch restarted: %s", err)
-            finally:
-                w.stop()
+        await watch_pods(self.api, self.namespace, selector, self._on_list, self._on_event)
+
+    async def _on_list(self, pods: list[Any]) -> None:
+        """A fresh list (at start, or after the apiserver or the watch broke): a runner whose
+        pod went meanwhile stops, as if its DELETED event had come."""
+        present = {p.metadata.name for p in pods}
+        for name in [n for n in self._tasks if n not in present]:
+            self._tasks.pop(name).cancel()
+        for pod in pods:
+            self._on_pod("ADDED", pod)
+
+    async def _on_event(self, kind: str, pod: Any) -> None:
+        self._on_pod(kind, pod)
 
     def _on_pod(self, kind: str, pod: Any) -> None:
         name = pod.metadata.name
@@ -96,8 +112,11 @@ class SimulatedRunners:
             pod.status.phase == "Running"
             and name not in self._tasks
             and uid not in self._started_uids
+            and pod.spec.node_name not in self.lost_nodes  # no machine left to run it
         ):
             self._started_uids.add(uid)
+            record = self.records.setdefault(name, RunnerRecord(name, pod.metadata.namespace))
+            record.node, record.job = pod.spec.node_name, None
             self._tasks[name] = asyncio.create_task(self._life(pod.metadata.namespace, name))
 
     async def _life(self, namespace: str, name: str) -> None:
@@ -140,11 +159,20 @@ class SimulatedRunners:
         asyncio.get_running_loop().call_later(self.lost_runner_after, self.fake.runner_lost, runner)
 
     async def _connect(self, namespace: str, name: str) -> FakeRunner | None:
+        """Read the JIT config from the pod's Secret, as the container's env would. While the
+        apiserver is away, retry (a kubelet retries mounting a Secret); a missing one: None."""
         core = client.CoreV1Api(self.api)
-        try:
-            secret = await core.read_namespaced_secret(name, namespace)
-        except ApiException:
-            return None
+        while True:
+            try:
+                secret = await core.read_namespaced_secret(name, namespace)
+                break
+            except ApiException as err:
+                if err.status == 404:
+                    return None
+                log.debug("reading Secret %s: %s; retrying", name, err.status)
+            except (TimeoutError, aiohttp.ClientError, OSError) as err:
+                log.debug("reading Secret %s: %s; retrying", name, type(err).__name__)
+            await asyncio.sleep(RETRY)  # a retry backoff while the apiserver is away
         encoded = (secret.data or {}).get(c.SECRET_KEY_JITCONFIG)
         if not encoded:
             return None
@@ -170,5 +198,16 @@ class SimulatedRunners:
             ],
         }
         core = client.CoreV1Api(self.api)
-        with contextlib.suppress(ApiException):
-            await core.patch_namespaced_pod_status(name, namespace, {"status": status})
+        # Until it is written or the pod is gone: a pod left Running after its runner exited
+        # would never end (the apiserver may be restarting just now).
+        while True:
+            try:
+                await core.patch_namespaced_pod_status(name, namespace, {"status": status})
+                return
+            except ApiException as err:
+                if err.status == 404:
+                    return
+                log.debug("marking pod %s Succeeded: %s; retrying", name, err.status)
+            except (TimeoutError, aiohttp.ClientError, OSError) as err:
+                log.debug("marking pod %s Succeeded: %s; retrying", name, type(err).__name__)
+            await asyncio.sleep(RETRY)  # a retry backoff while the apiserver is away
