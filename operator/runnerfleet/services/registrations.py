@@ -124,6 +124,10 @@ class RegistrationBook:
             if c.is_runner_of(name, scale_set, namespace)
         }  # fmt: skip
 
+    def was_absent(self, name: str) -> bool:
+        """GitHub said (since the last sweep) it has no registration by this name."""
+        return name in self._absent
+
     def _set(self, name: str, seen: Seen) -> None:
         self._seen[name] = seen
         if (owner := c.runner_owner(name)) is not None:

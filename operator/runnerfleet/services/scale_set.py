@@ -64,6 +64,7 @@ from runnerfleet.models.node_pool import RunnerNodePoolSpec
 from runnerfleet.models.runner_scale_set import RunnerScaleSetSpec, RunnerScaleSetStatus
 from runnerfleet.planning.observe import observe
 from runnerfleet.planning.runners import (
+    ABSENCE_GRACE,
     Action,
     CreatePod,
     CreateRunners,
@@ -383,7 +384,9 @@ async def _converge(
     if isinstance(github, ScaleSetRegistrar):
         _track(github, secrets_)
     try:
-        await _probe_vanished(github, book, pods, secrets_)
+        await _probe_vanished(
+            github, book, pods, secrets_, unlisted=not isinstance(github, ScaleSetRegistrar)
+        )
     except RateLimitedError as err:
         return RoundOutcome(None, [_rate_limited(err.reset_at)])
     except GitHubError as err:
@@ -465,27 +468,65 @@ async def _probe_vanished(
     book: RegistrationBook,
     pods: list[dict[str, Any]],
     secrets_: list[dict[str, Any]],
+    unlisted: bool = False,
 ) -> None:
     """Read the registration of each runner whose JIT config is stored but whose pod is gone:
-    a pod is re-created only if GitHub says the one-use config was never used."""
+    a pod is re-created only if GitHub says the one-use config was never used.
+
+    `unlisted` (REST, whose paged sweeps may skip a runner): also read each live runner that
+    a sweep begun ABSENCE_GRACE after its pod existed did not list. Either its registration
+    was deleted (a removal a crash of ours interrupted: the 404 lets the planner replace it at
+    once, instead of after registrationTimeout) or a page skipped it (the read puts it back,
+    busy or idle, so it is not taken for a runner that never registered)."""
     with_pods = {
         (p["metadata"].get("labels") or {}).get(c.LABEL_RUNNER, p["metadata"]["name"]) for p in pods
     }
-    probed = 0
-    for secret in secrets_:
-        meta = secret["metadata"]
-        runner_id = (meta.get("annotations") or {}).get(c.ANNOTATION_RUNNER_ID, "")
-        if meta["name"] in with_pods or not runner_id.isdigit():
-            continue
+    stored = _stored_ids(secrets_)
+    wanted = [(name, rid) for name, rid in stored.items() if name not in with_pods]
+    if unlisted:
+        wanted += unlisted_runners(pods, stored, book)
+    for probed, (name, runner_id) in enumerate(wanted):
         if probed >= PROBES_PER_ROUND:
             book.ask()  # the rest wait for the next round or the sweep
             return
-        probed += 1
-        registration = await github.get_runner(int(runner_id))
+        registration = await github.get_runner(runner_id)
         if registration is None:
-            book.forget(meta["name"], int(runner_id))
+            book.forget(name, runner_id)
         else:
             book.note(registration)
+
+
+def _stored_ids(secrets_: list[dict[str, Any]]) -> dict[str, int]:
+    """Runner name -> registration id, for the runner Secrets that record one."""
+    ids = {}
+    for secret in secrets_:
+        runner_id = (secret["metadata"].get("annotations") or {}).get(c.ANNOTATION_RUNNER_ID, "")
+        if runner_id.isdigit():
+            ids[secret["metadata"]["name"]] = int(runner_id)
+    return ids
+
+
+def unlisted_runners(
+    pods: list[dict[str, Any]], ids: Mapping[str, int], book: RegistrationBook
+) -> list[tuple[str, int]]:
+    """(name, registration id) of live runner pods (with a stored id in `ids`) that the last
+    sweep should have listed and did not: it began ABSENCE_GRACE after the pod was created.
+    No I/O."""
+    if book.swept_at is None:
+        return []
+    found = []
+    for pod in pods:
+        meta = pod["metadata"]
+        name = (meta.get("labels") or {}).get(c.LABEL_RUNNER, meta["name"])
+        created = epoch(meta.get("creationTimestamp"))
+        if (
+            name in ids and created is not None and not meta.get("deletionTimestamp")
+            and (pod.get("status") or {}).get("phase", "Pending") in ("Pending", "Running")
+            and book.seen(name) is None and not book.was_absent(name)
+            and book.swept_at - created > ABSENCE_GRACE
+        ):  # fmt: skip
+            found.append((name, ids[name]))
+    return found
 
 
 def _record(
