@@ -47,6 +47,7 @@ from runnerfleet.sim.github_limits import GitHubLimits, Limiter, RateLimit, pagi
 from runnerfleet.sim.webhook_replay import WebhookReplay
 
 API_PREFIX = "/api/v3"
+MAX_APP_KEYS = 25  # private keys a GitHub App may have at once
 _DOCS = "https://docs.github.com/rest"
 _CREDENTIAL = web.RequestKey("credential", str)  # the caller's token (ETags are tied to it)
 _BUDGET = web.RequestKey("budget", RateLimit)  # the caller's primary budget
@@ -134,7 +135,13 @@ class FakeGitHub:
         self.tokens: set[str] = set()
         for token in tokens or set():
             self._add_user_token(token)
-        self.app_public_key = app_public_key
+        # The App's public keys (GitHub keeps up to 25): a JWT signed with any of them is
+        # accepted; a deleted one's JWTs are refused (401), while the installation tokens
+        # minted with it stay valid until they expire, as GitHub's docs say.
+        self.app_public_keys: list[str] = [app_public_key] if app_public_key else []
+        self.app_jwts: Counter[str] = Counter()  # key_id(public key) -> JWTs accepted
+        self.installation_token_ttl = 3600.0  # seconds an installation token lives
+        self._token_expiry: dict[str, float] = {}  # installation token -> expiry (clock)
         self.runners: dict[int, FakeRunner] = {}
         self.jobs: dict[int, FakeJob] = {}
         self.repositories: list[str] = []
@@ -229,6 +236,33 @@ class FakeGitHub:
             self.actions.requests,
         ):
             counter.clear()  # fmt: skip
+
+    # ------------------------------------------------------------------ App keys (in-process)
+    @property
+    def app_public_key(self) -> str | None:
+        """The newest App public key (None: the App has none)."""
+        return self.app_public_keys[-1] if self.app_public_keys else None
+
+    @app_public_key.setter
+    def app_public_key(self, public: str | None) -> None:
+        self.app_public_keys = [public] if public else []
+
+    def rotate_app_key(self, public: str) -> None:
+        """A new private key generated for the App (its public half given): JWTs signed with
+        it are accepted from now on, alongside the older keys'."""
+        if len(self.app_public_keys) >= MAX_APP_KEYS:
+            raise ValueError(f"an App has at most {MAX_APP_KEYS} private keys")
+        self.app_public_keys.append(public)
+
+    def revoke_app_key(self, public: str) -> None:
+        """The key deleted from the App: JWTs signed with it are refused (401) from now on;
+        installation tokens minted with it stay valid until they expire."""
+        self.app_public_keys.remove(public)
+
+    @staticmethod
+    def key_id(public: str) -> str:
+        """A short, non-secret name for a public key (the keys of `app_jwts`)."""
+        return hashlib.sha256(public.encode()).hexdigest()[:12]
 
     # ------------------------------------------------------------------ control (in-process)
     def add_token(self) -> str:
@@ -484,6 +518,8 @@ class FakeGitHub:
             key, name = f"app:{app_id}", f"app ID {app_id}"
         elif scheme.lower() not in ("token", "bearer") or credential not in self.tokens:
             return self._error(401, "Bad credentials")
+        elif self._token_expiry.get(credential, float("inf")) < self.clock():
+            return self._error(401, "Bad credentials")  # GitHub's answer to an expired token
         else:
             if credential not in self._token_budget:  # put into `tokens` directly
                 self._add_user_token(credential)
@@ -498,16 +534,17 @@ class FakeGitHub:
         return resp
 
     def _app_id(self, token: str) -> str | None:
-        """The App id (`iss`) of a valid App JWT, else None."""
-        if self.app_public_key is None:
-            return None
-        try:
-            claims = jwt.decode(token, self.app_public_key, algorithms=["RS256"])
-        except jwt.PyJWTError:
-            return None
-        if not claims.get("iss") or claims.get("exp", 0) - claims.get("iat", 0) > 660:
-            return None
-        return str(claims["iss"])
+        """The App id (`iss`) of a JWT valid under one of the App's keys, else None."""
+        for public in self.app_public_keys:
+            try:
+                claims = jwt.decode(token, public, algorithms=["RS256"])
+            except jwt.PyJWTError:
+                continue
+            if not claims.get("iss") or claims.get("exp", 0) - claims.get("iat", 0) > 660:
+                return None
+            self.app_jwts[self.key_id(public)] += 1
+            return str(claims["iss"])
+        return None
 
     @staticmethod
     def _error(status: int, message: str) -> web.Response:
@@ -579,9 +616,10 @@ class FakeGitHub:
         self.tokens.add(token)
         self._token_budget[token] = (f"installation:{installation}",
                                      f"installation ID {installation}")  # fmt: skip
+        expires_at = self._token_expiry[token] = self.clock() + self.installation_token_ttl
         body = {
             "token": token,
-            "expires_at": _iso(self.clock() + 3600),
+            "expires_at": _iso(expires_at),
             "permissions": {"organization_self_hosted_runners": "write", "actions": "read"},
             "repository_selection": "all",
         }
