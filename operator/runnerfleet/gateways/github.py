@@ -11,6 +11,7 @@ Layer: gateways. Network I/O to GitHub only.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 from githubkit import AppInstallationAuthStrategy, GitHub, TokenAuthStrategy
+from githubkit.cache import MemCacheStrategy
 from githubkit.exception import RateLimitExceeded, RequestError, RequestFailed
 from githubkit_schemas.latest.models import (
     AuthenticationToken,
@@ -30,6 +32,17 @@ from runnerfleet.gateways.github_budget import Budget, MeteredTransport, endpoin
 from runnerfleet.models.github import GitHubCredentials, GitHubTarget
 
 RUNNERS_PER_PAGE = 100
+# githubkit keeps an App's JWT (by App id, 8 min) and its installation tokens (by App and
+# installation id) in one process-wide cache. After a key rotation, a gateway made with the
+# new key then sent the old key's cached JWT, refused (401) once the old key was deleted, for
+# up to 8 minutes. One cache per private key (by digest): the gateways of one key still share
+# one installation token, and a new key mints its own at once.
+_APP_AUTH_CACHES: dict[str, MemCacheStrategy] = {}
+
+
+def _app_auth_cache(private_key: str) -> MemCacheStrategy:
+    digest = hashlib.sha256(private_key.encode()).hexdigest()
+    return _APP_AUTH_CACHES.setdefault(digest, MemCacheStrategy())
 
 
 class GitHubError(Exception):
@@ -147,6 +160,11 @@ def _map_error(err: Exception, what: str) -> GitHubError:
             return GitHubUnavailableError(f"{what}: GitHub answered {status}")
         return GitHubError(f"{what}: GitHub answered {status}")
     if isinstance(err, RequestError):
+        if isinstance(err.exc, RequestFailed | RateLimitExceeded):
+            # GitHub refused the App's installation-token request (githubkit makes it inside
+            # the auth flow and wraps its answer): a 401 there is a deleted or wrong key, not
+            # an outage; it read as one, so the Secret was not re-read for 5 minutes.
+            return _map_error(err.exc, what)
         return GitHubUnavailableError(f"{what}: {type(err.exc).__name__}")
     if isinstance(err, httpx.HTTPError):
         return GitHubUnavailableError(f"{what}: {type(err).__name__}")
@@ -171,6 +189,7 @@ class GitHubGateway:
         self.budget = budget or (transport.budget if transport else Budget())
         self._transport = transport or MeteredTransport(self.budget)
         auth: TokenAuthStrategy | AppInstallationAuthStrategy
+        cache: MemCacheStrategy | None = None  # githubkit's process-wide one
         if credentials.token:
             auth = TokenAuthStrategy(credentials.token)
         else:
@@ -179,8 +198,10 @@ class GitHubGateway:
             auth = AppInstallationAuthStrategy(
                 credentials.app_id, credentials.private_key, credentials.installation_id
             )
+            cache = _app_auth_cache(credentials.private_key)
         self._gh: GitHub[Any] = GitHub(
             auth,
+            cache_strategy=cache,
             base_url=target.api_base,
             timeout=httpx.Timeout(10.0),
             http_cache=False,

@@ -108,6 +108,11 @@ class GitHubSide:
     registrations: RegistrationQueue
 
 
+def credentials_fingerprint(credentials: GitHubCredentials) -> int:
+    """Changes when the secret does (a rotated App key, a new token); not the secret."""
+    return hash((credentials.token, credentials.app_id, credentials.private_key))
+
+
 def credentials_key(credentials: GitHubCredentials) -> str:
     """Which budget credentials draw from (an installation, or a token), without the secret."""
     if credentials.token:
@@ -208,7 +213,10 @@ class Runtime:
     # gateway per installation only for its registration tokens (no sweep), and one side
     # per RunnerScaleSet (its GitHub scale set is its registration scope).
     _actions: dict[tuple[str, str], ActionsServiceClient] = field(default_factory=dict)
-    _rest: dict[tuple[str, str], GitHubGateway] = field(default_factory=dict)
+    # (fingerprint of the credentials it was made with, gateway), and the newest credentials
+    # seen per key: a rotated key gets a new gateway at the next fetch.
+    _rest: dict[tuple[str, str], tuple[int, GitHubGateway]] = field(default_factory=dict)
+    _credentials: dict[tuple[str, str], GitHubCredentials] = field(default_factory=dict)
     registration_tokens: TokenCache = field(default_factory=TokenCache)
     _retired: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -336,9 +344,9 @@ class Runtime:
         """One Actions-service client (admin token, connection pool) per installation and
         config URL; its registration tokens come from the shared cache."""
         key = (config_url.rstrip("/").lower(), credentials_key(credentials))
+        tokens = self.registration_token(target, credentials)  # notes rotated credentials
         client = self._actions.get(key)
         if client is None:
-            tokens = self.registration_token(target, credentials)
             client = self._actions[key] = ActionsServiceClient(config_url, tokens)
         return client
 
@@ -348,16 +356,25 @@ class Runtime:
         """The scope's registration token from the shared cache; a fetch is a REST request
         through the installation's budget, made by a gateway kept only for that."""
         key = (target.key, credentials_key(credentials))
+        self._credentials[key] = credentials  # the newest: every caller reads its Secret
 
         async def fetch() -> Token:
-            rest = self._rest.get(key)
-            if rest is None:
-                rest = self._rest[key] = GitHubGateway(
-                    target, credentials, transport=self._transport(credentials)
-                )
-            return await rest.registration_token()
+            return await self._rest_gateway(target, key).registration_token()
 
         return lambda: self.registration_tokens.get(key, fetch)
+
+    def _rest_gateway(self, target: GitHubTarget, key: tuple[str, str]) -> GitHubGateway:
+        """The scope's REST gateway for registration tokens, made again when its credentials
+        changed. Made once, it kept a rotated-out App key for good: an hour on, its next
+        installation token was refused (401) once that key was deleted, and so was every
+        registration token after, until the operator restarted."""
+        credentials = self._credentials[key]
+        fingerprint = credentials_fingerprint(credentials)
+        held = self._rest.get(key)
+        if held is None or held[0] != fingerprint:
+            gateway = GitHubGateway(target, credentials, transport=self._transport(credentials))
+            held = self._rest[key] = (fingerprint, gateway)
+        return held[1]
 
     async def listener_registration_token(self, namespace: str, spec: TeamListenerSpec) -> Token:
         """The token for a TeamListener's scope and credentials (its secretRef, read at most
@@ -374,7 +391,7 @@ class Runtime:
     def _side(
         self, key: tuple[str, str], credentials: GitHubCredentials, make: Callable[[], Registrar]
     ) -> GitHubSide:
-        secret_hash = hash((credentials.token, credentials.app_id, credentials.private_key))
+        secret_hash = credentials_fingerprint(credentials)
         side = self._sides.get(key)
         if side is not None and side.secret_hash != secret_hash:
             self._retire(side)  # credentials rotated
