@@ -32,6 +32,7 @@ from kubernetes_asyncio import client
 
 from runnerfleet import conventions as c
 from runnerfleet.sim.github import FakeJob
+from runnerfleet.sim.operator_process import OperatorProcess
 from tests.support.chaos import Outcome, github_requests, orphans, record
 from tests.support.factories import make_scale_set, make_team_listener
 from tests.support.fleet import Fleet
@@ -55,6 +56,7 @@ class Scenario:
     job_seconds: tuple[float, float]  # each job's duration
     waves: int = 0  # jobs arrive in this many bursts (0: spread evenly); demand then drops
     scale_down_delay: str = "30s"  # the spec default; shorter: more scale-downs to interrupt
+    replicas: int = 1  # 2: leader election (the chart's default); each kill hits the leader
 
 
 @dataclass
@@ -87,7 +89,6 @@ def _baseline(f: Fleet) -> None:
 async def _setup(
     f: Fleet, s: Scenario, min_runners: int = MIN_RUNNERS, protocol: str = "scaleSet"
 ) -> None:
-    _baseline(f)
     f.github.actions.options = _fast_options(f)
     github = {"configUrl": f.config_url, "secretRef": {"name": "github-app"},
               "protocol": protocol}  # fmt: skip
@@ -162,20 +163,76 @@ async def _feed(
         jobs.append(f.github.enqueue_job("acme/app", TEAM, duration))
 
 
-async def _crash_loop(f: Fleet, rng: random.Random, s: Scenario) -> float:
-    """Kill the operator `s.kills` times at random moments; return the last kill's time."""
+LEASE_SECONDS = "4"  # the replicas' Lease (tests/e2e/test_ha_and_standby.py uses the same)
+
+
+def _replicas(f: Fleet, count: int) -> list[OperatorProcess]:
+    """`count` operator replicas with leader election in place of the fleet's one operator
+    (started, sharing its log directory and its RUNNERFLEET_CHAOS_OPERATOR_PATH, if any)."""
+    f.operator.stop()
+    env = {"RUNNERFLEET_NAMESPACE": f.namespace, "RUNNERFLEET_LEADER_ELECT": "true",
+           "RUNNERFLEET_LEASE_SECONDS": LEASE_SECONDS, **f.operator.env}  # fmt: skip
+    logs = f.operator.log_path.parent
+    procs = [OperatorProcess(f.operator.kubeconfig, f.namespace, logs / f"operator-{i}.log",
+                             env=dict(env)) for i in range(count)]  # fmt: skip
+    for proc in procs:
+        proc.start()
+    return procs
+
+
+async def _leader(f: Fleet, procs: list[OperatorProcess]) -> OperatorProcess:
+    """The replica holding the Lease (waits until a live one holds it)."""
+    coordination = client.CoordinationV1Api(f.kube)
+
+    async def holder() -> str:
+        try:
+            lease = await coordination.read_namespaced_lease("runnerfleet-operator", f.namespace)
+        except client.ApiException:
+            return ""
+        return str(lease.spec.holder_identity or "")
+
+    def live(identity: str) -> OperatorProcess | None:
+        return next((p for p in procs if p.proc and p.proc.poll() is None
+                     and identity.endswith(f"-{p.proc.pid}")), None)  # fmt: skip
+
+    identity = await wait_for(holder, lambda who: live(who) is not None,
+                              what="a live replica holding the Lease", within=60)  # fmt: skip
+    found = live(identity)
+    assert found is not None
+    return found
+
+
+async def _crash_loop(
+    f: Fleet, rng: random.Random, s: Scenario, procs: list[OperatorProcess]
+) -> float:
+    """Kill the operator `s.kills` times at random moments; return the last kill's time.
+    With replicas, each kill hits the replica holding the Lease (once one does)."""
     last = 0.0
     for _ in range(s.kills):
         await asyncio.sleep(rng.uniform(*s.kill_gap))  # the fault: a random moment, not a sync
-        f.operator.kill()
+        victim = await _leader(f, procs) if procs else f.operator
+        victim.kill()
         last = time.time()
-        f.operator.start()  # restarted at once, as a crash-looping pod is
+        victim.start()  # restarted at once, as a crash-looping pod is
     return last
 
 
 async def _run(f: Fleet, s: Scenario, form: str) -> None:
     seed = _seed()
     rng = random.Random(seed)  # noqa: S311 (a replayable fault schedule)
+    _baseline(f)
+    procs = _replicas(f, s.replicas) if s.replicas > 1 else []
+    try:
+        await _loop(f, s, form, seed, rng, procs)
+    finally:
+        for i, proc in enumerate(procs):
+            proc.stop()
+            print(f"---- operator replica {i} log ----\n{proc.logs()[-8000:]}")
+
+
+async def _loop(
+    f: Fleet, s: Scenario, form: str, seed: int, rng: random.Random, procs: list[OperatorProcess]
+) -> None:
     await _setup(f, s)
     f.github.reset_counters()
     watch, stop = Watch(), asyncio.Event()
@@ -188,7 +245,7 @@ async def _run(f: Fleet, s: Scenario, form: str) -> None:
     ]
     began = time.time()
     try:
-        last_kill = await _crash_loop(f, rng, s)
+        last_kill = await _crash_loop(f, rng, s, procs)
         await feeding
         try:
             drained = await wait_for(
@@ -228,7 +285,8 @@ async def _run(f: Fleet, s: Scenario, form: str) -> None:
     answered, counted = github_requests(f)
     record(Outcome(
         scenario="1 operator crash loop", form=form,
-        faults=f"{s.kills} SIGKILLs of the operator at random moments",
+        faults=f"{s.kills} SIGKILLs of the {'leading replica of 2' if procs else 'operator'} "
+        "at random moments",
         jobs=len(jobs), lost=len(f.runners.lost_jobs),
         duplicates=sum(len(names) for _, names in watch.duplicate_names),
         orphans=len(await orphans(f, [SET])), convergence_s=round(converged - last_kill, 1),
@@ -269,6 +327,7 @@ def _assert_outcome(
     late: list[tuple[float, int, int]],
 ) -> None:
     assert f.runners.lost_jobs == [], "jobs lost"
+    assert watch.max_failures == 0, "our own crashes counted as runner failures"
     assert {j.conclusion for j in jobs} == {"success"}, Counter(j.conclusion for j in jobs)
     assert len({j.runner_name for j in jobs}) == len(jobs), "a runner ran two jobs"
     assert watch.duplicate_names == [], "two registrations with one name"
@@ -290,12 +349,12 @@ async def _assert_no_orphans(f: Fleet) -> None:
 
 
 async def test_crash_loop_during_a_job_stream_drains_within_a_minute(running_fleet: Fleet) -> None:
-    """Short form (make test): 6 kills during 36 jobs in 3 waves; scale-downs after each wave
-    (scaleDownDelay 2 s) give the kills removals to interrupt. (10 kills and 60 jobs took
-    41 s of a make test that was over its 20 minutes; the long form is in make test-slow.)"""
+    """Short form (make test): two replicas with leader election (the chart's default), the
+    leader killed 6 times during 36 jobs in 3 waves; scale-downs after each wave
+    (scaleDownDelay 2 s) give the kills removals to interrupt."""
     await _run(running_fleet, Scenario(
         kills=6, jobs=36, kill_gap=(2.0, 6.0), job_seconds=(1.0, 4.0), waves=3,
-        scale_down_delay="2s",
+        scale_down_delay="2s", replicas=2,
     ), "short")  # fmt: skip
 
 
@@ -303,11 +362,23 @@ async def test_crash_loop_during_a_job_stream_drains_within_a_minute(running_fle
 @pytest.mark.chaos
 @pytest.mark.timeout(1800)
 async def test_crash_loop_long_form(running_fleet: Fleet) -> None:
-    """Issue 12's scenario 1 at size (make chaos): 50 kills during 500 jobs in 15 waves."""
+    """Issue 12's scenario 1 at size (make chaos): two replicas, the leader killed 50 times
+    during 500 jobs in 15 waves."""
     await _run(running_fleet, Scenario(
         kills=50, jobs=500, kill_gap=(2.0, 8.0), job_seconds=(2.0, 10.0), waves=15,
-        scale_down_delay="2s",
+        scale_down_delay="2s", replicas=2,
     ), "long")  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+async def test_crash_loop_one_replica_long_form(running_fleet: Fleet) -> None:
+    """One replica restarted at once after each of 40 kills during 400 jobs (make test-slow):
+    no standby to take over, each restart starts cold."""
+    await _run(running_fleet, Scenario(
+        kills=40, jobs=400, kill_gap=(2.0, 8.0), job_seconds=(2.0, 10.0), waves=12,
+        scale_down_delay="2s",
+    ), "long, one replica")  # fmt: skip
 
 
 @pytest.mark.parametrize("protocol", ["scaleSet", pytest.param("rest", marks=pytest.mark.slow)])
@@ -323,6 +394,7 @@ async def test_runners_a_kill_left_mid_scale_down_are_replaced_at_once(
     runner, a live runner no sweep lists 30 s after its pod existed is read by id: the 404
     says its registration is gone."""
     f = running_fleet
+    _baseline(f)
     await _setup(f, Scenario(kills=1, jobs=6, kill_gap=(0, 0), job_seconds=(3, 3)), 7, protocol)
     f.operator.kill()
     api = client.CustomObjectsApi(f.kube)
