@@ -17,9 +17,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from runnerfleet.gateways.github import GitHubAuthError, GitHubGateway
 from runnerfleet.models.github import GitHubCredentials, parse_config_url
+from runnerfleet.models.team_listener import TeamListenerSpec
 from runnerfleet.services.registration_token import TokenCache
 from runnerfleet.services.runtime import Runtime
 from runnerfleet.sim.github import MAX_APP_KEYS, FakeGitHub
+from tests.support.factories import make_team_listener
 
 
 def _key() -> tuple[str, str]:
@@ -141,3 +143,45 @@ async def test_registration_tokens_use_the_rotated_key_even_through_a_source_mad
     assert token
     assert expires_at > time.time()
     assert fake.app_jwts[fake.key_id(new_public)] == 1
+
+
+class _Secrets:
+    """The one KubeGateway call the operator's listener-token path makes, over a dict."""
+
+    def __init__(self, data: dict[str, str]) -> None:
+        self.data, self.reads = data, 0
+
+    async def read_secret_data(self, namespace: str, name: str) -> dict[str, str]:
+        self.reads += 1
+        return dict(self.data)
+
+
+async def test_a_refused_key_makes_the_operator_read_the_secret_again_and_retry_at_once(
+    fake: FakeGitHub,
+) -> None:
+    """The TeamListener token path cached the Secret for 5 minutes: after the Secret got a
+    new key and the old one was deleted, every fetch was refused until then. Now a 401 makes
+    it read the Secret again and retry in the same call; one 401 in all."""
+    fake.orgs.add("acme")
+    fake.installation_token_ttl = 30.0
+    old, old_public = _key()
+    new, new_public = _key()
+    fake.app_public_key = old_public
+    app = {"github_app_id": "42", "github_app_installation_id": "7"}
+    secrets = _Secrets({**app, "github_app_private_key": old})
+    runtime = Runtime(kube=cast(Any, secrets), registration_tokens=TokenCache(margin=1e9))
+    spec = TeamListenerSpec.model_validate(
+        make_team_listener(config_url=f"{fake.url}/acme")["spec"]
+    )
+    await runtime.listener_registration_token("ns", spec)
+    fake.rotate_app_key(new_public)
+    secrets.data["github_app_private_key"] = new  # the Secret updated
+    fake.revoke_app_key(old_public)  # and the old key deleted at once
+
+    token, _ = await runtime.listener_registration_token("ns", spec)
+    assert token
+    assert secrets.reads == 2, "read again after the refusal, not after the 5-minute cache"
+    assert fake.app_jwts[fake.key_id(new_public)] == 1
+    refused = sum(n for (_, route, status), n in fake.requests.items()
+                  if status == 401 and "/app/" in route)  # fmt: skip
+    assert refused == 1

@@ -85,6 +85,11 @@ class TokenCache:
         self._held[key] = _Held(token, expires_at)
         return token, expires_at
 
+    def forget_failure(self, key: Hashable) -> None:
+        """New credentials for `key` (a rotated App key): the old ones' failure says nothing
+        about them, so the next caller fetches at once."""
+        self._failed.pop(key, None)
+
 
 class SharedRegistrationToken:
     """The listener's registration-token source: the operator's token from the listener's

@@ -26,7 +26,7 @@ from typing import Any
 
 from runnerfleet import conventions as c
 from runnerfleet.gateways.actions_service import ActionsServiceClient
-from runnerfleet.gateways.github import GitHubGateway
+from runnerfleet.gateways.github import GitHubAuthError, GitHubGateway
 from runnerfleet.gateways.github_budget import WRITE_POINTS_PER_WINDOW, Budget, MeteredTransport
 from runnerfleet.gateways.informer import Informer
 from runnerfleet.gateways.kubernetes import KubeGateway
@@ -356,6 +356,11 @@ class Runtime:
         """The scope's registration token from the shared cache; a fetch is a REST request
         through the installation's budget, made by a gateway kept only for that."""
         key = (target.key, credentials_key(credentials))
+        known = self._credentials.get(key)
+        if known is not None and credentials_fingerprint(known) != credentials_fingerprint(
+            credentials
+        ):
+            self.registration_tokens.forget_failure(key)  # the old key's 401 is not the new's
         self._credentials[key] = credentials  # the newest: every caller reads its Secret
 
         async def fetch() -> Token:
@@ -378,7 +383,16 @@ class Runtime:
 
     async def listener_registration_token(self, namespace: str, spec: TeamListenerSpec) -> Token:
         """The token for a TeamListener's scope and credentials (its secretRef, read at most
-        every 5 min and shared with the scale sets naming the same Secret)."""
+        every 5 min and shared with the scale sets naming the same Secret). Credentials
+        GitHub refuses are read again at once and tried once more: the Secret may hold a
+        rotated App key, and the old one may be deleted already."""
+        try:
+            return await self._listener_token(namespace, spec)
+        except GitHubAuthError:
+            self.forget(("secret", namespace, spec.github.secret_ref.name))
+            return await self._listener_token(namespace, spec)
+
+    async def _listener_token(self, namespace: str, spec: TeamListenerSpec) -> Token:
         secret = spec.github.secret_ref.name
         data = await self.cached(
             ("secret", namespace, secret), CREDENTIALS_TTL,
