@@ -268,8 +268,10 @@ async def fleet(
     kubelet = ListenerKubelet(kube, cluster.kubeconfig, namespace, log_dir)
     kubelet.start()
     made = Fleet(kube, namespace, github, runners, operator, token, kubelet)
+    passed = False
     try:
         yield made
+        passed = True
     finally:
         await made.remove_node_pools()
         await kubelet.stop()
@@ -280,3 +282,24 @@ async def fleet(
         await runners.stop()
         await github.stop()
         await asyncio.sleep(0)
+    if passed:  # not over a failure: its own error says more
+        leaked = leaked_secrets(made, [operator.logs(), kubelet.logs()])
+        assert not leaked, f"secret values in the operator or listener logs: {leaked}"
+
+
+def leaked_secrets(f: Fleet, logs: list[str]) -> list[str]:
+    """Which kinds of secret value the fake GitHub issued or was given appear in `logs`
+    (reliability item 5, checked after every e2e test that uses this harness): tokens,
+    registration and message-queue tokens, the App private key, the webhook secret."""
+    text = "\n".join(logs)
+    needles: list[tuple[str, str]] = [("installation or user token", t) for t in f.github.tokens]
+    needles += [("registration token", t) for t in f.github.actions.registration_tokens]
+    needles += [("message queue token", t) for t in f.github.actions.queue_tokens()]
+    if f.github.webhook_secret:
+        needles.append(("webhook secret", f.github.webhook_secret.decode(errors="replace")))
+    if "PRIVATE KEY" in f.token:
+        body = "".join(f.token.strip().splitlines()[1:-1])
+        needles += [("App private key", body[:64]), ("App private key", body[-64:])]
+    else:
+        needles.append(("github_token", f.token))
+    return sorted({kind for kind, value in needles if len(value) >= 8 and value in text})

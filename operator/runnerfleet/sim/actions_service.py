@@ -242,6 +242,10 @@ class FakeActionsService:
         finally:
             self.requests[(request.method, template, status)] += 1
 
+    def queue_tokens(self) -> list[str]:
+        """Message-queue access tokens still valid (for log scans in tests)."""
+        return list(self._queue_tokens)
+
     def add_routes(self, router: web.UrlDispatcher) -> None:
         r = router
         r.add_post(REGISTRATION_PATH, self._register)
