@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from runnerfleet.listener.signature import sign, verify
 from runnerfleet.planning.matching import Job, ScaleSetLabels, match
 
@@ -53,3 +55,23 @@ def test_bad_or_missing_signatures_fail() -> None:
     assert not verify(secret, body + b" ", good)
     assert not verify(b"other", body, good)
     assert not verify(b"", body, sign(b"", body))
+
+
+def test_signatures_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reliability item 6: the comparison is hmac.compare_digest (constant time), so a forger
+    cannot learn the signature byte by byte from response times; `==` would leak it."""
+    import hmac
+
+    calls: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    secret, body = b"s3cret", b"{}"
+    good = sign(secret, body)
+    assert verify(secret, body, good)
+    assert not verify(secret, body, good[:-1] + ("0" if good[-1] != "0" else "1"))
+    assert len(calls) == 2, "every well-formed signature goes through compare_digest"
