@@ -319,7 +319,7 @@ async def _round(runtime: Runtime, scale_set: ScaleSet) -> RoundOutcome:
                 None, [Problem("GitHubReachable", "ScaleSetProtocolUnavailable", message)]
             )
         except GitHubError as err:
-            return RoundOutcome(None, [Problem("GitHubReachable", type(err).__name__, str(err))])
+            return RoundOutcome(None, [_unreachable(err, spec.github.config_url)])
     else:
         side = runtime.github(target, credentials)
         budget = side.gateway.budget
@@ -390,7 +390,7 @@ async def _converge(
     except RateLimitedError as err:
         return RoundOutcome(None, [_rate_limited(err.reset_at)])
     except GitHubError as err:
-        return RoundOutcome(None, [Problem("GitHubReachable", type(err).__name__, str(err))])
+        return RoundOutcome(None, [_unreachable(err, spec.github.config_url)])
 
     now = time.time()
     status_model = RunnerScaleSetStatus.model_validate(scale_set.status)
@@ -423,6 +423,13 @@ async def _converge(
         problems.append(Problem("GitHubReachable", "SweepFailed", book.last_error))
     scaled = any(isinstance(a, CreateRunners | RemoveRunner) for a in actions)
     return RoundOutcome(decided, problems, scaled)
+
+
+def _unreachable(err: GitHubError, config_url: str) -> Problem:
+    """GitHub did not answer usably: the condition names the URL's field, since a typo there
+    looks the same as an outage; the runners are kept either way."""
+    message = f"{err} (spec.github.configUrl: {config_url}); existing runners are kept"
+    return Problem("GitHubReachable", type(err).__name__, message)
 
 
 def _registrar(side: GitHubSide) -> ScaleSetRegistrar:
