@@ -75,10 +75,14 @@ class StubListener:
     metrics: ListenerMetrics = field(default_factory=ListenerMetrics.create)
     writes: list[tuple[int, list[str]]] = field(default_factory=list)
     fail: bool = False
+    fail_times: int = 0  # the first writes refused, then accepted (an apiserver restart)
     log: list[str] | None = None
 
     async def write_demand(self, key: tuple[str, str], demand: int, busy: list[str]) -> None:
-        if self.fail:
+        if self.fail or self.fail_times:
+            self.fail_times = max(0, self.fail_times - 1)
+            if self.log is not None:
+                self.log.append("write refused")
             raise KubeError("apiserver down")
         self.writes.append((demand, busy))
         if self.log is not None:
@@ -155,13 +159,33 @@ async def test_session_conflict_is_waited_out(monkeypatch: pytest.MonkeyPatch) -
 
 
 async def test_unwritten_demand_is_not_acknowledged(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sessions, "_backoff", lambda attempt, cap: 0.01)
+    """While Kubernetes refuses the demand, the batch stays unacknowledged and the session is
+    kept (retried in place, not reopened)."""
+    monkeypatch.setattr(sessions, "KUBE_RETRY_MAX", 0.01)
     client = StubClient([MessageBatch(1, stats(assigned=3), (event("JobAssigned", 1),))])
-    listener = StubListener(fail=True)
+    listener = StubListener(fail=True, log=client.log)
     worker = worker_for(client, listener)
-    await run_until(worker, lambda: client.log.count("session") >= 2)
+    await run_until(worker, lambda: client.log.count("write refused") >= 5)
     assert not any(entry.startswith("ack") for entry in client.log)
     assert worker.last_message_id == 0
+    assert client.log.count("session") == 1, "a Kubernetes failure is no reason to reopen"
+    assert "delete-session" not in client.log[:-1], "deleted only when the test stops it"
+
+
+async def test_demand_refused_during_an_apiserver_restart_lands_on_the_same_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 12, scenario 2: the session used to be dropped on the first refused write, and the
+    growing reopen backoff (up to 30 s) held the queue for up to a minute after the
+    apiserver was back. Now the write is retried, then the batch acknowledged."""
+    monkeypatch.setattr(sessions, "KUBE_RETRY_MAX", 0.01)
+    client = StubClient([MessageBatch(1, stats(assigned=3), (event("JobAssigned", 1),))])
+    listener = StubListener(fail_times=4, log=client.log)
+    worker = worker_for(client, listener)
+    await run_until(worker, lambda: "ack 1" in client.log)
+    assert client.log[:8] == ["session", *["write refused"] * 4, "write 0", "write 3", "ack 1"]
+    assert listener.writes == [(0, []), (3, [])]
+    assert worker.attempt == 0, "no session backoff built up"
 
 
 async def test_queue_wait_and_execution_histograms() -> None:

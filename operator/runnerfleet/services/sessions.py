@@ -13,6 +13,8 @@ runs a pod per scale set). Each session long-polls its queue and, per batch of j
 A batch is acknowledged only after its demand is written, so a crash re-reads it (every
 step above is idempotent): no job is lost.
 
+A demand write Kubernetes refuses (the apiserver restarting) is retried in place, the session
+kept and the batch unacknowledged until it lands.
 A 409 (another session holds the scale set: a replica, a second cluster, or a session left by
 an unclean exit until GitHub expires it) is waited out with jittered backoff, never a crash.
 Sessions are deleted on shutdown.
@@ -51,6 +53,7 @@ SYNC_SECONDS = 10.0  # how often the team's scale sets are re-listed (new ones g
 WAITING_SYNC_SECONDS = 1.0  # while a scale set waits for the operator to register it in GitHub
 CONFLICT_BACKOFF_MAX = 10.0  # a held session is retried at least this often
 ERROR_BACKOFF_MAX = 30.0
+KUBE_RETRY_MAX = 2.0  # a demand write the apiserver refused is retried at least this often
 
 
 def _backoff(attempt: int, cap: float) -> float:
@@ -148,12 +151,26 @@ class SessionWorker:
                 metrics.jobs_completed.labels(*self.key).inc()
 
     async def _write(self, statistics: Statistics) -> None:
+        """Write the demand, retried in place until the apiserver takes it; the batch is
+        acknowledged only after. Kubernetes failing (an apiserver or etcd restart, RBAC not
+        yet loaded after one) is no reason to drop a working GitHub session: reopening it
+        and the session backoff (up to 30 s, growing with each failed reopen) left the queue
+        unserved for up to a minute after the apiserver was back (issue 12, scenario 2)."""
         self.statistics = statistics
         self.listener.export_statistics(self.key, statistics)
-        try:
-            await self.listener.write_demand(self.key, statistics.assigned, sorted(self.busy))
-        except KubeError as err:  # not acknowledged: the batch comes again
-            raise GitHubError(f"demand not written: {err}") from err
+        failures = 0
+        while True:
+            try:
+                await self.listener.write_demand(self.key, statistics.assigned, sorted(self.busy))
+                break
+            except KubeError as err:
+                failures += 1
+                delay = min(KUBE_RETRY_MAX, 0.25 * 2**failures)
+                log.warning("%s/%s: demand not written (%s); retrying in %.1fs (%d)",
+                            *self.key, err, delay, failures)  # fmt: skip
+                await asyncio.sleep(delay)
+        if failures:
+            log.info("%s/%s: demand written after %d failed tries", *self.key, failures)
 
 
 @dataclass
