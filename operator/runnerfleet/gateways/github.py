@@ -10,8 +10,10 @@ Layer: gateways. Network I/O to GitHub only.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -446,15 +448,26 @@ class GitHubGateway:
     async def _page(
         self, key: str, endpoint: str, call: Any, parse: Any, seen: int
     ) -> tuple[list[Any], bool]:
-        """One page: GET with If-None-Match; a 304 returns what that ETag was cached with."""
+        """One page: GET with If-None-Match; a 304 returns what that ETag was cached with.
+
+        A transient failure (5xx, connection reset, timeout) is retried, QUEUE_ATTEMPTS in
+        all with full-jitter backoff: a poll reads every page of every active run, and one
+        failed page discards the repository's read, so at GitHub's usual few percent of
+        errors a busy repository (a hundred runs) was almost never read whole."""
         cached = self._etag_cache.get(key)
         headers = {"If-None-Match": cached[0]} if cached else {}
-        try:
-            resp = await call(headers)
-        except Exception as err:
-            status = getattr(getattr(err, "response", None), "status_code", 0)
-            self._count(endpoint, status)
-            raise self._fail(err, endpoint) from err
+        for attempt in range(QUEUE_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(random.uniform(0, min(5.0, 0.5 * 2**attempt)))  # noqa: S311
+            try:
+                resp = await call(headers)
+                break
+            except Exception as err:
+                status = getattr(getattr(err, "response", None), "status_code", 0)
+                self._count(endpoint, status)
+                failure = self._fail(err, endpoint)
+                if not isinstance(failure, GitHubUnavailableError) or attempt + 1 == QUEUE_ATTEMPTS:
+                    raise failure from err
         self._count(endpoint, resp.status_code)
         remaining = resp.headers.get("x-ratelimit-remaining")
         if remaining is not None:
@@ -544,6 +557,7 @@ class GitHubGateway:
 
 QUEUE_PER_PAGE = 100  # GitHub's maximum
 QUEUE_MAX_PAGES = 1000  # a safety stop; 100,000 items of one list
+QUEUE_ATTEMPTS = 3  # tries of one queue page on a transient failure (5xx, network)
 QUEUE_ETAG_CACHE_MAX = 20_000  # pages; ~2 per repository plus one per active run
 
 

@@ -53,6 +53,7 @@ from runnerfleet.planning.repositories import installation_repository_watched, l
 log = logging.getLogger("runnerfleet.listener")
 CONFLICT_RETRIES = 5
 CONCURRENCY = 8  # GitHub requests in flight per poll (GitHub allows 100 concurrent)
+RUN_CONCURRENCY = 4  # runs of one repository read at once (within CONCURRENCY's repositories)
 WEBHOOK_GRACE_SECONDS = 30.0  # a job a webhook reported survives polls that miss it this long
 
 
@@ -233,15 +234,35 @@ class Listener:
         return failures[0] if failures else None
 
     async def _read_repo(self, full: str, started: float) -> list[TrackedJob]:
+        """Every job of the repository's active runs, RUN_CONCURRENCY runs at a time (one
+        after another, a busy repository of a hundred runs took 200 s per poll at GitHub's
+        2 s latency, and its new jobs waited that long)."""
         owner, repo = full.split("/", 1)
-        jobs: list[TrackedJob] = []
-        for run_id in await self.github.active_run_ids(owner, repo):
-            for j in await self.github.run_jobs(owner, repo, run_id):
-                jobs.append(TrackedJob(
+        gate = asyncio.Semaphore(RUN_CONCURRENCY)
+        failures: list[GitHubError] = []
+
+        async def run_jobs(run_id: int) -> list[TrackedJob]:
+            async with gate:
+                if failures:  # the read is incomplete already: spend nothing more on it
+                    return []
+                try:
+                    found = await self.github.run_jobs(owner, repo, run_id)
+                except GitHubError as err:
+                    failures.append(err)
+                    return []
+            return [
+                TrackedJob(
                     id=j.id, repo=full, run_id=j.run_id, labels=j.labels, status=j.status,
                     seen_at=started, created_at=j.created_at, started_at=j.started_at,
                     runner_name=j.runner_name,
-                ))  # fmt: skip
+                )
+                for j in found
+            ]  # fmt: skip
+
+        reads = [run_jobs(run_id) for run_id in await self.github.active_run_ids(owner, repo)]
+        jobs = [job for some in await asyncio.gather(*reads) for job in some]
+        if failures:
+            raise failures[0]
         return jobs
 
     def _merge(self, results: dict[str, list[TrackedJob]], started: float) -> None:
