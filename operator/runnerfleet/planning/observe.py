@@ -5,7 +5,7 @@ Layer: planning. Pure: takes plain dicts (as the apiserver sends them) and gatew
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Protocol
 
 from runnerfleet import conventions as c
@@ -36,6 +36,8 @@ class SeenLike(Protocol):
     @property
     def ours(self) -> bool: ...
 
+    # Optional `ran: bool` (Seen has it): seen online or busy before; absent, False.
+
 
 def _pod_outcome(pod: dict[str, Any]) -> tuple[str, float | None]:
     """Why a pod ended (OOMKilled, Evicted, Error...) and when."""
@@ -61,7 +63,7 @@ def _busy_hint(entry: dict[str, Any] | None, at: float) -> None:
     registration_id = reg.id if reg is not None else entry.get("registration_id")
     if registration_id is None:
         return
-    entry["registration"] = ObservedRegistration(registration_id, True, True)
+    entry["registration"] = ObservedRegistration(registration_id, True, True, ran=True)
     entry["checked_at"] = at
 
 
@@ -76,6 +78,7 @@ def observe(
     absent: Mapping[str, float] | None = None,
     busy: Mapping[str, float] | None = None,
     exact_sweeps: bool = False,
+    ran: Collection[str] = (),
 ) -> list[ObservedRunner]:
     """One ObservedRunner per name seen in any of the three sources.
 
@@ -85,7 +88,9 @@ def observe(
     has said (since that sweep) it has no registration for, and when. `busy` names runners
     the listener saw running a job, and when: that is evidence of a busy registration, newer
     than a sweep that began earlier. `exact_sweeps`: the sweeps read each runner by id (the
-    scale-set protocol), so absence from one is GitHub's word, not a paging gap.
+    scale-set protocol), so absence from one is GitHub's word, not a paging gap. `ran` names
+    runners known to have run (seen online, or reported busy) besides what `registrations`
+    remember: offline now, they are gone, not yet to start.
     """
     found: dict[str, dict[str, Any]] = {}
 
@@ -117,7 +122,8 @@ def observe(
         if not c.is_runner_of(reg.name, scale_set, namespace):
             continue
         entry = found.setdefault(reg.name, {})
-        entry["registration"] = ObservedRegistration(reg.id, reg.online, reg.busy)
+        spent = bool(getattr(seen, "ran", False)) or reg.online or reg.busy or reg.name in ran
+        entry["registration"] = ObservedRegistration(reg.id, reg.online, reg.busy, ran=spent)
         entry["checked_at"] = seen.at
         entry.setdefault("created_at", seen.first_at)
         entry["registered_here"] = seen.ours

@@ -54,6 +54,14 @@ class ObservedRegistration:
     id: int
     online: bool
     busy: bool
+    # Seen online or busy before (by this process): the runner ran, its JIT config is spent.
+    # Offline and idle now, its process is gone (its node vanished, or it died mid-job and
+    # GitHub failed the job); it can never take a job again.
+    ran: bool = False
+
+    @property
+    def lost(self) -> bool:
+        return self.ran and not (self.online or self.busy)
 
 
 @dataclass(frozen=True)
@@ -181,6 +189,9 @@ class Plan:
     # Some runner's state waits on fresher evidence from GitHub (a runner not yet seen online,
     # one past its registration deadline, or queued jobs that idle runners may be taking).
     wants_evidence: bool = False
+    # Runners to read from GitHub again, by name: busy as last read, no longer on the
+    # listener's busy list, their pods not ended (see _busy_no_longer).
+    recheck: list[str] = field(default_factory=list)
 
     @property
     def failing(self) -> bool:
@@ -233,8 +244,10 @@ def classify(runner: ObservedRunner, now: float, limits: Limits) -> tuple[State,
     if phase is None:
         if not runner.has_secret:
             return State.FINISHED, "Orphaned"  # only a registration is left
-        if reg is not None and (reg.online or reg.busy):
-            # It ran (its one-use JIT config is spent) and its pod is gone: deleted or evicted.
+        if reg is not None and (reg.online or reg.busy or reg.ran):
+            # It ran (its one-use JIT config is spent) and its pod is gone: deleted, evicted,
+            # or removed by PodGC after its node vanished. Already offline (GitHub failed its
+            # job first), it was taken for a runner yet to start, and its pod made again.
             return State.FAILED, "PodLost"
         if runner.has_jit and reg is None and runner.fresh(now):
             # GitHub no longer has the registration (it ran its job and left): nothing to start.
@@ -244,6 +257,10 @@ def classify(runner: ObservedRunner, now: float, limits: Limits) -> tuple[State,
         return State.BUSY, ""
     if reg is not None and reg.online:
         return State.IDLE, ""
+    if reg is not None and reg.lost:
+        # Its pod is still there (a vanished node's pods stay until PodGC, 40-60 s), but its
+        # runner is gone: counted as Pending, it held the scale set short until then.
+        return State.FAILED, "RunnerLost"
     if _registration_gone(runner):
         # Its pod runs but GitHub has no registration for it: the one-use JIT config's
         # registration was removed (a removal we began and a crash of ours interrupted, or
@@ -321,6 +338,7 @@ def plan(
     removed = {a.name for a in scale_actions if isinstance(a, RemoveRunner)}
     actions.extend(_resume([(r, s) for r, s in active if r.name not in removed], now))
     actions.extend(_protect(active))
+    recheck = _busy_no_longer(classified, demand)
     return Plan(
         actions=actions,
         desired=desired,
@@ -328,7 +346,8 @@ def plan(
         memory=new_memory,
         failures=failures,
         backing_off_until=backoff_until if backoff_until and backoff_until > now else None,
-        wants_evidence=_wants_evidence(counts, demand),
+        wants_evidence=_wants_evidence(counts, demand) or bool(recheck),
+        recheck=recheck,
     )
 
 
@@ -337,6 +356,23 @@ def _wants_evidence(counts: dict[State, int], demand: Demand | None) -> bool:
     being taken by idle ones right now. Either way a fresher sweep changes the picture."""
     queued = (demand.assigned_jobs if demand is not None else 0) - counts[State.BUSY]
     return counts[State.PENDING] > 0 or (queued > 0 and counts[State.IDLE] > 0)
+
+
+def _busy_no_longer(
+    classified: list[tuple[ObservedRunner, State, str]], demand: Demand | None
+) -> list[str]:
+    """Runners GitHub last showed busy that the listener, reporting since, no longer lists:
+    their jobs ended. Normally the pod then ends Succeeded; when it does not (the runner died
+    with its node, and GitHub failed the job), only a fresh read shows it offline. Unasked, the
+    scale-set protocol re-reads an online runner every 10 minutes."""
+    at = epoch(demand.observed_at) if demand is not None else None
+    if demand is None or at is None:
+        return []
+    listed = set(demand.busy_runners)
+    return [
+        r.name for r, s, _ in classified
+        if s is State.BUSY and r.name not in listed and (r.checked_at or 0.0) < at
+    ]  # fmt: skip
 
 
 def _remove(
@@ -388,7 +424,7 @@ def _cleanup(
     return []
 
 
-DISRUPTIONS = frozenset({"Deleted", "Evicted", "PodLost"})
+DISRUPTIONS = frozenset({"Deleted", "Evicted", "PodLost", "RunnerLost"})
 
 
 def _disrupted_while_idle(runner: ObservedRunner, reason: str) -> bool:

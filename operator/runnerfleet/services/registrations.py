@@ -77,6 +77,12 @@ class Seen:
     # Registered by this process (a JIT config it created after writing the runner's Secret):
     # with no Secret and no pod left, its runner is gone, so it needs no orphan grace.
     ours: bool = False
+    # Seen online or busy at some point: its runner ran, so its one-use JIT config is spent.
+    ran: bool = False
+
+
+def _ran(registration: Registration, old: Seen | None) -> bool:
+    return registration.online or registration.busy or (old is not None and old.ran)
 
 
 @dataclass
@@ -146,6 +152,7 @@ class RegistrationBook:
                 now,
                 old.first_at if old else now,
                 ours or (old.ours if old else False),
+                _ran(registration, old),
             ),
         )
 
@@ -220,7 +227,9 @@ class RegistrationBook:
                 continue
             old = self._seen.get(reg.name)
             fresh[reg.name] = (
-                Seen(reg, started, old.first_at, old.ours) if old else Seen(reg, started, started)
+                Seen(reg, started, old.first_at, old.ours, _ran(reg, old))
+                if old
+                else Seen(reg, started, started, ran=_ran(reg, None))
             )
         for name, seen in self._seen.items():
             if seen.at > started:

@@ -401,12 +401,15 @@ async def _converge(
         book.runners_of(ident.name, ident.namespace), book.swept_at, now,
         book.absent_of(ident.name, ident.namespace), _busy_hints(status_model),
         exact_sweeps=isinstance(github, ScaleSetRegistrar),
+        ran=github.lost() if isinstance(github, ScaleSetRegistrar) else (),
     )  # fmt: skip
     standby = runtime.mode == c.MODE_STANDBY
     decided = plan(
         runners, limits_of(spec, standby), status_model.demand,
         memory_from_status(scale_set.status), now,
     )  # fmt: skip
+    if decided.recheck and isinstance(github, ScaleSetRegistrar):
+        github.recheck(decided.recheck)
     if decided.wants_evidence:
         book.ask()
     actions = decided.actions

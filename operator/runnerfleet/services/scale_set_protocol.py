@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from runnerfleet.gateways.actions_service import ActionsServiceClient, Agent, ScaleSetInfo
@@ -63,6 +63,8 @@ class ScaleSetRegistrar:
     _online_at: dict[int, float] = field(default_factory=dict)  # runner id -> last seen online
     _last: dict[int, Registration] = field(default_factory=dict)  # runner id -> last read
     _took_job: set[int] = field(default_factory=set)  # runner ids seen running a job
+    _ran: set[int] = field(default_factory=set)  # seen online or busy, or reported busy
+    _lost: set[int] = field(default_factory=set)  # read offline and idle after they ran
     _unseen: dict[int, tuple[int, float]] = field(default_factory=dict)  # id -> (reads, next)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -151,12 +153,31 @@ class ScaleSetRegistrar:
         self._last.pop(runner_id, None)
         self._took_job.discard(runner_id)
         self._unseen.pop(runner_id, None)
+        self._ran.discard(runner_id)
+        self._lost.discard(runner_id)
+
+    def recheck(self, names: Collection[str]) -> None:
+        """Read these runners at the next sweep, though seen online lately: the listener no
+        longer lists them busy and their pods have not ended (a runner lost with its node)."""
+        for runner_id, name in self._tracked.items():
+            if name in names:
+                self._online_at.pop(runner_id, None)
+                self._unseen.pop(runner_id, None)
+
+    def lost(self) -> set[str]:
+        """Names of the tracked runners read offline and idle after they had run (been seen
+        online or busy, or reported busy): their processes are gone and their one-use JIT
+        configs spent. Only a read made after the evidence that they ran counts: an older read
+        (re-listed at each sweep) of a runner yet to start is not one of them."""
+        return {self._tracked[i] for i in self._lost if i in self._tracked}
 
     def note_busy(self, names: Iterable[str]) -> None:
         """Runners the listener reported running a job (GitHub's JobStarted named them)."""
         wanted = set(names)
         if wanted:
-            self._took_job.update(rid for rid, name in self._tracked.items() if name in wanted)
+            ids = {rid for rid, name in self._tracked.items() if name in wanted}
+            self._took_job.update(ids)
+            self._ran.update(ids)
 
     def finished_after_job(self, runner_id: int) -> bool:
         """True if this runner was seen running a job: its pod has ended Succeeded, so it ran
@@ -169,6 +190,10 @@ class ScaleSetRegistrar:
 
     def _seen(self, agent: Agent) -> None:
         self._last[agent.id] = _registration(agent, ())
+        if agent.online or agent.busy:
+            self._ran.add(agent.id)
+        elif agent.id in self._ran:
+            self._lost.add(agent.id)
         if agent.online:
             self._online_at[agent.id] = self.clock()
             self._unseen.pop(agent.id, None)
