@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from runnerfleet.gateways.actions_service import Agent, JitRunner, ScaleSetInfo
+from runnerfleet.gateways.actions_service import (
+    Agent,
+    JitRunner,
+    ScaleSetInfo,
+)
+from runnerfleet.gateways.github import GitHubNotFoundError
 from runnerfleet.gateways.github_budget import Budget
 from runnerfleet.models.github import parse_config_url
 from runnerfleet.services.scale_set_protocol import RECHECK_SECONDS, ScaleSetRegistrar
@@ -14,10 +19,13 @@ from runnerfleet.services.scale_set_protocol import RECHECK_SECONDS, ScaleSetReg
 @dataclass
 class StubActions:
     existing: ScaleSetInfo | None = None
+    groups: tuple[str, ...] = ("Default",)
     agents: dict[int, Agent] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
 
     async def runner_group_id(self, name: str) -> int:
+        if name not in self.groups:
+            raise GitHubNotFoundError(f"runner group {name!r} does not exist")
         return 1
 
     async def get_scale_set(self, group_id: int, name: str) -> ScaleSetInfo | None:
@@ -121,3 +129,12 @@ async def test_sweep_reads_starting_runners_and_rechecks_online_ones_rarely() ->
     clock.now += RECHECK_SECONDS
     await reg.sweep_runners()
     assert sorted(actions.calls) == ["agent 1", "agent 2"]
+
+
+async def test_a_missing_runner_group_holds_no_scale_set_so_deletion_completes() -> None:
+    """Issue 12, scenario 6: a RunnerScaleSet naming a runner group GitHub does not have
+    could never be deleted (its finalizer retried "does not exist" forever)."""
+    actions = StubActions(existing=ScaleSetInfo(3, "team-a-linux", 1, ("linux",)))
+    assert await registrar(actions).find("no-such-group") is False
+    assert actions.calls == [], "nothing to look up or delete"
+    assert await registrar(actions).find("Default") is True

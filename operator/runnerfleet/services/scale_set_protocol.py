@@ -30,8 +30,12 @@ import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from runnerfleet.gateways.actions_service import ActionsServiceClient, Agent, ScaleSetInfo
-from runnerfleet.gateways.github import Registration, RunnerPage, RunnerSweep
+from runnerfleet.gateways.actions_service import (
+    ActionsServiceClient,
+    Agent,
+    ScaleSetInfo,
+)
+from runnerfleet.gateways.github import GitHubNotFoundError, Registration, RunnerPage, RunnerSweep
 from runnerfleet.gateways.github_budget import Budget
 from runnerfleet.models.github import GitHubTarget
 
@@ -87,9 +91,17 @@ class ScaleSetRegistrar:
             return info
 
     async def find(self, runner_group: str) -> bool:
-        """Look the GitHub scale set up by name without creating it (the finalizer)."""
+        """Look the GitHub scale set up by name without creating it (the finalizer).
+
+        A runner group that does not exist holds no scale set: False, so the finalizer
+        completes (before, its "does not exist" was retried forever and the RunnerScaleSet
+        could never be deleted; found by issue 12's generated specs). A set registered under
+        an older runnerGroup is found only while this registrar remembers it."""
         if self.info is None:
-            group = await self.client.runner_group_id(runner_group)
+            try:
+                group = await self.client.runner_group_id(runner_group)
+            except GitHubNotFoundError:
+                return False
             self.info = await self.client.get_scale_set(group, self.github_name)
         return self.info is not None
 
