@@ -172,21 +172,44 @@ class Form:
     podgc: bool = False  # check PodGC on a bare pod left on the doomed node
 
 
+def _cleanup(f: Fleet, loss: NodeLoss, pinned: str | None) -> asyncio.Task[tuple[float, float]]:
+    """Time, from the deletion, until the runners that lost a job are cleaned (registration,
+    Secret and pod), and until every runner the node took is: idle ones are read again only
+    after PodGC removed their pods (nothing reports them, unlike the busy ones)."""
+    busy = {f.github.jobs[j].runner_name or "" for j in loss.lost_jobs} - {""}
+    every = set(loss.pods) - {pinned or ""}
+
+    async def measure() -> tuple[float, float]:
+        return (await gone_within(f, busy, loss.at, CLEAN_WITHIN),
+                await gone_within(f, every, loss.at, PODGC_WITHIN))  # fmt: skip
+
+    return asyncio.create_task(measure())
+
+
 async def _faults(
-    f: Fleet, rng: random.Random, s: Form, doomed: str, nodes: Nodes, bindings: BindingWatch
-) -> list[NodeLoss]:
+    f: Fleet,
+    rng: random.Random,
+    s: Form,
+    doomed: str,
+    nodes: Nodes,
+    bindings: BindingWatch,
+    pinned: str | None,
+) -> tuple[list[NodeLoss], list[asyncio.Task[tuple[float, float]]]]:
     """Delete the doomed node at a random moment of the stream's first half; in the long
-    form, a second node (added for it) in the second half."""
+    form, a second node (added for it) in the second half. Each loss's cleanup is timed
+    from its deletion on."""
     second = nodes.add("second") if s.second_node else None
     began = time.monotonic()
-    await asyncio.sleep(rng.uniform(0.2, 0.5) * s.span)  # the fault's moment, not a sync
-    losses = [await lose_node(f, doomed)]
-    bindings.lost(losses[0])
-    if second is not None:
-        await asyncio.sleep(max(0.0, began + rng.uniform(0.6, 0.8) * s.span - time.monotonic()))
-        losses.append(await lose_node(f, second))
+    moments = [(doomed, 0.2, 0.5)] + ([(second, 0.6, 0.8)] if second is not None else [])
+    losses: list[NodeLoss] = []
+    timers: list[asyncio.Task[tuple[float, float]]] = []
+    for node, low, high in moments:
+        # The fault's moment, not a synchronisation.
+        await asyncio.sleep(max(0.0, began + rng.uniform(low, high) * s.span - time.monotonic()))
+        losses.append(await lose_node(f, node))
         bindings.lost(losses[-1])
-    return losses
+        timers.append(_cleanup(f, losses[-1], pinned))
+    return losses, timers
 
 
 async def _run(f: Fleet, nodes: Nodes, s: Form) -> None:
@@ -205,20 +228,20 @@ async def _run(f: Fleet, nodes: Nodes, s: Form) -> None:
     feeding = asyncio.create_task(feed(f, rng, jobs, count=s.jobs, span=s.span, labels=TEAM))
     details: dict[str, Any] = {}
     losses: list[NodeLoss] = []
+    timers: list[asyncio.Task[tuple[float, float]]] = []
     try:
-        losses = await _faults(f, rng, s, doomed, nodes, bindings)
+        losses, timers = await _faults(f, rng, s, doomed, nodes, bindings, pinned)
         last_fault = losses[-1].at
         await feeding
-        runner_pods = {n for loss in losses for n in loss.pods if n != pinned}
         try:
-            details["cleaned_s"] = round(
-                await gone_within(f, runner_pods, losses[0].at, CLEAN_WITHIN), 1
-            )
+            cleaned = [await timer for timer in timers]
         except AssertionError:
             status = (await f.scale_set(SET)).get("status") or {}
             print(f"scale set status: { {k: v for k, v in status.items() if k != 'demand'} }")
             print(f"demand: {status.get('demand')}; lost jobs {f.runners.lost_jobs}")
             raise
+        details["cleaned_s"] = [round(busy, 1) for busy, _ in cleaned]
+        details["all_cleaned_s"] = [round(every, 1) for _, every in cleaned]
         await all_completed(jobs + long_jobs, within=90)
         found_orphans = await converged(f, {SET: s.min_runners}, within=90)
         convergence = time.time() - last_fault
@@ -228,6 +251,8 @@ async def _run(f: Fleet, nodes: Nodes, s: Form) -> None:
         misplaced = await bindings.stop()
         duplicates = await dupes.stop()
         feeding.cancel()
+        for timer in timers:
+            timer.cancel()
     expected = {j for loss in losses for j in loss.lost_jobs}
     lost_ids = f.runners.lost_jobs
     answered, counted = github_requests(f)

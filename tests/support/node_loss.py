@@ -40,10 +40,17 @@ async def pods_on(f: Fleet, node: str) -> list[str]:
 
 
 async def lose_node(f: Fleet, node: str) -> NodeLoss:
-    """The machine behind `node` dies, then its Node object is deleted."""
+    """The machine behind `node` dies, then its Node object is deleted. GitHub notices its
+    idle runners are gone as it notices busy ones (`lost_runner_after`): they go offline."""
     pods = await pods_on(f, node)
+    idle = [r for r in f.github.runners.values()
+            if r.name in pods and r.status == "online" and not r.busy]  # fmt: skip
     lost = f.runners.node_lost(node)  # the processes die with the machine, in this instant
     at = time.time()
+    for runner in idle:
+        asyncio.get_running_loop().call_later(
+            f.runners.lost_runner_after, f.github.runner_lost, runner
+        )
     await client.CoreV1Api(f.kube).delete_node(node)
     return NodeLoss(node, at, pods, lost)
 
