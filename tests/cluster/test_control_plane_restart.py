@@ -57,7 +57,7 @@ async def test_restart_keeps_ports_and_data_and_comes_back_ready(
     took = await asyncio.to_thread(cluster.restart, component, down_for=1.0)
 
     assert time.monotonic() - began >= 1.0, "down_for: stays down that long"
-    assert 0 < took < 90
+    assert 1.0 <= took < 110, "the whole outage: stop, down_for, start, ready"
     after = _pids(cluster)
     assert after[component] != pids[component], "a new process"
     assert {k: v for k, v in after.items() if k != component} == {

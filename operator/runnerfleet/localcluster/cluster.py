@@ -332,11 +332,15 @@ class LocalCluster:
         return next(str(c["binary"]) for c in self._info.components if c["name"] == name)
 
     # ----------------------------------------------------------------------------- restart
-    def restart(self, component: str, down_for: float = 0.0, timeout: float = 90.0) -> float:
+    def restart(
+        self, component: str, down_for: float = 0.0, timeout: float = 90.0, grace: float = 10.0
+    ) -> float:
         """Restart one component of the running control plane in place, as an outage would:
-        stop it, stay down `down_for` seconds, start it again with the same arguments (so the
-        same ports, certificates and data) and wait until it is healthy again. Returns the
-        seconds from the restart (the end of `down_for`) to healthy.
+        stop it (SIGTERM, as a kubelet restarting a static pod, then SIGKILL after `grace`
+        seconds: the apiserver drains for longer than 10 s), stay down `down_for` seconds,
+        start it again with the same arguments (so the same ports, certificates and data)
+        and wait until it is healthy again. Returns the whole outage in seconds: from the
+        stop to healthy.
 
         `component` is "kube-apiserver" or "etcd". After etcd, the apiserver must recover by
         itself (its etcd client reconnects): this waits for its /readyz too, and raises
@@ -354,21 +358,21 @@ class LocalCluster:
             )
         # The live command line is the one to repeat: same flags, ports and data directory.
         argv = processes.command_line(record["pid"])
-        processes.stop(record["pid"], record["binary"])
+        stopping = time.monotonic()
+        processes.stop(record["pid"], record["binary"], grace=grace)
         if (old := self._procs.pop(component, None)) is not None:
             old.wait(timeout=5)  # collected here, whoever reaped it, so no zombie is left
         time.sleep(down_for)  # the outage itself, not a synchronisation
-        restarted = time.monotonic()
         proc, started = processes.start(component, argv, Path(record["log"]), self.state_dir)
         self._procs[component] = proc
         record["pid"] = started.pid
         info.save()
-        deadline = restarted + timeout
+        deadline = time.monotonic() + timeout
         if component == "etcd":
             self._wait_restarted("etcd", deadline, lambda: _etcd_healthy(info.ports["etcd"]))
         api = self.api()
         self._wait_restarted(component, deadline, lambda: _ready(api))
-        return time.monotonic() - restarted
+        return time.monotonic() - stopping
 
     def _wait_restarted(self, component: str, deadline: float, ready: Callable[[], bool]) -> None:
         """`_wait`, with the restarted component's log tail in the error."""
