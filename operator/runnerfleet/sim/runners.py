@@ -90,7 +90,12 @@ class SimulatedRunners:
         """A fresh list (at start, or after the apiserver or the watch broke): a runner whose
         pod went meanwhile stops, as if its DELETED event had come."""
         present = {p.metadata.name for p in pods}
-        for name in [n for n in self._tasks if n not in present]:
+        gone = [n for n in self._tasks if n not in present]
+        if gone:
+            log.warning(
+                "pods gone while unwatched (%d of %d listed): %s", len(gone), len(pods), gone
+            )
+        for name in gone:
             self._tasks.pop(name).cancel()
         for pod in pods:
             self._on_pod("ADDED", pod)
@@ -103,6 +108,10 @@ class SimulatedRunners:
         if kind == "DELETED" or pod.metadata.deletion_timestamp:
             task = self._tasks.pop(name, None)
             if task is not None:
+                # Who disrupted it, when Kubernetes says (taint eviction, PodGC, eviction API).
+                why = [(x.reason, x.message) for x in pod.status.conditions or []
+                       if x.type == "DisruptionTarget"]  # fmt: skip
+                log.info("runner pod %s %s while its runner runs %s", name, kind, why)
                 task.cancel()
             return
         # A pod recreated under the same name (the operator re-creating a runner's pod whose
