@@ -254,9 +254,10 @@ def _profile(jobs: list[FakeJob], began: float, done: float) -> None:
 
 
 FOUND = (
-    "the simulated runners' and listener kubelet's pod watches died for good on a stream cut "
-    "by the restart (ClientPayloadError), and a runner's Secret read or Succeeded patch failed "
-    "once (fixed: list-then-watch with re-list, retries); the operator itself: none"
+    "a demand write refused during the restart dropped the listener's GitHub session, and "
+    "its reopen backoff (up to 30 s) left jobs queued up to 64 s (2.8 s unfaulted); fixed: "
+    "retried in place. Also the simulated runners' and kubelet's pod watches died for good "
+    "on a cut stream (fixed: list-then-watch, re-list)"
 )
 
 
