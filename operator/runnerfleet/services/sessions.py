@@ -17,7 +17,8 @@ A demand write Kubernetes refuses (the apiserver restarting) is retried in place
 kept and the batch unacknowledged until it lands.
 A 409 (another session holds the scale set: a replica, a second cluster, or a session left by
 an unclean exit until GitHub expires it) is waited out with jittered backoff, never a crash.
-Sessions are deleted on shutdown.
+Sessions are deleted on shutdown. While GitHub is down or throttling (5xx, network, 429) a
+session is kept and polled again after a backoff, or at the rate limit's reset.
 
 Layer: services. Actions-service I/O through the gateway, Kubernetes through the listener.
 """
@@ -43,7 +44,7 @@ from runnerfleet.gateways.actions_service import (
     SessionConflictError,
     Statistics,
 )
-from runnerfleet.gateways.github import GitHubError
+from runnerfleet.gateways.github import GitHubError, GitHubUnavailableError, RateLimitedError
 from runnerfleet.gateways.kubernetes import KubeError
 from runnerfleet.services.listener import Listener
 
@@ -54,11 +55,21 @@ WAITING_SYNC_SECONDS = 1.0  # while a scale set waits for the operator to regist
 CONFLICT_BACKOFF_MAX = 10.0  # a held session is retried at least this often
 ERROR_BACKOFF_MAX = 30.0
 KUBE_RETRY_MAX = 2.0  # a demand write the apiserver refused is retried at least this often
+POLL_RETRY_MAX = 10.0  # a poll GitHub failed (5xx, network) is retried at least this often
 
 
 def _backoff(attempt: int, cap: float) -> float:
     """Full jitter: uniform in [0, min(cap, 2^attempt)], at least 0.5 s."""
     return max(0.5, random.uniform(0, min(cap, 2.0**attempt)))  # noqa: S311 (jitter)
+
+
+def _pause(err: GitHubError, failures: int, now: float) -> float:
+    """How long a session waits before polling again: until a rate limit's reset (plus up
+    to a second of jitter), else the backoff, capped at POLL_RETRY_MAX so the queue is heard
+    soon after GitHub is back."""
+    if isinstance(err, RateLimitedError):
+        return max(0.5, err.reset_at - now) + random.uniform(0, 1)  # noqa: S311 (jitter)
+    return _backoff(failures, POLL_RETRY_MAX)
 
 
 @dataclass
@@ -116,14 +127,37 @@ class SessionWorker:
     async def _listen(self, session: Session) -> None:
         await self._write(session.statistics)
         while True:
-            batch = await self.client.get_messages(session, self.last_message_id, self.max_capacity)
+            batch = await self._poll(session)
             self.attempt = 0  # the session works
             if batch is None:  # the long-poll timed out: nothing new (a heartbeat write)
                 await self._write(self.statistics or session.statistics)
                 continue
             await self._apply(session, batch)
-            await self.client.ack(session, batch.message_id)
+            try:
+                await self.client.ack(session, batch.message_id)
+            except (GitHubUnavailableError, RateLimitedError) as err:
+                # The next poll's lastMessageId acknowledges it as well.
+                log.warning("%s/%s: ack deferred to the next poll: %s", *self.key, err)
             self.last_message_id = batch.message_id
+
+    async def _poll(self, session: Session) -> MessageBatch | None:
+        """The next batch, on this session through GitHub's outages and throttling: the
+        session is GitHub's for minutes without a poll, and a dropped one cannot be deleted
+        while GitHub is down, so a new one was refused (409) until GitHub expired the old:
+        after a 60 s outage the queue went unheard for two more minutes (issue 12,
+        scenario 3). A session GitHub did expire meanwhile answers 404 (SessionGoneError)."""
+        failures = 0
+        while True:
+            try:
+                return await self.client.get_messages(
+                    session, self.last_message_id, self.max_capacity
+                )
+            except (GitHubUnavailableError, RateLimitedError) as err:
+                failures += 1
+                delay = _pause(err, failures, self.clock())
+                log.warning("%s/%s: cannot poll (%s); again in %.0fs on the same session",
+                            *self.key, err, delay)  # fmt: skip
+                await asyncio.sleep(delay)
 
     async def _apply(self, session: Session, batch: MessageBatch) -> None:
         available = [e.runner_request_id for e in batch.events if e.kind == "JobAvailable"]
