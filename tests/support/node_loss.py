@@ -43,16 +43,21 @@ async def lose_node(f: Fleet, node: str) -> NodeLoss:
     """The machine behind `node` dies, then its Node object is deleted. GitHub notices its
     idle runners are gone as it notices busy ones (`lost_runner_after`): they go offline."""
     pods = await pods_on(f, node)
-    idle = [r for r in f.github.runners.values()
-            if r.name in pods and r.status == "online" and not r.busy]  # fmt: skip
     lost = f.runners.node_lost(node)  # the processes die with the machine, in this instant
     at = time.time()
-    for runner in idle:
-        asyncio.get_running_loop().call_later(
-            f.runners.lost_runner_after, f.github.runner_lost, runner
-        )
+    loop = asyncio.get_running_loop()
+    for after in (1, 5):  # GitHub's heartbeat check, then once more for any straggler
+        loop.call_later(after * f.runners.lost_runner_after, _offline, f, set(pods))
     await client.CoreV1Api(f.kube).delete_node(node)
     return NodeLoss(node, at, pods, lost)
+
+
+def _offline(f: Fleet, names: set[str]) -> None:
+    """GitHub noticed these runners' machine is gone: the idle ones online show offline (busy
+    ones are failed by `SimulatedRunners`, with their jobs)."""
+    for runner in list(f.github.runners.values()):
+        if runner.name in names and runner.status == "online" and not runner.busy:
+            f.github.runner_lost(runner)
 
 
 @dataclass
