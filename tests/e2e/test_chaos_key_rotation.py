@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import random
 import time
 from dataclasses import dataclass, replace
@@ -74,7 +75,17 @@ def _refused(f: Fleet) -> int:
                if status == 401 and "/app/" in route)  # fmt: skip
 
 
+def _baseline(f: Fleet) -> None:
+    """RUNNERFLEET_CHAOS_OPERATOR_PATH: run the operator from that directory (e.g. an older
+    commit's `operator/`), to measure a build before a fix against the same scenario."""
+    if path := os.environ.get("RUNNERFLEET_CHAOS_OPERATOR_PATH"):
+        f.operator.stop()
+        f.operator.env["PYTHONPATH"] = path
+        f.operator.start()
+
+
 async def _setup(f: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    _baseline(f)
     monkeypatch.setattr(actions_service, "REGISTRATION_TOKEN_TTL", OPERATOR_MARGIN + 5)
     f.github.installation_token_ttl = 65.0
     f.github.actions.options = replace(
