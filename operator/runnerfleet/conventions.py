@@ -109,6 +109,8 @@ PROTOCOL_REST: Final = "rest"  # REST JIT registration + listener polling/webhoo
 COMPONENT_LISTENER: Final = "listener"
 LABEL_LISTENER: Final = f"{LABEL_PREFIX}/listener"
 ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"
+# On a listener's pod template: a digest of the Secrets its pods read as env (never their data).
+ANNOTATION_SECRETS_HASH: Final = f"{GROUP}/secrets-hash"
 # Every listener Lease carries these, so the webhook relay watches listener Leases only.
 LISTENER_LEASE_SELECTOR: Final = f"{LABEL_COMPONENT}={COMPONENT_LISTENER}"
 

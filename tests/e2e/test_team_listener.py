@@ -4,6 +4,7 @@ its pod's real program (`runnerfleet listen`) with the pod's own ServiceAccount 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from typing import Any
@@ -461,3 +462,38 @@ async def test_org_of_2000_repositories_with_webhooks_demand_is_exact(
     await wait_for(probe, lambda n: n >= polls + 4, what="4 more polls", within=120)
     assert seen == {300}
     print(f"2,000 repositories with webhooks: demand 300 {took:.1f}s after the deliveries")
+
+
+@pytest.mark.slow  # 47 s; make test has the builder's side (test_team_listener_planner.py)
+async def test_a_rotated_credentials_secret_rolls_the_listener(running_fleet: Fleet) -> None:
+    """Listener pods read their credentials as env, at start only: when the credentials
+    Secret changes (a new token, the old one revoked), the pod template's secrets digest
+    changes and the pods roll. Before, a REST team's listener kept the revoked token and was
+    refused (401) on every poll until something else restarted it."""
+    f = running_fleet
+    f.operator.stop()  # read the Secrets every 2 s instead of every 5 min
+    f.operator.env["RUNNERFLEET_LISTENER_SECRETS_CHECK_SECONDS"] = "2"
+    f.operator.start()
+    await _team_a(f, poll="1s")
+    first = await f.listener_process()
+    apps = client.AppsV1Api(f.kube)
+
+    async def digest() -> str | None:
+        deployment = await apps.read_namespaced_deployment("team-a-listener", f.namespace)
+        annotations = deployment.spec.template.metadata.annotations or {}
+        return annotations.get(c.ANNOTATION_SECRETS_HASH)
+
+    before = await wait_for(digest, bool, what="a secrets digest on the pod template")
+    new = f.github.add_token()
+    await client.CoreV1Api(f.kube).patch_namespaced_secret("github-app", f.namespace, {
+        "data": {"github_token": base64.b64encode(new.encode()).decode()}})  # fmt: skip
+    f.github.tokens.discard(f.token)  # the old token revoked
+    after = await wait_for(digest, lambda d: d != before, what="a new digest", within=30)
+    assert len(after or "") == 16, "a digest, never the token"
+    await wait_for(
+        lambda: asyncio.sleep(0, f.kubelet.running()),
+        lambda running: len(running) == 1 and running[0].pod != first.pod,
+        what="the listener rolled to a new pod", within=30,
+    )  # fmt: skip
+    f.github.enqueue_job("acme/app", TEAM_A, 30.0)
+    await f.expect_runners("team-a-linux", idle=1, busy=1, within=30)

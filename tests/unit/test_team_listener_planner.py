@@ -104,3 +104,28 @@ def test_status_does_not_change_between_polls_and_rejection_sets_ready_false() -
     )  # fmt: skip
     assert ready_cond["lastTransitionTime"] == rfc3339(NOW + 18)
     assert patch["conditions"][1] == first["conditions"][1]  # Polling kept, time unmoved
+
+
+def test_a_rotated_listener_secret_rolls_the_pods_and_shows_only_a_digest() -> None:
+    """Listener pods read their GitHub credentials and webhook secret as env, at start only:
+    a new digest of those Secrets on the pod template rolls them; the digest, not the data,
+    is what the template carries."""
+    from dataclasses import replace
+
+    from runnerfleet import conventions as c
+    from runnerfleet.builders.listener import listener_secrets
+
+    spec = TeamListenerSpec.model_validate(make_team_listener()["spec"])
+    plain, digest = build_children(OWNER, spec)
+    template = plain[-1]["spec"]["template"]["metadata"]["annotations"]
+    assert c.ANNOTATION_SECRETS_HASH not in template  # unknown yet: nothing to roll for
+    first, digest_1 = build_children(replace(OWNER, secrets_hash="aaaa"), spec)
+    rotated, digest_2 = build_children(replace(OWNER, secrets_hash="bbbb"), spec)
+    assert len({digest, digest_1, digest_2}) == 3, "each digest re-applies the Deployment"
+    pod_meta = rotated[-1]["spec"]["template"]["metadata"]["annotations"]
+    assert pod_meta[c.ANNOTATION_SECRETS_HASH] == "bbbb"
+    assert first[-1]["spec"]["template"] != rotated[-1]["spec"]["template"], "pods roll"
+    hooked = TeamListenerSpec.model_validate(make_team_listener(
+        webhook={"enabled": True, "secretRef": {"name": "hook"}})["spec"])  # fmt: skip
+    assert listener_secrets(hooked) == sorted([spec.github.secret_ref.name, "hook"])
+    assert listener_secrets(spec) == [spec.github.secret_ref.name]

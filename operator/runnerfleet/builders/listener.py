@@ -31,6 +31,9 @@ class ListenerIdentity:
     uid: str
     image: str
     lease_seconds: int | None = None  # the listener's Lease (None: the listener's default)
+    # A digest of the Secrets the pods read as env (GitHub credentials, webhook secret), on
+    # the pod template: a rotated key or secret rolls the pods, which read env only at start.
+    secrets_hash: str | None = None
 
     @property
     def child_name(self) -> str:
@@ -149,6 +152,21 @@ def spec_hash(spec: TeamListenerSpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _pod_annotations(owner: ListenerIdentity, spec: TeamListenerSpec) -> dict[str, str]:
+    annotations = {c.ANNOTATION_SPEC_HASH: spec_hash(spec)}
+    if owner.secrets_hash is not None:
+        annotations[c.ANNOTATION_SECRETS_HASH] = owner.secrets_hash
+    return annotations
+
+
+def listener_secrets(spec: TeamListenerSpec) -> list[str]:
+    """The Secrets a listener pod reads as env: its GitHub credentials, its webhook secret."""
+    names = [spec.github.secret_ref.name]
+    if spec.webhook.enabled and spec.webhook.secret_ref is not None:
+        names.append(spec.webhook.secret_ref.name)
+    return sorted(set(names))
+
+
 def build_deployment(
     owner: ListenerIdentity, spec: TeamListenerSpec, standby: bool = False
 ) -> dict[str, Any]:
@@ -204,8 +222,7 @@ def build_deployment(
             "strategy": {"type": "RollingUpdate",
                          "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
-                "metadata": {"labels": labels,
-                             "annotations": {c.ANNOTATION_SPEC_HASH: spec_hash(spec)}},
+                "metadata": {"labels": labels, "annotations": _pod_annotations(owner, spec)},
                 "spec": {
                     "serviceAccountName": owner.child_name,
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 65532,

@@ -110,6 +110,7 @@ async def run_team_listener(
     await listener_service.run(
         runtime.kube, namespace or "", name, lambda: bool(stopped), wake, lambda: body,
         deployments, mode=lambda: runtime.mode, tokens=runtime.listener_registration_token,
+        secrets_hash=runtime.secrets_hash,
     )  # fmt: skip
 
 

@@ -18,9 +18,12 @@ Layer: services.
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
+import json
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +58,12 @@ def sweep_settings_from_env() -> SweepSettings:
         max_interval=float(os.environ.get("RUNNERFLEET_SWEEP_MAX_SECONDS", default.max_interval)),
         budget_share=float(os.environ.get("RUNNERFLEET_SWEEP_SHARE", default.budget_share)),
     )
+
+
+def listener_secrets_check_from_env() -> float:
+    """Seconds between reads of the Secrets listener pods take as env (RUNNERFLEET_LISTENER_
+    SECRETS_CHECK_SECONDS, default CREDENTIALS_TTL): a rotation rolls the pods this soon."""
+    return float(os.environ.get("RUNNERFLEET_LISTENER_SECRETS_CHECK_SECONDS", CREDENTIALS_TTL))
 
 
 def write_points_from_env() -> int:
@@ -190,6 +199,7 @@ class Runtime:
     kube: KubeGateway
     gateway_factory: GatewayFactory = _default_gateway
     sweep: SweepSettings = field(default_factory=sweep_settings_from_env)
+    listener_secrets_check: float = field(default_factory=listener_secrets_check_from_env)
     write_points_per_minute: int = field(default_factory=write_points_from_env)
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     listener_wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
@@ -287,6 +297,20 @@ class Runtime:
         value = await fetch()
         self._reads[key] = (now, value)
         return value
+
+    async def secrets_hash(self, namespace: str, names: Sequence[str]) -> str:
+        """A digest of these Secrets' data, read through the same cache as credentials (at
+        most every `listener_secrets_check` s, shared with the scale sets naming them): it
+        changes when any of them does and reveals nothing of them (SHA-256, truncated).
+        Raises KubeError or NotFoundError when one cannot be read."""
+        digest = hashlib.sha256()
+        for name in sorted(set(names)):
+            data = await self.cached(
+                ("secret", namespace, name), self.listener_secrets_check,
+                functools.partial(self.kube.read_secret_data, namespace, name),
+            )  # fmt: skip
+            digest.update(json.dumps([name, sorted(data.items())]).encode())
+        return digest.hexdigest()[:16]
 
     def forget(self, key: tuple[str, ...]) -> None:
         """Drop a cached read: the next caller fetches it again."""

@@ -28,7 +28,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,7 @@ from runnerfleet.builders.listener import (
     ListenerIdentity,
     build_children,
     build_registration_secret,
+    listener_secrets,
 )
 from runnerfleet.gateways.github import GitHubError
 from runnerfleet.gateways.kubernetes import InvalidError, KubeError, KubeGateway, NotFoundError
@@ -70,6 +71,7 @@ class Memory:
     registration: float | None = None  # expiry of the token the registration Secret holds
     registration_known: bool = False  # False: read the Secret back before deciding
     registration_retry_at: float = 0.0  # after a failed fetch or write
+    secrets_hash: str | None = None  # of the Secrets the pods read as env, last read
 
 
 def listener_image() -> str:
@@ -102,6 +104,21 @@ async def apply_children(
 
 
 DeploymentReader = Callable[[str, str], Awaitable[dict[str, Any] | None]]
+SecretsHash = Callable[[str, Sequence[str]], Awaitable[str]]
+
+
+async def _secrets_hash(
+    read: SecretsHash | None, namespace: str, spec: TeamListenerSpec, memory: Memory
+) -> str | None:
+    """The digest of the listener's env Secrets; the last one read when a read fails (a
+    missing Secret is the listener's own condition to report, not a reason to roll pods)."""
+    if read is None:
+        return None
+    try:
+        memory.secrets_hash = await read(namespace, listener_secrets(spec))
+    except (KubeError, NotFoundError) as err:
+        log.debug("listener Secrets of %s not read (%s); pods keep their hash", namespace, err)
+    return memory.secrets_hash
 
 
 async def reconcile_once(
@@ -115,6 +132,7 @@ async def reconcile_once(
     mode: str = c.MODE_ACTIVE,
     tokens: ListenerTokens | None = None,
     lease_seconds: int | None = None,
+    secrets_hash: SecretsHash | None = None,
 ) -> None:
     memory = Memory() if memory is None else memory
     body = dict(live()) if live is not None else await kube.get_team_listener(namespace, name)
@@ -125,6 +143,7 @@ async def reconcile_once(
     owner = ListenerIdentity(
         name=name, namespace=namespace, uid=meta["uid"], image=image,
         lease_seconds=lease_seconds,
+        secrets_hash=await _secrets_hash(secrets_hash, namespace, spec, memory),
     )  # fmt: skip
     deployment = await (read_deployment or kube.get_deployment)(namespace, owner.child_name)
     children, digest = build_children(owner, spec, standby=mode == c.MODE_STANDBY)
@@ -200,11 +219,14 @@ async def run(
     read_deployment: DeploymentReader | None = None,
     mode: Callable[[], str] = lambda: c.MODE_ACTIVE,
     tokens: ListenerTokens | None = None,
+    secrets_hash: SecretsHash | None = None,
 ) -> None:
     """Reconcile until stopped. With `live` (kopf's current body) and `read_deployment` (the
     informer's copy, whose changes set `wake`) a settled round makes no API call and the
     loop resyncs every 30 s ± 20 %; without them it reads both every 3 s. With `tokens` the
-    listener's registration Secret is kept fresh (None: not written, e.g. service tests)."""
+    listener's registration Secret is kept fresh (None: not written, e.g. service tests).
+    With `secrets_hash`, a change of the Secrets the pods read as env (a rotated App key or
+    webhook secret, seen within the credentials cache's 5 min) rolls the pods."""
     image, lease_seconds = listener_image(), listener_lease_seconds()  # read once per loop
     memory = Memory()
 
@@ -217,7 +239,7 @@ async def run(
         f"TeamListener {namespace}/{name}",
         lambda: reconcile_once(
             kube, namespace, name, image, memory, live, read_deployment, mode(), tokens,
-            lease_seconds,
+            lease_seconds, secrets_hash,
         ),
         wake, stopped, resync,
     )  # fmt: skip
