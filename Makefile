@@ -51,8 +51,13 @@ format: venv
 	$(BIN)/ruff check --fix operator tests tools bench
 	$(BIN)/ruff format operator tests tools bench
 
+# Two workers (pytest-xdist), each with its own control plane; a file's tests stay on one
+# worker (--dist loadfile: module fixtures such as the Karpenter plane are built once).
+# The e2e tests mostly wait on the system under test, so two workers share two cores well;
+# TEST_WORKERS=0 runs them serially.
+TEST_WORKERS ?= 2
 test: lint cluster-binaries
-	$(BIN)/pytest -m "not slow" --durations=15 $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 test-slow: venv cluster-binaries
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
