@@ -62,6 +62,7 @@ RECOVERY_S = 60.0
 # handful of pending runners' evidence reads; a storm (retries without backoff) is hundreds.
 STORM_PER_S = 8.0
 SAMPLE_EVERY = 0.5
+REPORT_WITHIN = 30.0  # a refusal this long shows on every scale set (its idle resync period)
 
 
 @dataclass
@@ -316,20 +317,25 @@ def _assert_outcome(f: Fleet, run: Run) -> None:
             f"{window.name}: {window.requests} requests in {window.end - window.start:.0f} s"
         )
         assert window.dropped == [], f"{window.name}: runners dropped: {window.dropped}"
-        for name in (PROTO_SET, REST_SET):
-            assert any(k.startswith(f"{name}:GitHubReachable=") for k in window.conditions), (
-                f"{window.name}: no GitHubReachable=False on {name}: {dict(window.conditions)}"
-            )
+        reported = {k.partition(":")[0] for k in window.conditions}
+        # A settled scale set calls GitHub every 30 s (IDLE_RESYNC_SECONDS): a window that
+        # long is reported by both sets; a shorter one by at least the set that called.
+        wanted = {PROTO_SET, REST_SET} if window.end - window.start >= REPORT_WITHIN else set()
+        assert reported, f"{window.name}: no GitHubReachable=False on any set"
+        assert wanted <= reported, (
+            f"{window.name}: GitHubReachable=False not on {wanted}: {dict(window.conditions)}"
+        )
         late = max(_late_starts(jobs, window), default=0.0)
         assert late <= RECOVERY_S, f"jobs queued during the {window.name} started {late:.0f} s late"
 
 
 async def test_github_faults_short_form(running_fleet: Fleet) -> None:
-    """Short form (make test): 0.3 s latency + 5 % errors over a 30-job stream, a 6 s outage,
-    then the rate limit exhausted for 8 s (10 s and 15 s took 55 s of wall time)."""
+    """Short form (make test): 0.3 s latency + 5 % errors over a 30-job stream of 12 s, a 4 s
+    outage, then the rate limit exhausted for 5 s (a 10 s outage and 15 s of rate limit took
+    55 s of wall time, 6 s and 8 s took 50 s)."""
     await _run(running_fleet, Scenario(
-        jobs=30, span=18.0, latency=0.3, error_rate=0.05, outage_at=2.0, outage_s=6.0,
-        rate_limit_at=10.0, rate_limit_s=8.0,
+        jobs=30, span=12.0, latency=0.3, error_rate=0.05, outage_at=1.5, outage_s=4.0,
+        rate_limit_at=7.0, rate_limit_s=5.0, job_seconds=(1.0, 2.0),
     ), "short")  # fmt: skip
 
 
