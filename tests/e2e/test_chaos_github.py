@@ -59,8 +59,10 @@ MIN_RUNNERS, MAX_RUNNERS = 1, 30
 # per request a poll and a registration take some 10-20 s more; 60 s leaves a margin.
 RECOVERY_S = 60.0
 # Requests per second GitHub may see while it refuses: two scale sets, two listeners, a
-# handful of pending runners' evidence reads; a storm (retries without backoff) is hundreds.
-STORM_PER_S = 8.0
+# handful of pending runners' evidence reads. Measured 2-5/s over a 60 s outage, up to 7/s in
+# the short form's 4 s one, where the clients' first retries fall; a storm (retries without
+# backoff) is hundreds.
+STORM_PER_S = 15.0
 SAMPLE_EVERY = 0.5
 REPORT_WITHIN = 30.0  # a refusal this long shows on every scale set (its idle resync period)
 
