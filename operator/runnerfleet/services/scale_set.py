@@ -620,6 +620,8 @@ async def _execute(
                 await step()
             except InvalidError as err:
                 executor.problems.append(Problem("PodsAdmitted", "PodRejected", str(err)))
+            except RateLimitedError as err:  # one reason for it, whichever path met it
+                executor.problems.append(_rate_limited(err.reset_at))
             except GitHubError as err:
                 executor.problems.append(Problem("GitHubReachable", type(err).__name__, str(err)))
             except KubeError as err:
