@@ -44,7 +44,8 @@ class ConflictError(KubeError): ...
 
 
 class InvalidError(KubeError):
-    """The apiserver or an admission plugin refused the object (422, or 403 from admission)."""
+    """The apiserver or an admission plugin refused the object (422 or 400, or 403 from
+    admission)."""
 
 
 class ForbiddenError(KubeError): ...
@@ -73,7 +74,11 @@ def _map(err: Exception, what: str) -> KubeError:
         if status == 409:
             cls = AlreadyExistsError if reason == "AlreadyExists" else ConflictError
             return cls(text, status)
-        if status == 422:
+        if status in (400, 422):
+            # 400: the apiserver could not even decode the object, e.g. a quantity that is no
+            # quantity in a listener's `resources` ("quantities must match the regular
+            # expression"). As permanent as a 422: retried as an outage, it hot-looped with no
+            # condition (issue 12, generated specs).
             return InvalidError(text, status)
         if status == 403:
             # Admission webhooks/plugins (e.g. Pod Security) answer 403 with reason Forbidden
