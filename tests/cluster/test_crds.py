@@ -46,6 +46,18 @@ async def test_min_above_max_is_rejected_naming_the_field(kube: ApiClient, names
         ({"config_url": "https://github.com/"}, "spec.github.configUrl"),
         ({"min_runners": -1}, "spec.minRunners"),
         ({"registrationTimeout": "five minutes"}, "spec.registrationTimeout"),
+        ({"registrationTimeout": "250ms"}, "spec.registrationTimeout must be at least 1s"),
+        ({"maxRunnerAge": "30s"}, "spec.maxRunnerAge must be at least 1m"),
+        (
+            {
+                "github": {
+                    "configUrl": "https://github.com/acme",
+                    "secretRef": {"name": "s"},
+                    "runnerGroup": "x" * 300,
+                }
+            },
+            "spec.github.runnerGroup",
+        ),
     ],
 )
 async def test_bad_fields_are_rejected_by_name(
@@ -53,6 +65,13 @@ async def test_bad_fields_are_rejected_by_name(
 ) -> None:
     body = await _rejected(kube, namespace, make_scale_set(**override))
     assert field in body
+
+
+@pytest.mark.usefixtures("crds")
+async def test_the_shortest_durations_allowed_are_accepted(kube: ApiClient, namespace: str) -> None:
+    created = await _create(kube, namespace, make_scale_set(
+        registrationTimeout="1s", maxRunnerAge="1m", scaleDownDelay="0s"))  # fmt: skip
+    assert created["spec"]["maxRunnerAge"] == "1m"
 
 
 @pytest.mark.usefixtures("crds")

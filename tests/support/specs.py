@@ -69,7 +69,7 @@ Draw = Callable[[st.SearchStrategy[Any]], Any]
 Apply = Callable[[Draw, dict[str, Any]], str | None]
 
 _LABEL = st.sampled_from(["self-hosted", "linux", "x64", "arm64", "gpu", "docker", "large"])
-_DURATIONS_OK = st.sampled_from(["30s", "5m", "1h30m", "10m", "2h"])
+_DURATIONS_OK = st.sampled_from(["90s", "5m", "1h30m", "10m", "2h"])  # all >= maxRunnerAge's 1m
 _DURATIONS_ODD_VALID = st.sampled_from(["0s", "1ms", "0.5s", "250ms", "1h1m1s", "100000h", "90m"])
 _DURATIONS_BAD = st.sampled_from(["5 minutes", "1d", "-1s", "", "10", "1.s", "s", "PT5M"])
 _HUGE = st.integers(300, 20_000).map(lambda n: "x" * n)
@@ -135,13 +135,24 @@ _RSS_DURATION_FIELDS = ["registrationTimeout", "maxRunnerAge", "keepFailedRunner
                         "scaleDownDelay"]  # fmt: skip
 
 
-def _rss_duration(values: st.SearchStrategy[str]) -> Apply:
+def _rss_duration(
+    values: st.SearchStrategy[str], fields: list[str] = _RSS_DURATION_FIELDS
+) -> Apply:
     def apply(draw: Draw, spec: dict[str, Any]) -> str | None:
-        field = draw(st.sampled_from(_RSS_DURATION_FIELDS))
+        field = draw(st.sampled_from(fields))
         spec["spec"][field] = draw(values)
         return f"spec.{field}"
 
     return apply
+
+
+def _below_minimum(draw: Draw, spec: dict[str, Any]) -> str | None:
+    field, values = draw(st.sampled_from([
+        ("registrationTimeout", ["0s", "1ms", "250ms", "0.5s"]),
+        ("maxRunnerAge", ["0s", "250ms", "30s", "59s"]),
+    ]))  # fmt: skip
+    spec["spec"][field] = draw(st.sampled_from(values))
+    return f"spec.{field}"
 
 
 def _min_above_max(draw: Draw, spec: dict[str, Any]) -> str | None:
@@ -203,7 +214,10 @@ RSS_FAULTS: Final[list[tuple[str, str | None, str, Apply]]] = [
     ("runner-group-huge", "spec.github.runnerGroup", EITHER,
      _fault("spec.github.runnerGroup", _HUGE)),
     ("duration-bad", "spec.<duration>", REFUSE, _rss_duration(_DURATIONS_BAD)),
-    ("duration-odd-valid", "spec.<duration>", ACCEPT, _rss_duration(_DURATIONS_ODD_VALID)),
+    # registrationTimeout >= 1s and maxRunnerAge >= 1m (CEL): shorter ones churned runners.
+    ("duration-odd-valid", "spec.<duration>", ACCEPT,
+     _rss_duration(_DURATIONS_ODD_VALID, ["keepFailedRunnersFor", "scaleDownDelay"])),
+    ("duration-below-minimum", "spec.<duration>", REFUSE, _below_minimum),
     ("node-pool-unknown", "spec.nodePool", ACCEPT,
      _fault("spec.nodePool", st.sampled_from(["no-such-pool", "gpu-pool"]))),
     ("node-pool-huge", "spec.nodePool", EITHER, _fault("spec.nodePool", _HUGE)),

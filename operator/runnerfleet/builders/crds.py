@@ -144,6 +144,17 @@ def build_crd(kind: KindSpec) -> dict[str, Any]:
     }
 
 
+def _minimum_duration(field: str, least: str) -> dict[str, str]:
+    """A CEL rule: spec.<field>, when set, is at least `least` (Go duration syntax, which
+    our duration pattern is a subset of)."""
+    return {
+        "rule": f"!has(self.{field}) || duration(self.{field}) >= duration('{least}')",
+        "message": f"spec.{field} must be at least {least}",
+        "fieldPath": f".{field}",
+        "reason": "FieldValueInvalid",
+    }
+
+
 def _name_length_rule(why: str) -> dict[str, str]:
     limit = c.MAX_SCALE_SET_NAME
     return {
@@ -171,6 +182,10 @@ RUNNER_SCALE_SET = KindSpec(
             "fieldPath": ".minRunners",
             "reason": "FieldValueInvalid",
         },
+        # Shorter ones replace every runner before it can start (a pod every ~2 s, found by
+        # issue 12's generated specs): refused, naming the field, rather than churned.
+        _minimum_duration("registrationTimeout", "1s"),
+        _minimum_duration("maxRunnerAge", "1m"),
     ],
     root_rules=[_name_length_rule("runner names and labels derive from it")],
     printer_columns=[

@@ -62,6 +62,9 @@ def _reason(err: ApiException) -> tuple[str, str]:
     return str(body.get("reason", "")), str(body.get("message", err.reason or ""))
 
 
+_UNCONVERTIBLE = "unable to convert unstructured object"
+
+
 def _map(err: Exception, what: str) -> KubeError:
     if isinstance(err, KubeError):
         return err
@@ -74,11 +77,11 @@ def _map(err: Exception, what: str) -> KubeError:
         if status == 409:
             cls = AlreadyExistsError if reason == "AlreadyExists" else ConflictError
             return cls(text, status)
-        if status in (400, 422):
-            # 400: the apiserver could not even decode the object, e.g. a quantity that is no
-            # quantity in a listener's `resources` ("quantities must match the regular
-            # expression"). As permanent as a 422: retried as an outage, it hot-looped with no
-            # condition (issue 12, generated specs).
+        if status in (400, 422) or (status == 500 and _UNCONVERTIBLE in message):
+            # 400, or a 500 saying so: the apiserver could not even decode the object, e.g.
+            # a quantity that is no quantity in a listener's `resources` ("quantities must
+            # match the regular expression"). As permanent as a 422: retried as an outage, it
+            # hot-looped with no condition (issue 12, generated specs).
             return InvalidError(text, status)
         if status == 403:
             # Admission webhooks/plugins (e.g. Pod Security) answer 403 with reason Forbidden

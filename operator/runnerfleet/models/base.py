@@ -20,6 +20,7 @@ Duration = Annotated[
     str,
     Field(
         pattern=DURATION_PATTERN,
+        max_length=32,  # bounds the CEL rules' cost (the apiserver estimates it per rule)
         json_schema_extra={"x-runnerfleet-duration": True},
     ),
 ]

@@ -37,8 +37,12 @@ class GitHubConfig(CrdModel):
             "`github_app_private_key`, or `github_token`."
         )
     )
+    # At most 255: a longer name made GitHub's lookup fail, and deletion waited forever.
     runner_group: str = Field(
-        default="Default", min_length=1, description="Runner group the runners join."
+        default="Default",
+        min_length=1,
+        max_length=255,
+        description="Runner group the runners join.",
     )
     protocol: Literal["scaleSet", "rest"] = Field(
         default="scaleSet",
