@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import logging
 import random
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -102,6 +103,7 @@ SECRET_TTL = 300.0
 POOL_TTL = 10.0
 MIN_ROUND_GAP = 0.2
 CONCURRENCY = 16
+_POOL_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # a DNS-1123 subdomain
 PROBES_PER_ROUND = 5  # direct registration reads a round may make (vanished pods only)
 
 
@@ -337,6 +339,14 @@ async def _resolve_pool(
     if spec.node_pool is None:
         return None, None
     pool = spec.node_pool
+    if not _POOL_NAME.fullmatch(pool):
+        # Not an object name at all ("a/b", ".."): its GET would read another URL (a list,
+        # a subresource) and the round crashed on the answer (issue 12, generated specs).
+        return None, Problem(
+            "NodePoolReady", "NodePoolNotFound",
+            f"spec.nodePool: {pool[:80]!r} is not a RunnerNodePool name (lowercase letters, "
+            "digits, '-' and '.'); no new runners are created (existing runners are kept)",
+        )  # fmt: skip
     try:
         body = await runtime.cached(
             ("pool", pool), POOL_TTL, lambda: runtime.kube.get_node_pool(pool)
