@@ -290,11 +290,13 @@ async def fleet(
 def leaked_secrets(f: Fleet, logs: list[str]) -> list[str]:
     """Which kinds of secret value the fake GitHub issued or was given appear in `logs`
     (reliability item 5, checked after every e2e test that uses this harness): tokens,
-    registration and message-queue tokens, the App private key, the webhook secret."""
+    registration and message-queue tokens, JIT configs, the App private key, the webhook
+    secret."""
     text = "\n".join(logs)
     needles: list[tuple[str, str]] = [("installation or user token", t) for t in f.github.tokens]
     needles += [("registration token", t) for t in f.github.actions.registration_tokens]
     needles += [("message queue token", t) for t in f.github.actions.queue_tokens()]
+    needles += [("JIT config", j[-48:]) for j in f.github.jit_configs]
     if f.github.webhook_secret:
         needles.append(("webhook secret", f.github.webhook_secret.decode(errors="replace")))
     if "PRIVATE KEY" in f.token:

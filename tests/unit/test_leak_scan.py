@@ -26,6 +26,8 @@ def test_each_kind_of_secret_is_found_and_a_clean_log_passes() -> None:
         "github_token", "installation or user token"]  # fmt: skip
     assert leaked_secrets(f, [f"RemoteAuth {registration}"]) == ["registration token"]
     assert leaked_secrets(f, ["secret=hook-secret-value"]) == ["webhook secret"]
+    github.jit_configs.append("eyJ" + "A" * 80 + "fQ==")
+    assert leaked_secrets(f, [f"jitconfig={github.jit_configs[0]}"]) == ["JIT config"]
 
 
 def test_an_app_key_is_found_by_either_end_of_its_body() -> None:

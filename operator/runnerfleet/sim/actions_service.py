@@ -657,6 +657,7 @@ class FakeActionsService:
             scale_set_id=scale_set.id,
         )
         encoded = self._jit_config(runner, scale_set, wanted.work_folder)
+        self.host.jit_configs.append(encoded)  # for log scans in tests
         return _ok(m.JitRunnerConfig(runner=self._agent(runner), encoded_jit_config=encoded))
 
     def _jit_config(self, runner: FakeRunner, scale_set: FakeScaleSet, work_folder: str) -> str:

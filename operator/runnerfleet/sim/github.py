@@ -157,6 +157,7 @@ class FakeGitHub:
         self.primary_limited: Counter[str] = Counter()  # endpoint -> 403 (primary budget spent)
         self.secondary_limited: Counter[str] = Counter()  # endpoint -> 403 (secondary limit)
         self.jit_issued: list[str] = []
+        self.jit_configs: list[str] = []  # every encoded JIT config handed out (log scans)
         self.deleted_runners: list[str] = []
         self._ids = itertools.count(1000)
         # Webhook subscription (as an org webhook for `workflow_job`): URL and secret.
@@ -654,6 +655,7 @@ class FakeGitHub:
         runner = self.register_runner(name, self._scope(request), list(labels), group)
         payload = {"runner_id": runner.id, "runner_name": name, "nonce": secrets.token_hex(8)}
         encoded = base64.b64encode(json.dumps(payload).encode()).decode()
+        self.jit_configs.append(encoded)  # for log scans in tests
         return web.json_response(
             {"runner": runner.body(), "encoded_jit_config": encoded}, status=201
         )

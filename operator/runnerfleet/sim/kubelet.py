@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from runnerfleet import conventions as c
 from runnerfleet.localcluster.ports import free_ports
@@ -104,7 +105,17 @@ class ListenerKubelet:
 
     async def _spawn(self, pod: Any) -> None:
         container = pod.spec.containers[0]
-        env = await self._resolve_env(container, pod)
+        try:
+            env = await self._resolve_env(container, pod)
+        except (ApiException, KeyError) as err:
+            if isinstance(err, ApiException) and err.status != 404:
+                raise  # the apiserver away: the pods are listed again
+            # A Secret or key the pod names is missing: a kubelet leaves the container in
+            # CreateContainerConfigError and starts nothing. Raising here re-listed the pods
+            # again and again, and no listener after this one in the list ever started.
+            log.warning("listener pod %s: %s missing; not started", pod.metadata.name,
+                        "Secret" if isinstance(err, ApiException) else f"key {err}")  # fmt: skip
+            return
         kubeconfig = await self._token_kubeconfig(pod)
         hook, metrics = free_ports(2)
         env.update(
