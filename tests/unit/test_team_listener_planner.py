@@ -129,3 +129,16 @@ def test_a_rotated_listener_secret_rolls_the_pods_and_shows_only_a_digest() -> N
         webhook={"enabled": True, "secretRef": {"name": "hook"}})["spec"])  # fmt: skip
     assert listener_secrets(hooked) == sorted([spec.github.secret_ref.name, "hook"])
     assert listener_secrets(spec) == [spec.github.secret_ref.name]
+
+
+def test_a_missing_env_secret_is_ready_false_naming_the_field() -> None:
+    """A listener pod naming a missing Secret never starts (CreateContainerConfigError), so
+    Ready says so, whatever the Deployment reports; a suspended listener says Suspended."""
+    missing = "Secret hook (spec.webhook.secretRef.name) not found: the listener pod cannot start"
+    status = fold_status({"readyReplicas": 1}, {}, 1, 5.0, False, NOW, None, missing)
+    ready = next(x for x in status_wire(status)["conditions"] if x["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "SecretNotFound")
+    assert "spec.webhook.secretRef.name" in ready["message"]
+    suspended = fold_status(None, {}, 1, 5.0, True, NOW, None, missing)
+    ready = next(x for x in status_wire(suspended)["conditions"] if x["type"] == "Ready")
+    assert ready["reason"] == "Suspended"

@@ -103,6 +103,7 @@ def fold_status(
     suspended: bool,
     now: float,
     problem: str | None = None,
+    missing: str | None = None,
 ) -> TeamListenerStatus:
     """listenerReady and conditions (Ready, Polling); `deployment` is the Deployment's status.
 
@@ -120,6 +121,10 @@ def fold_status(
     limited = limited_until is not None and limited_until > now
     if problem:
         ready_reason, ready_msg = "ChildRejected", problem
+    elif missing and not suspended:
+        # A Secret the pods read as env is missing: a kubelet never starts the container
+        # (CreateContainerConfigError), whatever the Deployment says.
+        ready_reason, ready_msg = "SecretNotFound", missing
     elif suspended:
         ready_reason, ready_msg = "Suspended", "spec.suspend is true: the listener is scaled to 0"
     elif ready:
@@ -130,7 +135,8 @@ def fold_status(
         "listenerReady": ready,
         "observedGeneration": generation,
         "conditions": [
-            condition(conds, "Ready", ready and not suspended and not problem, ready_reason,
+            condition(conds, "Ready", ready and not suspended and not problem and not missing,
+                      ready_reason,
                       ready_msg, generation, now),
             condition(conds, "Polling", polling and not limited,
                   "RateLimited" if limited else ("Polling" if polling else "NoRecentPoll"),

@@ -72,6 +72,7 @@ class Memory:
     registration_known: bool = False  # False: read the Secret back before deciding
     registration_retry_at: float = 0.0  # after a failed fetch or write
     secrets_hash: str | None = None  # of the Secrets the pods read as env, last read
+    secrets_missing: str | None = None  # which of them is missing, as a condition message
 
 
 def listener_image() -> str:
@@ -107,6 +108,13 @@ DeploymentReader = Callable[[str, str], Awaitable[dict[str, Any] | None]]
 SecretsHash = Callable[[str, Sequence[str]], Awaitable[str]]
 
 
+def _missing_message(spec: TeamListenerSpec) -> str:
+    fields = [f"Secret {spec.github.secret_ref.name} (spec.github.secretRef.name)"]
+    if spec.webhook.enabled and spec.webhook.secret_ref is not None:
+        fields.append(f"Secret {spec.webhook.secret_ref.name} (spec.webhook.secretRef.name)")
+    return f"{' or '.join(fields)} not found: the listener pod cannot start"
+
+
 async def _secrets_hash(
     read: SecretsHash | None, namespace: str, spec: TeamListenerSpec, memory: Memory
 ) -> str | None:
@@ -116,7 +124,10 @@ async def _secrets_hash(
         return None
     try:
         memory.secrets_hash = await read(namespace, listener_secrets(spec))
-    except (KubeError, NotFoundError) as err:
+        memory.secrets_missing = None
+    except NotFoundError:
+        memory.secrets_missing = _missing_message(spec)
+    except KubeError as err:
         log.debug("listener Secrets of %s not read (%s); pods keep their hash", namespace, err)
     return memory.secrets_hash
 
@@ -162,7 +173,7 @@ async def reconcile_once(
     status = fold_status(
         (deployment or {}).get("status") if deployment else None, previous,
         int(meta.get("generation", 0)), parse_duration(spec.poll_interval), spec.suspend,
-        now, problem,
+        now, problem, memory.secrets_missing,
     )  # fmt: skip
     patch = status_patch(previous, status_wire(status))
     if patch is not None:
