@@ -30,7 +30,6 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from runnerfleet import conventions as c
 from runnerfleet.localcluster import LocalCluster
 from runnerfleet.sim.github import FakeJob
 from tests.support.chaos import (
@@ -40,10 +39,10 @@ from tests.support.chaos import (
     converged,
     feed,
     github_requests,
+    protocol_team,
     record,
     seed,
 )
-from tests.support.factories import make_scale_set, make_team_listener
 from tests.support.fleet import Fleet
 from tests.support.kube import wait_for
 from tests.support.kubeproxy import KubeProxy
@@ -70,17 +69,7 @@ class Scenario:
 
 
 async def _setup(f: Fleet) -> None:
-    github = {"configUrl": f.config_url, "secretRef": {"name": "github-app"},
-              "protocol": "scaleSet"}  # fmt: skip
-    await f.apply_scale_set(make_scale_set(
-        SET, config_url=f.config_url, team="team-a", labels=TEAM, github=github,
-        min_runners=MIN_RUNNERS, max_runners=MAX_RUNNERS, scaleDownDelay="2s",
-    ))  # fmt: skip
-    await f.apply_team_listener(make_team_listener(
-        "team-a", team="team-a", config_url=f.config_url, pollInterval="1s",
-        scaleSetSelector={"matchLabels": {c.LABEL_TEAM: "team-a"}},
-    ))  # fmt: skip
-    await f.expect_runners(SET, idle=MIN_RUNNERS, within=60)
+    await protocol_team(f, "team-a", SET, TEAM, min_runners=MIN_RUNNERS, max_runners=MAX_RUNNERS)
 
 
 async def _restarts(

@@ -34,7 +34,6 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from runnerfleet import conventions as c
 from runnerfleet.planning.team_listener import OPERATOR_MARGIN
 from runnerfleet.sim import actions_service
 from runnerfleet.sim.github import FakeJob
@@ -45,11 +44,11 @@ from tests.support.chaos import (
     converged,
     feed,
     github_requests,
+    protocol_team,
     record,
     seed,
 )
-from tests.support.factories import make_scale_set, make_team_listener
-from tests.support.fleet import Fleet, _app_key
+from tests.support.fleet import Fleet, app_key
 from tests.support.kube import wait_for
 
 SCENARIO = "7 App key rotated"
@@ -91,23 +90,13 @@ async def _setup(f: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
     f.github.actions.options = replace(
         f.github.actions.options, long_poll_timeout=2.0, admin_token_ttl=65.0
     )
-    github = {"configUrl": f.config_url, "secretRef": {"name": "github-app"},
-              "protocol": "scaleSet"}  # fmt: skip
-    await f.apply_scale_set(make_scale_set(
-        SET, config_url=f.config_url, team="team-k", labels=TEAM, github=github,
-        min_runners=MIN_RUNNERS, max_runners=MAX_RUNNERS, scaleDownDelay="2s",
-    ))  # fmt: skip
-    await f.apply_team_listener(make_team_listener(
-        "team-k", team="team-k", config_url=f.config_url, pollInterval="1s",
-        scaleSetSelector={"matchLabels": {c.LABEL_TEAM: "team-k"}},
-    ))  # fmt: skip
-    await f.expect_runners(SET, idle=MIN_RUNNERS, within=60)
+    await protocol_team(f, "team-k", SET, TEAM, min_runners=MIN_RUNNERS, max_runners=MAX_RUNNERS)
 
 
 async def rotate(f: Fleet) -> tuple[Rotation, str]:
     """A new key for the App, into the Secret, and the old key deleted at once; returns the
     rotation and the new private key (to look for in logs)."""
-    private, public = _app_key()
+    private, public = app_key()
     old = f.github.app_public_key
     assert old is not None
     f.github.rotate_app_key(public)

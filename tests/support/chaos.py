@@ -29,6 +29,7 @@ from typing import Any
 
 from runnerfleet import conventions as c
 from runnerfleet.sim.github import FakeJob
+from tests.support.factories import make_scale_set, make_team_listener
 from tests.support.fleet import Fleet
 from tests.support.kube import wait_for
 
@@ -102,6 +103,31 @@ async def feed(
     for at, duration in zip(moments, durations, strict=True):
         await asyncio.sleep(max(0.0, start + at - time.monotonic()))  # the stream's schedule
         jobs.append(f.github.enqueue_job(repo, list(labels), duration))
+
+
+async def protocol_team(
+    f: Fleet,
+    team: str,
+    scale_set: str,
+    labels: Sequence[str],
+    *,
+    min_runners: int,
+    max_runners: int,
+    scale_down_delay: str = "2s",
+) -> None:
+    """A scale set on the scale-set protocol and its team's listener (polling every 1 s),
+    waited for until `min_runners` are idle."""
+    github = {"configUrl": f.config_url, "secretRef": {"name": "github-app"},
+              "protocol": "scaleSet"}  # fmt: skip
+    await f.apply_scale_set(make_scale_set(
+        scale_set, config_url=f.config_url, team=team, labels=list(labels), github=github,
+        min_runners=min_runners, max_runners=max_runners, scaleDownDelay=scale_down_delay,
+    ))  # fmt: skip
+    await f.apply_team_listener(make_team_listener(
+        team, team=team, config_url=f.config_url, pollInterval="1s",
+        scaleSetSelector={"matchLabels": {c.LABEL_TEAM: team}},
+    ))  # fmt: skip
+    await f.expect_runners(scale_set, idle=min_runners, within=60)
 
 
 async def all_completed(jobs: list[FakeJob], *, within: float, what: str = "") -> float:

@@ -222,7 +222,7 @@ class Fleet:
         )  # fmt: skip
 
 
-def _app_key() -> tuple[str, str]:
+def app_key() -> tuple[str, str]:
     """A fresh GitHub App key pair: (private PEM, public PEM)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private = key.private_bytes(
@@ -250,7 +250,7 @@ async def fleet(
     github.orgs.add(ORG)  # the organisation the scale sets register in
     await github.start()
     if auth == "app":
-        private, github.app_public_key = _app_key()
+        private, github.app_public_key = app_key()
         token = private  # the secret value that must never be logged
         data = {"github_app_id": _b64("42"), "github_app_installation_id": _b64("7"),
                 "github_app_private_key": _b64(private)}  # fmt: skip

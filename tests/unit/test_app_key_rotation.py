@@ -12,8 +12,6 @@ from typing import Any, cast
 import httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from runnerfleet.gateways.github import GitHubAuthError, GitHubGateway
 from runnerfleet.models.github import GitHubCredentials, parse_config_url
@@ -22,21 +20,7 @@ from runnerfleet.services.registration_token import TokenCache
 from runnerfleet.services.runtime import Runtime
 from runnerfleet.sim.github import MAX_APP_KEYS, FakeGitHub
 from tests.support.factories import make_team_listener
-
-
-def _key() -> tuple[str, str]:
-    """(private PEM, public PEM)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()  # fmt: skip
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
+from tests.support.fleet import app_key
 
 
 def _jwt(private: str) -> str:
@@ -67,8 +51,8 @@ async def test_fake_accepts_every_app_key_refuses_a_deleted_ones_keeps_its_token
     fake: FakeGitHub,
 ) -> None:
     fake.orgs.add("acme")
-    old, old_public = _key()
-    new, new_public = _key()
+    old, old_public = app_key()
+    new, new_public = app_key()
     fake.app_public_key = old_public
     minted = (await _mint(fake, old)).json()["token"]
     assert (await _mint(fake, new)).status_code == 401  # not the App's key yet
@@ -106,8 +90,8 @@ async def test_a_gateway_on_the_new_key_mints_with_it_though_the_old_keys_jwt_is
     gateway made with the rotated key sent the old key's JWT and was refused."""
     fake.orgs.add("acme")
     fake.installation_token_ttl = 30.0  # under githubkit's 1-min margin: every call mints
-    old, old_public = _key()
-    new, new_public = _key()
+    old, old_public = app_key()
+    new, new_public = app_key()
     fake.app_public_key = old_public
     target = parse_config_url(f"{fake.url}/acme")
     await GitHubGateway(target, _app(old)).sweep_runners()  # caches a JWT signed with `old`
@@ -128,8 +112,8 @@ async def test_registration_tokens_use_the_rotated_key_even_through_a_source_mad
     REST gateway kept the old key for the process's life)."""
     fake.orgs.add("acme")
     fake.installation_token_ttl = 30.0
-    old, old_public = _key()
-    new, new_public = _key()
+    old, old_public = app_key()
+    new, new_public = app_key()
     fake.app_public_key = old_public
     runtime = Runtime(kube=cast(Any, None), registration_tokens=TokenCache(margin=1e9))
     target = parse_config_url(f"{fake.url}/acme")
@@ -164,8 +148,8 @@ async def test_a_refused_key_makes_the_operator_read_the_secret_again_and_retry_
     it read the Secret again and retry in the same call; one 401 in all."""
     fake.orgs.add("acme")
     fake.installation_token_ttl = 30.0
-    old, old_public = _key()
-    new, new_public = _key()
+    old, old_public = app_key()
+    new, new_public = app_key()
     fake.app_public_key = old_public
     app = {"github_app_id": "42", "github_app_installation_id": "7"}
     secrets = _Secrets({**app, "github_app_private_key": old})
