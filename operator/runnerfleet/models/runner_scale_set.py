@@ -56,6 +56,68 @@ class GitHubConfig(CrdModel):
     )
 
 
+# Identity endpoints a scale set may open in its team's NetworkPolicy (docs/cloud-identity.md).
+# Azure workload identity and EKS IRSA need none: they trade a projected token over HTTPS.
+IdentityEgress = Literal["awsPodIdentity", "gkeMetadataServer"]
+
+
+class CloudIdentity(CrdModel):
+    """Cloud credentials the Kubernetes way: runner pods run as a ServiceAccount the platform
+    team created (and annotated for IRSA, GKE or Azure workload identity)."""
+
+    service_account_name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description=(
+            "ServiceAccount (in the scale set's namespace) the runner pods run as; not created "
+            "by the operator. Until it exists no runner is created (condition "
+            "IdentityReady=False, ServiceAccountNotFound)."
+        ),
+    )
+    token_audience: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=512,
+        description=(
+            "Audience of a projected service-account token mounted in the runner container at "
+            "/var/run/secrets/runnerfleet.dev/identity/token (env RUNNERFLEET_IDENTITY_TOKEN_"
+            "FILE), e.g. sts.amazonaws.com or a workload identity pool provider. Unset: no "
+            "token of our own (the clouds' webhooks inject theirs)."
+        ),
+    )
+    token_expiration_seconds: int = Field(
+        default=3600,
+        ge=600,
+        le=86400,
+        description="Lifetime of the projected token; the kubelet renews it before it expires.",
+    )
+    egress: list[IdentityEgress] = Field(
+        default_factory=list,
+        max_length=2,
+        description=(
+            "Identity endpoints runner pods may reach, blocked by the team's NetworkPolicy "
+            "otherwise: awsPodIdentity (EKS Pod Identity agent 169.254.170.23 and "
+            "fd00:ec2::23, TCP 80), gkeMetadataServer (GKE metadata server 169.254.169.254 "
+            "TCP 80, 169.254.169.252 TCP 988)."
+        ),
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+
+class Hardening(CrdModel):
+    """Opt-in restrictions of the runner pod beyond the restricted profile it always has."""
+
+    read_only_root_filesystem: bool = Field(
+        default=False,
+        description=(
+            "Runner container with a read-only root filesystem; the work directory "
+            "(/home/runner/_work), /tmp and the runner's diagnostics (/home/runner/_diag) "
+            "become writable emptyDir volumes."
+        ),
+    )
+
+
 class RunnerScaleSetSpec(CrdModel):
     """Desired state of a RunnerScaleSet."""
 
@@ -80,6 +142,17 @@ class RunnerScaleSetSpec(CrdModel):
     )
     node_pool: str | None = Field(
         default=None, description="Name of the node pool runners are placed on."
+    )
+    # issue 13 items 6-7 (cloud identity, hardening): one block, nested models.
+    identity: CloudIdentity | None = Field(
+        default=None,
+        description=(
+            "Cloud identity: the ServiceAccount runner pods run as, an optional projected "
+            "token, identity endpoints opened. Unset: no ServiceAccount token at all."
+        ),
+    )
+    hardening: Hardening | None = Field(
+        default=None, description="Opt-in hardening of the runner pod (unset: none)."
     )
     registration_timeout: Duration = Field(
         default="5m", description="A runner not online within this is replaced."
