@@ -161,3 +161,25 @@ ANNOTATION_REGISTRATION_EXPIRES: Final = f"{GROUP}/registration-token-expires-at
 def listener_registration_secret_name(team_listener: str) -> str:
     """The Secret holding the registration token shared with a TeamListener's listener."""
     return f"{team_listener}-registration"
+
+
+# Container modes (issue 13 item 5, docs/container-modes.md).
+CONTAINER_MODE_KUBERNETES: Final = "kubernetes"
+CONTAINER_MODE_DIND: Final = "dind"
+# The runner image's copy of GitHub's runner container hooks (actions/runner-container-hooks).
+CONTAINER_HOOKS_PATH: Final = "/home/runner/k8s/index.js"
+RUNNER_WORK_DIR: Final = "/home/runner/_work"
+# The hooks name the work claim `<runner pod>-work`: the ephemeral volume must be named `work`.
+WORK_VOLUME: Final = "work"
+JOB_TEMPLATE_DIR: Final = "/home/runner/pod-templates"
+JOB_TEMPLATE_KEY: Final = "job.yaml"
+# Job pods the hooks create carry this label (never the scale-set label: they are no runners).
+LABEL_CONTAINER_JOB_OF: Final = f"{LABEL_PREFIX}/container-job-of"
+DEFAULT_DIND_IMAGE: Final = "docker:dind"
+DOCKER_GROUP_GID: Final = 123  # the `docker` group of the official runner image
+
+
+def container_hooks_name(scale_set: str) -> str:
+    """The ServiceAccount, Role, RoleBinding and job-template ConfigMap of a scale set in
+    kubernetes container mode (one name for the four kinds)."""
+    return f"{scale_set}-hooks"

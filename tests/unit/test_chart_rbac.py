@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from runnerfleet.builders.container_mode import HOOKS_RULES
 from runnerfleet.builders.listener import ListenerIdentity, build_role
 from runnerfleet.models.team_listener import TeamListenerSpec
 from tests.support.factories import make_team_listener
@@ -42,3 +43,14 @@ def test_operator_holds_every_permission_it_grants_a_listener() -> None:
         for verb in rule["verbs"]
     }
     assert granted - held == set()
+
+
+def test_operator_holds_every_permission_it_grants_container_hooks() -> None:
+    granted = {
+        (group, resource, verb)
+        for rule in HOOKS_RULES
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert granted - _operator_rules() == set()

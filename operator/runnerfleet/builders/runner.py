@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runnerfleet import conventions as c
+from runnerfleet.builders.container_mode import apply_container_mode
 from runnerfleet.builders.node_pool import Placement
 from runnerfleet.models.runner_scale_set import RunnerScaleSetSpec
 
@@ -148,6 +149,7 @@ def build_runner_pod(
         }
     )
     container["env"] = env
+    apply_container_mode(pod_spec, owner.name, spec, runner)  # containerMode: hooks or dind
     for other in pod_spec["containers"] + pod_spec.get("initContainers", []):
         _fill(other, {"securityContext": _CONTAINER_SECURITY})
     if place is not None:

@@ -471,13 +471,19 @@ class KubeGateway:
         except NotFoundError:
             return None
 
-    async def get_config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+    async def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The whole ConfigMap (metadata and data), or None if there is none."""
         try:
-            found = await self._rest(
+            return await self._rest(
                 "GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}",
                 f"get ConfigMap {namespace}/{name}",
             )  # fmt: skip
         except NotFoundError:
+            return None
+
+    async def get_config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        found = await self.get_config_map(namespace, name)
+        if found is None:
             return None
         data: dict[str, str] = found.get("data") or {}
         return data

@@ -156,6 +156,13 @@ class RunnerNodePoolSpec(CrdModel):
     warm_capacity: WarmCapacity | None = Field(
         default=None, description="Spare capacity kept ready for new runners (placeholders)."
     )
+    allow_privileged: bool = Field(
+        default=False,
+        description=(
+            "Privileged runner pods may run here (scale sets with `containerMode.type: dind`). "
+            "Only for pools whose nodes run nothing else; see docs/container-modes.md."
+        ),
+    )
 
 
 class RunnerNodePoolStatus(CrdModel):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Final, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from runnerfleet.models.base import Condition, CrdModel, Duration, SecretKeyRef
 
@@ -118,6 +118,87 @@ class Hardening(CrdModel):
     )
 
 
+class WorkVolumeClaim(CrdModel):
+    """The per-runner ephemeral volume claim holding the work directory (kubernetes mode):
+    the runner and the job pods the hooks create share it, so it is created with the runner
+    pod and deleted with it."""
+
+    storage_class_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="StorageClass of the claim (default: the cluster's default class).",
+    )
+    size: str = Field(
+        default="1Gi",
+        pattern=r"^[0-9]+(\.[0-9]+)?(k|Ki|M|Mi|G|Gi|T|Ti)?$",
+        description="Requested storage (resources.requests.storage).",
+    )
+    access_modes: list[Literal["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"]] = Field(
+        default=["ReadWriteOnce"],
+        min_length=1,
+        description=(
+            "Access modes. ReadWriteOnce suffices: the hooks place job pods on the runner's node."
+        ),
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+
+class ContainerMode(CrdModel):
+    """How jobs with `container:` or `services:` run (docs/container-modes.md)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.type == 'kubernetes' || !has(self.workVolumeClaim)",
+                    "message": "spec.containerMode.workVolumeClaim applies only to type kubernetes",
+                    "fieldPath": ".workVolumeClaim",
+                    "reason": "FieldValueForbidden",
+                },
+                {
+                    "rule": "self.type == 'kubernetes' || !has(self.requireJobContainer)",
+                    "message": "spec.containerMode.requireJobContainer applies only to type "
+                    "kubernetes",
+                    "fieldPath": ".requireJobContainer",
+                    "reason": "FieldValueForbidden",
+                },
+                {
+                    "rule": "self.type == 'dind' || !has(self.dindImage)",
+                    "message": "spec.containerMode.dindImage applies only to type dind",
+                    "fieldPath": ".dindImage",
+                    "reason": "FieldValueForbidden",
+                },
+            ]
+        }
+    )
+
+    type: Literal["kubernetes", "dind"] = Field(
+        description=(
+            "`kubernetes`: GitHub's runner container hooks run each job container and service "
+            "as a pod in this namespace (a per-scale-set ServiceAccount and Role are rendered). "
+            "`dind`: a privileged Docker daemon beside the runner; only on a node pool with "
+            "`allowPrivileged: true`."
+        )
+    )
+    work_volume_claim: WorkVolumeClaim | None = Field(
+        default=None,
+        description="kubernetes: the work directory's per-runner claim (default 1Gi, RWO).",
+    )
+    require_job_container: bool | None = Field(
+        default=None,
+        description=(
+            "kubernetes: refuse jobs without `container:` (default true, as ARC), so no job "
+            "step runs inside the runner pod, which holds a token able to create pods."
+        ),
+    )
+    dind_image: str | None = Field(
+        default=None,
+        min_length=1,
+        description="dind: the Docker daemon's image (default docker:dind).",
+    )
+
+
 class RunnerScaleSetSpec(CrdModel):
     """Desired state of a RunnerScaleSet."""
 
@@ -138,6 +219,13 @@ class RunnerScaleSetSpec(CrdModel):
         description=(
             "Pod template (a PodTemplateSpec) for runner pods; the runner container is named "
             "`runner`. Defaults fill the image, command, security context and JIT config."
+        ),
+    )
+    container_mode: ContainerMode | None = Field(
+        default=None,
+        description=(
+            "How jobs with `container:` or `services:` run: unset (default) is the restricted "
+            "runner with no API token; `kubernetes` (runner container hooks) or `dind`."
         ),
     )
     node_pool: str | None = Field(

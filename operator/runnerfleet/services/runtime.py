@@ -36,6 +36,7 @@ from runnerfleet.gateways.kubernetes import KubeGateway
 from runnerfleet.metrics import OperatorMetrics
 from runnerfleet.models.github import GitHubCredentials, GitHubTarget, parse_config_url
 from runnerfleet.models.team_listener import TeamListenerSpec
+from runnerfleet.planning.children import Applied
 from runnerfleet.services.registration_token import Token, TokenCache, TokenSource
 from runnerfleet.services.registrations import Registrar, RegistrationBook, SweepSettings
 from runnerfleet.services.scale_set_protocol import ScaleSetRegistrar
@@ -216,6 +217,9 @@ class Runtime:
     )
     # What each scale set's status was last written as (fresher than a watch may have shown).
     written: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # containerMode kubernetes: the hooks RBAC last applied per scale set, and the refusal
+    # standing for it (services/container_mode.py).
+    hooks_applied: dict[tuple[str, str], tuple[Applied, str | None]] = field(default_factory=dict)
     _reads: dict[tuple[str, ...], tuple[float, Any]] = field(default_factory=dict)
     _transports: dict[str, MeteredTransport] = field(default_factory=dict)
     _sides: dict[tuple[str, str], GitHubSide] = field(default_factory=dict)

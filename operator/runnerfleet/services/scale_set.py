@@ -87,6 +87,7 @@ from runnerfleet.planning.status import (
     rfc3339,
 )
 from runnerfleet.planning.status_diff import status_patch
+from runnerfleet.services import container_mode
 from runnerfleet.services.loop import reconcile_loop
 from runnerfleet.services.registrations import Registrar, RegistrationBook
 from runnerfleet.services.runtime import Children, GitHubSide, Runtime
@@ -328,6 +329,7 @@ async def _round(runtime: Runtime, scale_set: ScaleSet) -> RoundOutcome:
         if budget.exhausted():
             return RoundOutcome(None, [_rate_limited(budget.limited_until)])
     place, pool_problem = await _resolve_pool(runtime, spec, ident)
+    pool_problem = pool_problem or await container_mode.prepare(runtime, spec, ident, place)
     return await _converge(runtime, scale_set, spec, side, place, pool_problem)
 
 
