@@ -71,3 +71,35 @@ async def temporary_namespace(api: ApiClient, prefix: str = "t") -> AsyncIterato
         yield name
     finally:
         await core.delete_namespace(name)
+
+
+@asynccontextmanager
+async def impersonating(kubeconfig: Path, user: str) -> AsyncIterator[ApiClient]:
+    """A client acting as `user` (e.g. `system:serviceaccount:NS:NAME`), through the admin's
+    right to impersonate: what that subject's RBAC allows, nothing more."""
+    async with api_client(kubeconfig) as api:
+        api.set_default_header("Impersonate-User", user)
+        yield api
+
+
+async def allowed(
+    api: ApiClient, user: str, verb: str, resource: str, namespace: str = "", group: str = ""
+) -> bool:
+    """A SubjectAccessReview: may `user` `verb` `resource` (`pods/exec` names a subresource)
+    in `namespace` ("" asks cluster-wide)?"""
+    name, _, sub = resource.partition("/")
+    groups = ["system:authenticated"]
+    if user.startswith("system:serviceaccount:"):  # the groups a token of it carries
+        groups += ["system:serviceaccounts", f"system:serviceaccounts:{user.split(':')[2]}"]
+    review = client.V1SubjectAccessReview(
+        spec=client.V1SubjectAccessReviewSpec(
+            user=user,
+            groups=groups,
+            resource_attributes=client.V1ResourceAttributes(
+                verb=verb, resource=name, subresource=sub or None, group=group,
+                namespace=namespace or None,
+            ),
+        )
+    )  # fmt: skip
+    answer = await client.AuthorizationV1Api(api).create_subject_access_review(review)
+    return bool(answer.status.allowed)

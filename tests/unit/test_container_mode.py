@@ -176,3 +176,20 @@ def test_dind_fields_are_refused_with_kubernetes_and_the_other_way_round() -> No
 def test_node_pools_do_not_allow_privileged_pods_unless_they_say_so() -> None:
     assert RunnerNodePoolSpec().allow_privileged is False
     assert RunnerNodePoolSpec.model_validate({"allowPrivileged": True}).allow_privileged
+
+
+class _WithAccount(RunnerScaleSetSpec):
+    """The scale set with `serviceAccountName` (cloud identity, added by another part of
+    issue 13 on its own branch): the same field name as that part's model."""
+
+    service_account_name: str | None = None
+
+
+def test_a_scale_sets_own_service_account_gets_the_role_and_none_is_rendered() -> None:
+    body = _spec(containerMode={"type": "kubernetes"}).to_wire()
+    spec = _WithAccount.model_validate({**body, "serviceAccountName": "ci-identity"})
+    children, _ = build_hooks_children(OWNER, spec, None)
+    assert [m["kind"] for m in children] == ["Role", "RoleBinding", "ConfigMap"]
+    assert children[1]["subjects"][0]["name"] == "ci-identity"
+    pod = build_runner_pod(OWNER, spec, RUNNER)
+    assert pod["spec"]["serviceAccountName"] == "ci-identity"
