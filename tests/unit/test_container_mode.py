@@ -146,6 +146,7 @@ def test_job_pod_template_carries_the_pools_placement_and_restricted_context() -
     assert template["spec"]["nodeSelector"] == {c.LABEL_POOL: "ci"}
     assert template["spec"]["tolerations"] == POOL.tolerations
     assert template["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert template["spec"]["automountServiceAccountToken"] is False  # the job gets no token
     job = template["spec"]["containers"][0]
     assert job["name"] == "$job"  # the hooks merge `$job` into the job container
     assert job["securityContext"]["capabilities"] == {"drop": ["ALL"]}

@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # runner.py imports this module
 # Exactly what the hooks use, and what their prepare-job step checks with
 # SelfSubjectAccessReviews before running (`requiredPermissions` in the hooks' k8s client):
 # job pods (create, read, prune by label, delete), exec into them (websocket exec is
-# authorised as `get` and, since Kubernetes 1.30, also `create`), follow their logs,
+# authorised as `get`, and also as `create` on recent Kubernetes), follow their logs,
 # container-step Jobs, and the Secrets holding a step's env and registry credentials.
 HOOKS_RULES: tuple[dict[str, Any], ...] = (
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "create", "delete"]},
@@ -227,13 +227,18 @@ def _meta(owner: ScaleSetIdentity, name: str) -> dict[str, Any]:
 
 def build_job_pod_template(owner: ScaleSetIdentity, place: Placement | None) -> dict[str, Any]:
     """The pod template the hooks merge into every job pod and container-step Job: the
-    pool's node selector and toleration, the restricted security context (pod, and the job
+    pool's node selector and toleration, no API token, the restricted security context (pod, and the job
     container: `$job` is the hooks' name for extending it) and the team's label, so the
     team's NetworkPolicy (which selects runner pods) covers job pods too."""
     labels = {c.LABEL_COMPONENT: c.COMPONENT_RUNNER, c.LABEL_CONTAINER_JOB_OF: owner.name}
     if owner.team:
         labels[c.LABEL_TEAM] = owner.team
-    pod: dict[str, Any] = {"securityContext": copy.deepcopy(JOB_POD_SECURITY)}
+    # No token in job pods: the hooks set no ServiceAccount, so they would get the namespace's
+    # `default` account's token, mounted where the job's own code runs.
+    pod: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "securityContext": copy.deepcopy(JOB_POD_SECURITY),
+    }
     if place is not None:
         pod["nodeSelector"] = dict(place.node_selector)
         pod["tolerations"] = [dict(t) for t in place.tolerations]
