@@ -227,9 +227,9 @@ def _meta(owner: ScaleSetIdentity, name: str) -> dict[str, Any]:
 
 def build_job_pod_template(owner: ScaleSetIdentity, place: Placement | None) -> dict[str, Any]:
     """The pod template the hooks merge into every job pod and container-step Job: the
-    pool's node selector and toleration, no API token, the restricted security context (pod, and the job
-    container: `$job` is the hooks' name for extending it) and the team's label, so the
-    team's NetworkPolicy (which selects runner pods) covers job pods too."""
+    pool's node selector and toleration, no API token, the restricted security context (pod,
+    and the job container: `$job` is the hooks' name for extending it) and the team's label,
+    so the team's NetworkPolicy (which selects runner pods) covers job pods too."""
     labels = {c.LABEL_COMPONENT: c.COMPONENT_RUNNER, c.LABEL_CONTAINER_JOB_OF: owner.name}
     if owner.team:
         labels[c.LABEL_TEAM] = owner.team
