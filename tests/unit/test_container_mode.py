@@ -179,18 +179,11 @@ def test_node_pools_do_not_allow_privileged_pods_unless_they_say_so() -> None:
     assert RunnerNodePoolSpec.model_validate({"allowPrivileged": True}).allow_privileged
 
 
-class _WithAccount(RunnerScaleSetSpec):
-    """The scale set with `serviceAccountName` (cloud identity, added by another part of
-    issue 13 on its own branch): the same field name as that part's model."""
-
-    service_account_name: str | None = None
-
-
 def test_a_scale_sets_own_service_account_gets_the_role_and_none_is_rendered() -> None:
-    body = _spec(containerMode={"type": "kubernetes"}).to_wire()
-    spec = _WithAccount.model_validate({**body, "serviceAccountName": "ci-identity"})
+    spec = _spec(containerMode={"type": "kubernetes"}, identity={"serviceAccountName": "ci-id"})
     children, _ = build_hooks_children(OWNER, spec, None)
     assert [m["kind"] for m in children] == ["Role", "RoleBinding", "ConfigMap"]
-    assert children[1]["subjects"][0]["name"] == "ci-identity"
+    assert children[1]["subjects"][0]["name"] == "ci-id"
     pod = build_runner_pod(OWNER, spec, RUNNER)
-    assert pod["spec"]["serviceAccountName"] == "ci-identity"
+    assert pod["spec"]["serviceAccountName"] == "ci-id"
+    assert pod["spec"]["automountServiceAccountToken"] is True  # the hooks need its token

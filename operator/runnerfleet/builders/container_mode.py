@@ -76,9 +76,11 @@ _DOCKER_SOCKET = "/var/run/docker.sock"
 
 def hooks_service_account(scale_set: str, spec: RunnerScaleSetSpec) -> str:
     """The account runner pods use in kubernetes mode: the scale set's own
-    `serviceAccountName` when it names one (cloud identity), else the rendered one."""
-    own: str | None = getattr(spec, "service_account_name", None)
-    return own or c.container_hooks_name(scale_set)
+    (`spec.identity.serviceAccountName`, cloud identity) when it names one, else the rendered
+    one."""
+    if spec.identity is not None:
+        return spec.identity.service_account_name
+    return c.container_hooks_name(scale_set)
 
 
 def apply_container_mode(
