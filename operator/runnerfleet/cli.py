@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from runnerfleet import conventions as c
+from runnerfleet import logs
 from runnerfleet.localcluster import ClusterError, LocalCluster, NodeSpec, parse_taint
 from runnerfleet.localcluster.nodes import parse_label
 
@@ -44,6 +45,17 @@ _state_dir_option = click.option(
 def _fail(message: str) -> None:
     _err.print(f"runnerfleet: error: {message}", markup=False)
     sys.exit(1)
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    """RUNNERFLEET_LOG_FORMAT (text|json) for every line the process logs; a bad value exits
+    2 naming the variable, as the operator's other settings do (runnerfleet/logs.py)."""
+    try:
+        fmt = logs.format_from_env()
+    except logs.LogFormatError as err:
+        _err.print(f"runnerfleet: error: {err}", markup=False)
+        sys.exit(2)
+    logs.configure(fmt, verbose)
 
 
 @click.group()
@@ -325,7 +337,8 @@ def run_operator(
 
     from runnerfleet.handlers.operator import LeaseSettings, operate  # registers handlers
 
-    kopf.configure(verbose=verbose, log_format=kopf.LogFormat.PLAIN)
+    kopf.configure(verbose=verbose, log_format=kopf.LogFormat.PLAIN)  # levels; then ours:
+    _setup_logging(verbose)
     lease = LeaseSettings(lease_namespace, lease_name, lease_seconds) if leader_elect else None
     sys.exit(asyncio.run(operate(list(namespaces), lease)))
 
@@ -367,12 +380,10 @@ def listen(
 ) -> None:
     """Run a team's listener: poll GitHub, serve webhooks, write demand."""
     import asyncio
-    import logging
 
     from runnerfleet.listener.main import ListenerOptions, run
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per long-poll is noise
+    _setup_logging()
     options = ListenerOptions(namespace, name, kubeconfig, webhook_port, metrics_port)
     asyncio.run(run(options))
 
@@ -407,11 +418,9 @@ def webhook_relay(
     forward_timeout: float,
 ) -> None:
     """Receive one organisation webhook and fan each delivery out to the teams' listeners."""
-    import logging
-
     from runnerfleet.relay.main import RelayOptions, run
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _setup_logging()
     options = RelayOptions(
         secret_namespace, secret_name, secret_key, kubeconfig, webhook_port, metrics_port,
         forward_timeout,

@@ -34,6 +34,9 @@ class ListenerIdentity:
     # A digest of the Secrets the pods read as env (GitHub credentials, webhook secret), on
     # the pod template: a rotated key or secret rolls the pods, which read env only at start.
     secrets_hash: str | None = None
+    # The operator's RUNNERFLEET_LOG_FORMAT, so listener pods log the same way (text, the
+    # default, is not written: upgrading does not roll every listener).
+    log_format: str = "text"
 
     @property
     def child_name(self) -> str:
@@ -184,6 +187,8 @@ def build_deployment(
         env.append({"name": "RUNNERFLEET_MODE", "value": c.MODE_STANDBY})
     if owner.lease_seconds is not None:
         env.append({"name": "RUNNERFLEET_LEASE_SECONDS", "value": str(owner.lease_seconds)})
+    if owner.log_format != "text":
+        env.append({"name": "RUNNERFLEET_LOG_FORMAT", "value": owner.log_format})
     if spec.webhook.enabled and spec.webhook.secret_ref is not None:
         env.append({"name": "RUNNERFLEET_WEBHOOK_SECRET", "valueFrom": {"secretKeyRef": {
             "name": spec.webhook.secret_ref.name, "key": c.SECRET_KEY_WEBHOOK}}})  # fmt: skip

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import time
 import urllib.parse
 import urllib.request
 from typing import Any
@@ -24,6 +25,7 @@ from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from runnerfleet import conventions as c
+from runnerfleet.gateways.event_series import Decision, EventSeries
 
 
 class KubeError(Exception):
@@ -159,6 +161,8 @@ class KubeGateway:
         self.api = api
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.event_series = EventSeries()
+        self.event_writes = 0  # Event creates and patches, for tests and measurements
 
     # ------------------------------------------------------------------ raw JSON helpers
     async def _list(self, call: Any, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
@@ -331,11 +335,35 @@ class KubeGateway:
         return await self.list_ours(c.RUNNER_SCALE_SET_PLURAL, namespace)
 
     async def event(self, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
-        """Post a core/v1 Event about `involved` (best effort: failures are not raised)."""
+        """Post a core/v1 Event about `involved` (best effort: failures are not raised).
+
+        Repeats are folded as Kubernetes' own recorders fold them (gateways/event_series.py):
+        the same reason and message within 10 minutes raise the first Event's count (written
+        at most every 30 s), and past 10 different messages for one reason the rest share one
+        "combined" Event. `self.event_writes` counts the creates and patches made."""
         meta = involved["metadata"]
         # Events about cluster-scoped objects (RunnerNodePools) live in `default`, as kubectl
         # describe expects.
         namespace = meta.get("namespace") or "default"
+        obj = f"{namespace}/{involved.get('kind', '')}/{meta['name']}/{meta.get('uid', '')}"
+        decision = self.event_series.decide(obj, kind, reason, message[:1024], time.time())
+        if decision.action == "skip":
+            return
+        name: str | None = None
+        try:
+            if decision.action == "patch" and decision.name is not None:
+                name = await self._patch_event(namespace, decision)
+            if name is None:  # a create, or the series' Event is gone (expired)
+                name = await self._create_event(involved, namespace, kind, reason, decision)
+        except (ApiException, aiohttp.ClientError, TimeoutError):
+            name = None
+        self.event_series.wrote(decision, name)
+
+    async def _create_event(
+        self, involved: dict[str, Any], namespace: str, kind: str, reason: str, decision: Decision
+    ) -> str:
+        meta = involved["metadata"]
+        first = dt.datetime.fromtimestamp(decision.first, dt.UTC)
         now = dt.datetime.now(dt.UTC)
         body = client.CoreV1Event(
             metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=namespace),
@@ -348,17 +376,30 @@ class KubeGateway:
             ),
             type=kind,
             reason=reason,
-            message=message[:1024],
-            first_timestamp=now,
+            message=decision.message[:1024],
+            first_timestamp=first if decision.count > 1 else now,
             last_timestamp=now,
-            count=1,
+            count=decision.count,
             source=client.V1EventSource(component="runnerfleet"),
             reporting_component="runnerfleet.dev/operator",
         )
+        self.event_writes += 1
+        created = await self.core.create_namespaced_event(namespace, body)
+        return str(created.metadata.name)
+
+    async def _patch_event(self, namespace: str, decision: Decision) -> str | None:
+        """Raise the series' count; None if its Event is gone (Events expire after 1 h)."""
+        assert decision.name is not None
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        patch = {"count": decision.count, "lastTimestamp": stamp, "message": decision.message}
+        self.event_writes += 1
         try:
-            await self.core.create_namespaced_event(namespace, body)
-        except (ApiException, aiohttp.ClientError, TimeoutError):
-            return
+            await self.core.patch_namespaced_event(decision.name, namespace, patch)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return decision.name
 
     # ------------------------------------------------------------------ raw REST
     async def _rest(

@@ -19,6 +19,7 @@ from typing import Any
 import kopf
 
 from runnerfleet import conventions as c
+from runnerfleet import logs
 from runnerfleet.metrics import serve_metrics
 from runnerfleet.services import node_pool as pool_service
 from runnerfleet.services import scale_set as service
@@ -43,9 +44,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     # Events are posted by the services where they mean something; kopf's own are noise.
     settings.posting.level = logging.WARNING
-    # One INFO line per HTTP request (every long-poll, every agent read) is noise at fleet
-    # scale; failures still surface through our own warnings.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     # Watches that go silent are restarted (see kopf's watching docs; needs Python >= 3.11).
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -71,6 +69,8 @@ async def run_scale_set(
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
+    # Every line the loop logs names the scale set (the daemon is a task of its own).
+    logs.bind(scale_set=f"{namespace}/{name}")
     # kopf keeps a daemon's `body` current with every watch event: rounds read it, not the API.
     await service.run(memo.runtime, namespace or "", name, lambda: bool(stopped), lambda: body)
 

@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from runnerfleet import conventions as c
+from runnerfleet import logs
 from runnerfleet.builders.node_pool import Placement, placement, team_may_use
 from runnerfleet.builders.runner import (
     ScaleSetIdentity,
@@ -63,6 +64,7 @@ from runnerfleet.models.github import (
 )
 from runnerfleet.models.node_pool import RunnerNodePoolSpec
 from runnerfleet.models.runner_scale_set import RunnerScaleSetSpec, RunnerScaleSetStatus
+from runnerfleet.planning import audit
 from runnerfleet.planning.observe import observe
 from runnerfleet.planning.runners import (
     ABSENCE_GRACE,
@@ -579,16 +581,17 @@ def _rate_limited(until: float) -> Problem:
 
 
 async def _post_events(kube: KubeGateway, scale_set: ScaleSet, outcome: RoundOutcome) -> None:
+    """A Warning for each condition that turned False or changed its message, then the
+    round's audit trail (planning/audit.py: a bounded handful of Events whatever the number
+    of runners it acted on)."""
     previous = {cond.get("type"): cond for cond in scale_set.status.get("conditions", []) or []}
     for problem in outcome.problems:
         old = previous.get(problem.condition)
         if old is None or old.get("status") != "False" or old.get("message") != problem.message:
             await kube.event(scale_set.body, "Warning", problem.reason, problem.message)
-    if outcome.plan is not None:
-        for runner, reason in outcome.plan.failures:
-            await kube.event(
-                scale_set.body, "Warning", "RunnerFailed", f"runner {runner}: {reason}"
-            )
+    blocked = any(p.condition == "NodePoolReady" for p in outcome.problems)  # no creates
+    for event in audit.round_events(outcome.plan, creates_blocked=blocked):
+        await kube.event(scale_set.body, event.type, event.reason, event.message)
 
 
 # ---------------------------------------------------------------------------------- execute
@@ -667,6 +670,7 @@ class _Executor:
     problems: list[Problem] = field(default_factory=list)
 
     async def apply(self, action: Action) -> None:
+        logs.bind(runner=getattr(action, "name", None))  # each step runs in a task of its own
         match action:
             case RegisterRunner(name=name, stale_registration_id=stale):
                 if stale is not None:
@@ -699,6 +703,7 @@ class _Executor:
     async def create_runner(self) -> None:
         """Secret first (the intent record), then the JIT registration, then the pod."""
         name = c.runner_name(self.owner.name, self.owner.namespace, secrets.randbits(40))
+        logs.bind(runner=name)
         try:
             self._wrote(await self.kube.create(build_runner_secret(self.owner, name)))
         except AlreadyExistsError:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runnerfleet import conventions as c
+from runnerfleet import logs
 from runnerfleet.gateways.actions_service import (
     ActionsServiceClient,
     JobEvent,
@@ -92,6 +93,7 @@ class SessionWorker:
     on_session: Callable[[], None] = lambda: None  # called when session_id changes
 
     async def run(self) -> None:
+        logs.bind(scale_set="/".join(self.key))  # the worker is a task of its own
         while True:
             try:
                 session = await self.client.create_session(self.scale_set_id, self.owner)

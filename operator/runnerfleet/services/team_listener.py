@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runnerfleet import conventions as c
+from runnerfleet import logs
 from runnerfleet.builders.listener import (
     ListenerIdentity,
     build_children,
@@ -155,6 +156,7 @@ async def reconcile_once(
         name=name, namespace=namespace, uid=meta["uid"], image=image,
         lease_seconds=lease_seconds,
         secrets_hash=await _secrets_hash(secrets_hash, namespace, spec, memory),
+        log_format=logs.configured_format(),
     )  # fmt: skip
     deployment = await (read_deployment or kube.get_deployment)(namespace, owner.child_name)
     children, digest = build_children(owner, spec, standby=mode == c.MODE_STANDBY)
