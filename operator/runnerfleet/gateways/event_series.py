@@ -6,11 +6,12 @@ instead of creating a new object, and once more than 10 Events with the same obj
 reason but different messages came within 10 minutes, the rest go to one object whose
 message says "(combined from similar events): <latest>". events.k8s.io's recorder goes one
 step further and writes a series' count only now and then (every 30 min there). This does
-both, with a shorter flush: a repeat is written at most every FLUSH_SECONDS (the count shows
-every repeat counted up to that write; a repeat that comes sooner waits for the next one).
+both, with a shorter flush: repeats of one object, type and reason are written at most once
+every FLUSH_SECONDS (the count shows every repeat counted up to that write; one that comes
+sooner is counted and waits for the next write).
 
-So whatever rate a cause repeats at, one object, type and reason cost at most SIMILAR_AFTER
-creates plus one write per FLUSH_SECONDS per window.
+So whatever rate a cause repeats at, one object, type and reason cost at most
+SIMILAR_AFTER + 1 creates plus one patch per FLUSH_SECONDS in a window.
 
 Layer: gateways (no I/O itself: the gateway asks `decide`, writes, then tells `wrote`).
 """
@@ -32,7 +33,6 @@ class _Series:
     name: str | None = None  # the Event object, once created
     first: float = 0.0
     count: int = 0  # occurrences, written or not
-    written_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -52,26 +52,28 @@ class EventSeries:
     series: OrderedDict[tuple[str, ...], _Series] = field(default_factory=OrderedDict)
     # (object, type, reason) -> times distinct messages were first seen in the window
     similar: dict[tuple[str, ...], list[float]] = field(default_factory=dict)
+    written: dict[tuple[str, ...], float] = field(default_factory=dict)  # last write per group
 
     def decide(self, obj: str, type_: str, reason: str, message: str, now: float) -> Decision:
         """`obj`: the involved object's identity (namespace/kind/name/uid)."""
-        key = (obj, type_, reason, message)
-        if self._live(key, now) is None:
-            group = (obj, type_, reason)
-            seen = [t for t in self.similar.get(group, []) if now - t < WINDOW_SECONDS]
-            if len(seen) >= SIMILAR_AFTER:
-                key, message = (*group, COMBINED), COMBINED + message
-            else:
-                self.similar[group] = [*seen, now]
+        group = (obj, type_, reason)
+        key = (*group, message)
+        seen = [t for t in self.similar.get(group, []) if now - t < WINDOW_SECONDS]
+        if len(seen) >= SIMILAR_AFTER:  # every later one, repeat or not, goes to one object
+            key, message = (*group, COMBINED), COMBINED + message
+        elif self._live(key, now) is None:
+            self.similar[group] = [*seen, now]
         found = self._live(key, now)
         if found is None or found.name is None:
-            self._remember(key, _Series(first=now, count=1, written_at=now))
+            self._remember(key, _Series(first=now, count=1))
+            self.written[group] = now
             return Decision("create", key, message, 1, None, now)
         found.count += 1
         self.series.move_to_end(key)
-        if now - found.written_at < FLUSH_SECONDS:
+        # One patch per FLUSH_SECONDS per object and reason, however many series it has.
+        if now - self.written.get(group, float("-inf")) < FLUSH_SECONDS:
             return Decision("skip", key, message, found.count, found.name, found.first)
-        found.written_at = now
+        self.written[group] = now
         return Decision("patch", key, message, found.count, found.name, found.first)
 
     def wrote(self, decision: Decision, name: str | None) -> None:
@@ -94,5 +96,6 @@ class EventSeries:
         self.series.move_to_end(key)
         while len(self.series) > MAX_KEYS:
             self.series.popitem(last=False)
-        if len(self.similar) > MAX_KEYS:
-            self.similar.pop(next(iter(self.similar)))
+        for groups in (self.similar, self.written):
+            if len(groups) > MAX_KEYS:
+                groups.pop(next(iter(groups)))

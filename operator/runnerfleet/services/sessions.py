@@ -113,6 +113,7 @@ class SessionWorker:
                 continue
             self.state = "listening"
             self.session_id = session.session_id
+            log.info("%s/%s: session opened on GitHub scale set %d", *self.key, self.scale_set_id)
             self.on_session()
             try:
                 await self._listen(session)

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -124,10 +125,14 @@ class ListenerKubelet:
             RUNNERFLEET_METRICS_PORT=str(metrics),
         )
         log_path = self.work_dir / f"{pod.metadata.name}.log"
+        # The "image" is the code under test: a worktree's PYTHONPATH, not the editable
+        # install's checkout (listeners ran another checkout's code from a git worktree).
+        image = {k: v for k, v in os.environ.items() if k == "PYTHONPATH"}
         with log_path.open("ab") as out:
             proc = subprocess.Popen(  # noqa: ASYNC220 (returns at once; lifetime managed here)
                 [sys.executable, "-m", "runnerfleet.cli", *container.command[1:]],
-                env={"PATH": "/usr/bin:/bin", **env}, stdout=out, stderr=subprocess.STDOUT,
+                env={"PATH": "/usr/bin:/bin", **image, **env}, stdout=out,
+                stderr=subprocess.STDOUT,
             )  # fmt: skip
         self.processes[pod.metadata.name] = ListenerProcess(
             pod.metadata.name, proc, hook, metrics, log_path
