@@ -34,3 +34,12 @@ def test_down_without_cluster_is_a_no_op(tmp_path: Path) -> None:
     down = run_cli("cluster", "down", "--state-dir", str(tmp_path / "none"))
     assert down.returncode == 0
     assert "no cluster in" in down.stdout
+
+
+def test_bad_log_format_exits_2_naming_the_variable() -> None:
+    for command in (["listen", "--namespace", "ns", "--name", "team-a"], ["operator"]):
+        run = run_cli(*command, env={"RUNNERFLEET_LOG_FORMAT": "yaml"}, timeout=60)
+        assert run.returncode == 2, run.stderr
+        assert error_lines(run.stderr) == [
+            "runnerfleet: error: RUNNERFLEET_LOG_FORMAT must be one of text/json, not 'yaml'"
+        ]

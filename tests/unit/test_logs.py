@@ -173,3 +173,20 @@ def test_format_setting() -> None:
     assert logs.format_from_env({"RUNNERFLEET_LOG_FORMAT": " JSON "}) == "json"
     with pytest.raises(logs.LogFormatError, match="RUNNERFLEET_LOG_FORMAT"):
         logs.format_from_env({"RUNNERFLEET_LOG_FORMAT": "yaml"})
+
+
+def test_listener_pods_log_like_the_operator() -> None:
+    from runnerfleet.builders.listener import ListenerIdentity, build_deployment
+    from runnerfleet.models.team_listener import TeamListenerSpec
+    from tests.support.factories import make_team_listener
+
+    spec = TeamListenerSpec.model_validate(make_team_listener()["spec"])
+    owner = ListenerIdentity("team-a", "ns", "uid", "image")
+
+    def env(owner: ListenerIdentity) -> dict[str, str]:
+        container = build_deployment(owner, spec)["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e.get("value", "") for e in container["env"]}
+
+    assert logs.ENV_FORMAT not in env(owner)  # text: the default, not written (no roll)
+    json_owner = ListenerIdentity("team-a", "ns", "uid", "image", log_format="json")
+    assert env(json_owner)[logs.ENV_FORMAT] == "json"
