@@ -137,5 +137,6 @@ def _named(
     if rest:
         by_reason = Counter(r for _, r in rest)
         parts = ", ".join(f"{count} {r}" for r, count in sorted(by_reason.items()))
-        events.append(AuditEvent(type_, reason, f"{_runners(len(rest))} more {verb}: {parts}"))
+        more = f"{len(rest)} more {'runner' if len(rest) == 1 else 'runners'} {verb}: {parts}"
+        events.append(AuditEvent(type_, reason, more))
     return events
