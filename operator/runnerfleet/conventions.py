@@ -183,3 +183,17 @@ def container_hooks_name(scale_set: str) -> str:
     """The ServiceAccount, Role, RoleBinding and job-template ConfigMap of a scale set in
     kubernetes container mode (one name for the four kinds)."""
     return f"{scale_set}-hooks"
+
+
+# Runner lifecycle (issue 13, docs/runner-scale-set.md "Rollouts" and "Stuck runners").
+# The hash of everything a runner is built from (pod template as rendered, placement and, on
+# REST, the labels and group it registers with), on every runner pod: a pod whose hash differs
+# from the scale set's current one is outdated and is replaced (idle, pending) or not reused
+# (busy: one job, then gone). A label, so `kubectl get pods -L` shows it.
+LABEL_TEMPLATE_HASH: Final = f"{GROUP}/template-hash"
+# When the operator first saw the runner busy (RFC 3339), set with karpenter.sh/do-not-disrupt:
+# maxJobDuration counts from here, and a runner that has it took its one job.
+ANNOTATION_BUSY_SINCE: Final = f"{GROUP}/busy-since"
+# When the operator first saw that runner's job over while its pod still ran (RFC 3339): the
+# pod is reaped a grace period later if it has not ended by itself.
+ANNOTATION_JOB_DONE_AT: Final = f"{GROUP}/job-done-at"

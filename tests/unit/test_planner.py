@@ -41,6 +41,7 @@ def runner(name: str, state: str, *, age: float = 10.0, reg_id: int = 1) -> Obse
                 pod_phase="Running",
                 registration=ObservedRegistration(reg_id, True, True),
                 protected=True,
+                busy_since=NOW - age / 2,
             )
         case "pending":
             return replace(base, pod_phase="Pending")
@@ -113,7 +114,10 @@ def test_registration_timeout_fails_the_runner_and_backs_off() -> None:
     # GitHub showed them offline in a sweep after their deadline: that is evidence.
     offline = ObservedRegistration(1, False, False)
     stuck = [
-        replace(runner(f"s{i}", "pending", age=120), checked_at=NOW - 1, registration=offline)
+        replace(
+            runner(f"s{i}", "pending", age=120), checked_at=NOW - 1, registration=offline,
+            pod_phase="Running", container_started_at=NOW - 115,
+        )  # fmt: skip
         for i in range(3)
     ]
     p = plan(stuck, LIMITS, None, Memory(), NOW)
@@ -225,12 +229,14 @@ def test_runner_whose_pod_vanished_after_registering_is_replaced_not_restarted()
 def test_busy_runners_pods_are_protected_from_disruption_and_idle_ones_released() -> None:
     """karpenter.sh/do-not-disrupt follows the runner: set once it is busy, cleared when it
     is idle (so Karpenter may consolidate idle capacity), never touched otherwise."""
-    started = replace(runner("b", "busy"), protected=False)
+    started = replace(runner("b", "busy"), protected=False, busy_since=None)
     released = replace(runner("i", "idle"), protected=True)
     steady = [runner("b2", "busy"), runner("i2", "idle"), runner("p", "pending")]
     p = plan([started, released, *steady], replace(LIMITS, min_runners=5), None, Memory(), NOW)
     protects = [a for a in p.actions if isinstance(a, ProtectPod)]
-    assert protects == [ProtectPod("b", protect=True), ProtectPod("i", protect=False)]
+    assert protects == [
+        ProtectPod("b", protect=True, busy_since=NOW), ProtectPod("i", protect=False)
+    ]
 
 
 def test_idle_runner_evicted_is_replaced_without_counting_as_a_failure() -> None:

@@ -79,13 +79,13 @@ def test_a_pod_created_late_gets_the_whole_registration_timeout() -> None:
     Before: RegistrationTimeout one minute after the pod existed."""
     late = ObservedRunner(
         "late", NOW - 310, has_secret=True, has_jit=True, registration_id=8,
-        registration=ObservedRegistration(8, False, False), pod_phase="Pending",
-        pod_created_at=NOW - 70, checked_at=NOW - 1,
+        registration=ObservedRegistration(8, False, False), pod_phase="Running",
+        pod_created_at=NOW - 70, container_started_at=NOW - 69, checked_at=NOW - 1,
     )  # fmt: skip
     p = plan([late], LIMITS, None, Memory(), NOW)
     assert p.failures == []
     assert p.counts[State.PENDING] == 1
-    stuck = replace(late, pod_created_at=NOW - 305)  # its pod had the whole timeout
+    stuck = replace(late, pod_created_at=NOW - 305, container_started_at=NOW - 304)
     assert [r for _, r in plan([stuck], LIMITS, None, Memory(), NOW).failures] == [
         "RegistrationTimeout"
     ]

@@ -233,7 +233,9 @@ def test_the_listeners_word_marks_a_live_runner_busy_until_github_says_more() ->
     hinted = observe("linux", NS, [pod], [secret], [], None, t0 + 30, busy={name: t0 + 20})
     p = plan(hinted, Limits(min_runners=1, max_runners=2), None, Memory(), t0 + 30)
     assert p.counts[State.BUSY] == 1
-    assert ProtectPod(name, protect=True) in p.actions, "Karpenter must not disrupt it"
+    assert ProtectPod(name, protect=True, busy_since=t0 + 30) in p.actions, (
+        "Karpenter must not disrupt it"
+    )
     # A sweep that began after the listener's report is newer evidence and wins.
     later = Registration(77, name, online=True, busy=False)
     swept = type("Seen", (), {"registration": later, "at": t0 + 25, "first_at": t0 + 12,

@@ -186,6 +186,8 @@ RUNNER_SCALE_SET = KindSpec(
         # issue 12's generated specs): refused, naming the field, rather than churned.
         _minimum_duration("registrationTimeout", "1s"),
         _minimum_duration("maxRunnerAge", "1m"),
+        # Shorter ones end jobs as they start; 10s still lets a test see a job reaped.
+        _minimum_duration("maxJobDuration", "10s"),
     ],
     root_rules=[_name_length_rule("runner names and labels derive from it")],
     printer_columns=[
@@ -194,6 +196,7 @@ RUNNER_SCALE_SET = KindSpec(
         _int_column("Busy", ".status.busy", "Runners running a job"),
         _int_column("Pending", ".status.pending", "Runners not yet online"),
         _int_column("Failed", ".status.failed", "Recently failed runners"),
+        _int_column("Updated", ".status.updated", "Runners on the current template"),
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ],
 )

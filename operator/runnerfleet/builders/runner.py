@@ -15,6 +15,7 @@ from typing import Any
 
 from runnerfleet import conventions as c
 from runnerfleet.builders.container_mode import apply_container_mode
+from runnerfleet.builders.hashing import manifests_hash
 from runnerfleet.builders.node_pool import Placement
 from runnerfleet.models.runner_scale_set import RunnerScaleSetSpec
 
@@ -111,6 +112,24 @@ def _runner_container(spec: dict[str, Any]) -> dict[str, Any]:
     return container
 
 
+# The runner name a template hash is computed with: the hash must not depend on the name.
+_HASH_RUNNER = "runner"
+
+
+def runner_template_hash(
+    owner: ScaleSetIdentity, spec: RunnerScaleSetSpec, place: Placement | None = None
+) -> str:
+    """The hash of everything a runner is built from: the pod exactly as `build_runner_pod`
+    renders it (template, defaults, placement, and so any builder change that comes with a
+    new operator version), and on REST the labels and runner group it registers with (a
+    scale-set runner takes both from its scale set, so changing them replaces no runner).
+    Equal hashes: the runner is what the spec asks for today."""
+    basis: list[dict[str, Any]] = [_render_pod(owner, spec, _HASH_RUNNER, place)]
+    if spec.github.protocol == c.PROTOCOL_REST:
+        basis.append({"labels": sorted(spec.labels), "runnerGroup": spec.github.runner_group})
+    return manifests_hash(basis)[:10]
+
+
 def build_runner_pod(
     owner: ScaleSetIdentity,
     spec: RunnerScaleSetSpec,
@@ -118,7 +137,19 @@ def build_runner_pod(
     place: Placement | None = None,
 ) -> dict[str, Any]:
     """The runner pod: the template, completed with runnerfleet's defaults and the JIT env,
-    placed on its node pool (the pool's selector and toleration win over the template's)."""
+    placed on its node pool (the pool's selector and toleration win over the template's),
+    labelled with its template hash."""
+    pod = _render_pod(owner, spec, runner, place)
+    pod["metadata"]["labels"][c.LABEL_TEMPLATE_HASH] = runner_template_hash(owner, spec, place)
+    return pod
+
+
+def _render_pod(
+    owner: ScaleSetIdentity,
+    spec: RunnerScaleSetSpec,
+    runner: str,
+    place: Placement | None = None,
+) -> dict[str, Any]:
     template = copy.deepcopy(spec.template)
     meta = template.get("metadata") or {}
     pod_spec: dict[str, Any] = template.get("spec") or {}

@@ -248,6 +248,15 @@ class RunnerScaleSetSpec(CrdModel):
     max_runner_age: Duration = Field(
         default="24h", description="Idle runners older than this are replaced."
     )
+    max_job_duration: Duration = Field(
+        default="24h",
+        description=(
+            "A runner busy longer than this (from when the operator first saw it busy) is "
+            "removed with an Event, and GitHub fails its job: a hung job, or a runner GitHub "
+            "lost track of. GitHub ends a job at its timeout-minutes (360 by default, at most "
+            "5 days on self-hosted runners); set this above the longest you allow."
+        ),
+    )
     keep_failed_runners_for: Duration = Field(
         default="10m", description="Failed runner pods are kept this long for inspection."
     )
@@ -284,6 +293,20 @@ class RunnerScaleSetStatus(CrdModel):
     idle: int = Field(default=0, description="Online runners waiting for a job.")
     busy: int = Field(default=0, description="Runners running a job.")
     failed: int = Field(default=0, description="Runners that failed recently (not counted).")
+    updated: int | None = Field(
+        default=None, description="Runners on the current template (templateHash)."
+    )
+    outdated: int | None = Field(
+        default=None,
+        description=(
+            "Runners on an older template: idle and pending ones are being replaced, busy "
+            "ones finish their job and are not reused."
+        ),
+    )
+    template_hash: str | None = Field(
+        default=None,
+        description="Current runner template hash (pod label runnerfleet.dev/template-hash).",
+    )
     observed_generation: int | None = Field(default=None, description="Spec generation seen.")
     last_scale_time: str | None = Field(default=None, description="Last scale up or down.")
     scale_down_pending_since: str | None = Field(

@@ -11,10 +11,12 @@ round acts on many:
   a rollout, maxJobDuration, an idle runner's pod deleted or its node lost, ...), naming the
   runner and why; at most NAMED_PER_ROUND named, then one summary of the rest by reason.
 - `RunnerFailed` (Warning): a runner that failed (and is replaced); the same bound.
+- `MaxJobDuration` (Warning): a busy runner removed past spec.maxJobDuration (its job ends),
+  naming how long it was busy; the same bound.
 - rollout steps and any other step a caller describes: `normal(reason, message)`.
 
 Events are Kubernetes writes, so a round's count is bounded whatever the number of runners:
-2 + 2 x (NAMED_PER_ROUND + 1) plus the caller's own. Repeats across rounds are folded by the
+2 + 3 x (NAMED_PER_ROUND + 1) plus the caller's own. Repeats across rounds are folded by the
 gateway (see gateways/event_series.py).
 
 Layer: planning. Pure.
@@ -85,9 +87,16 @@ def round_events(
         "Warning", "RunnerFailed", [(n, r) for n, r in plan.failures], "failed",
         lambda name, reason: f"runner {name}: {reason}",
     )  # fmt: skip
+    # A job ended for running too long is a Warning of its own, naming how long it ran.
+    events += _named(
+        "Warning", "MaxJobDuration", list(plan.reaped), "ended at maxJobDuration",
+        lambda name, said: f"runner {name}: {said}",
+    )  # fmt: skip
+    reaped = dict(plan.reaped)
     replaced = [
-        (a.name, a.reason) for a in removals if a.reason not in ROUTINE and a.name not in failed
-    ]
+        (a.name, a.reason) for a in removals
+        if a.reason not in ROUTINE and a.name not in failed and a.name not in reaped
+    ]  # fmt: skip
     events += _named(
         "Normal", "RunnerReplaced", replaced, "replaced",
         lambda name, reason: f"runner {name} replaced: {why(reason)}",

@@ -53,6 +53,42 @@ def _pod_outcome(pod: dict[str, Any]) -> tuple[str, float | None]:
     return str(status.get("reason") or ""), None
 
 
+def _runner_container(pod: dict[str, Any]) -> dict[str, Any]:
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        if cs.get("name") == c.RUNNER_CONTAINER:
+            return dict(cs)
+    return {}
+
+
+def _runner_process(pod: dict[str, Any], phase: str) -> dict[str, Any]:
+    """What the runner container itself is doing, which the pod's phase may hide:
+    - started_at: when it started (the registration timeout counts from here, not from the
+      pod's creation: a pod waiting minutes for a node is not a runner failing to register);
+    - waiting_reason: why it has not started (ImagePullBackOff, CreateContainerConfigError);
+    - and the phase the runner's exit gives the pod: a pod whose runner container ended
+      stays Running while a sidecar (a docker daemon, a log shipper) runs, yet its runner is
+      done - Succeeded on exit 0, Failed otherwise."""
+    cs = _runner_container(pod)
+    state = cs.get("state") or {}
+    out: dict[str, Any] = {}
+    if running := state.get("running"):
+        out["container_started_at"] = _when(running.get("startedAt"))
+    elif waiting := state.get("waiting"):
+        out["container_waiting"] = str(waiting.get("reason") or "")
+    elif (ended := state.get("terminated")) and phase in ("Pending", "Running"):
+        out["container_started_at"] = _when(ended.get("startedAt"))
+        out["pod_phase"] = "Succeeded" if ended.get("exitCode") == 0 else "Failed"
+    return out
+
+
+def _when(text: str | None) -> float | None:
+    """An annotation's timestamp; one edited into garbage counts as unset."""
+    try:
+        return epoch(text)
+    except ValueError:
+        return None
+
+
 def _busy_hint(entry: dict[str, Any] | None, at: float) -> None:
     """Mark a live runner busy on the listener's word, unless GitHub said more since."""
     if entry is None or entry.get("pod_phase") in (None, "Succeeded", "Failed"):
@@ -111,11 +147,16 @@ def observe(
         phase = pod.get("status", {}).get("phase") or "Pending"
         if meta.get("deletionTimestamp") and phase not in ("Succeeded", "Failed"):
             phase, reason = "Failed", reason or "Deleted"
-        protected = (meta.get("annotations") or {}).get(c.ANNOTATION_DO_NOT_DISRUPT) == "true"
+        annotations = meta.get("annotations") or {}
         entry.update(
-            pod_phase=phase, pod_reason=reason, pod_finished_at=finished, protected=protected,
+            pod_phase=phase, pod_reason=reason, pod_finished_at=finished,
+            protected=annotations.get(c.ANNOTATION_DO_NOT_DISRUPT) == "true",
             pod_created_at=epoch(meta.get("creationTimestamp")),
+            template_hash=(meta.get("labels") or {}).get(c.LABEL_TEMPLATE_HASH),
+            busy_since=_when(annotations.get(c.ANNOTATION_BUSY_SINCE)),
+            job_done_at=_when(annotations.get(c.ANNOTATION_JOB_DONE_AT)),
         )  # fmt: skip
+        entry.update(_runner_process(pod, phase))
         entry.setdefault("created_at", epoch(meta.get("creationTimestamp")) or now)
     for seen in registrations:
         reg = seen.registration

@@ -11,7 +11,9 @@ Layer: planning. Pure: the clock comes in as `now`.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -31,6 +33,12 @@ ABSENCE_GRACE = 30.0
 # failing in one round reached it at once) then left queued jobs with no runner for minutes.
 BACKOFF_MAX = 60.0
 FAILING_AFTER = 3  # consecutive failures before the scale set reports RunnersFailing
+# A runner whose job is over but whose pod still runs gets this long to end by itself (the
+# runner uploads its last logs and exits within seconds) before its pod is deleted.
+JOB_DONE_GRACE = 120.0
+# Rollouts create at most this share of the desired count (at least 1) of new runners ahead
+# of the outdated ones they replace, as a Deployment's maxSurge of 25%.
+MAX_SURGE_SHARE = 0.25
 
 
 class State(enum.StrEnum):
@@ -90,6 +98,11 @@ class ObservedRunner:
     # list sweep is not: that list is paged by number, and runners removed while it is read
     # shift others past the page boundary.
     absence_confirmed: bool = False
+    template_hash: str | None = None  # its pod's runnerfleet.dev/template-hash label
+    busy_since: float | None = None  # when first seen busy (pod annotation): it took a job
+    job_done_at: float | None = None  # when its job was first seen over, its pod still running
+    container_started_at: float | None = None  # the runner container's start (None: not yet)
+    container_waiting: str = ""  # why the runner container has not started, if it says
 
     def fresh(self, now: float) -> bool:
         return self.checked_at is not None and now - self.checked_at <= FRESH_SECONDS
@@ -110,6 +123,11 @@ class Limits:
     max_runner_age: float = 86400.0
     keep_failed_for: float = 600.0
     scale_down_delay: float = 30.0
+    max_job_duration: float = 86400.0
+    # The current template hash (builders.runner.runner_template_hash). None: no rollout
+    # (new runners cannot be created now - a missing node pool, say - so replacing the
+    # outdated ones would only remove them).
+    template_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -166,10 +184,14 @@ class DeleteRegistration:
 
 @dataclass(frozen=True)
 class ProtectPod:
-    """Set (busy) or clear (idle) the pod's karpenter.sh/do-not-disrupt annotation."""
+    """Set (busy) or clear (idle, or its job over) the pod's karpenter.sh/do-not-disrupt
+    annotation, with the marks that time a job: when it was first seen busy, and when its job
+    was first seen over."""
 
     name: str
     protect: bool
+    busy_since: float | None = None
+    job_done_at: float | None = None
 
 
 Action = (
@@ -192,6 +214,13 @@ class Plan:
     # Runners to read from GitHub again, by name: busy as last read, no longer on the
     # listener's busy list, their pods not ended (see _busy_no_longer).
     recheck: list[str] = field(default_factory=list)
+    # Rollout (None without a template hash): runners on the current template (those not
+    # yet with a pod count: theirs will be) and on an older one; rolling_out while an
+    # outdated runner could still take a job (idle or pending; busy ones only finish).
+    updated: int | None = None
+    outdated: int | None = None
+    rolling_out: bool = False
+    reaped: list[tuple[str, str]] = field(default_factory=list)  # (runner, why): busy, removed
 
     @property
     def failing(self) -> bool:
@@ -253,6 +282,11 @@ def classify(runner: ObservedRunner, now: float, limits: Limits) -> tuple[State,
             # GitHub no longer has the registration (it ran its job and left): nothing to start.
             return State.FINISHED, "RegistrationGone"
         return (State.STARTING, "") if runner.has_jit else (State.REGISTERING, "")
+    if _job_over(runner):
+        # It took its one job and GitHub says that job is over, yet its pod still runs (the
+        # runner hangs on exit, a sidecar keeps the pod up): no capacity, reaped after
+        # JOB_DONE_GRACE unless it ends by itself first.
+        return State.FINISHED, "JobFinished"
     if reg is not None and reg.busy:
         return State.BUSY, ""
     if reg is not None and reg.online:
@@ -269,11 +303,25 @@ def classify(runner: ObservedRunner, now: float, limits: Limits) -> tuple[State,
         # and then counted our own crash as a runner failure (issue 12).
         return State.FINISHED, "RegistrationGone"
     deadline = registration_deadline(runner, limits)
-    if now > deadline and runner.checked_at is not None and runner.checked_at >= deadline:
+    if (
+        deadline is not None and now > deadline
+        and runner.checked_at is not None and runner.checked_at >= deadline
+    ):  # fmt: skip
         # Failed only on evidence gathered after the deadline; a runner GitHub has said
         # nothing about since then is unknown, not failed.
-        return State.FAILED, "RegistrationTimeout"
+        return State.FAILED, runner.container_waiting or "RegistrationTimeout"
     return State.PENDING, ""
+
+
+def _job_over(runner: ObservedRunner) -> bool:
+    """A runner seen busy (it has a busy-since mark) whose pod still runs, which GitHub now
+    shows idle (read after it was busy) or has no registration for (confirmed absent)."""
+    if runner.busy_since is None or runner.pod_phase not in ("Pending", "Running"):
+        return False
+    reg = runner.registration
+    if reg is None:
+        return runner.absence_confirmed and (runner.checked_at or 0.0) > runner.busy_since
+    return reg.online and not reg.busy and (runner.checked_at or 0.0) > runner.busy_since
 
 
 def _registration_gone(runner: ObservedRunner) -> bool:
@@ -292,13 +340,33 @@ def _registration_gone(runner: ObservedRunner) -> bool:
     return runner.checked_at - registered_by > ABSENCE_GRACE
 
 
-def registration_deadline(runner: ObservedRunner, limits: Limits) -> float:
-    """When a runner not yet online has taken too long. Counted from its pod's creation when
-    that came later than its Secret's: a pod created late (the operator died between storing
-    the JIT config and creating the pod, and the next one created it) gets the whole
-    registrationTimeout, since the time lost was ours, not the runner's."""
-    started = max(runner.created_at, runner.pod_created_at or runner.created_at)
-    return started + limits.registration_timeout
+# The runner container cannot start on its own: these fail the runner after
+# registrationTimeout from its pod's creation (a container that never starts has no start to
+# count from), with the reason the kubelet gave.
+STUCK_WAITING = frozenset({
+    "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
+    "CreateContainerError", "RunContainerError",
+})  # fmt: skip
+
+
+def registration_deadline(runner: ObservedRunner, limits: Limits) -> float | None:
+    """When a runner not yet online has taken too long, or None while it has not started.
+
+    Counted from the runner container's start: a pod waiting for a node (Karpenter bringing
+    one up takes minutes) or pulling its image has not begun to register, and failing it for
+    that only starts the wait again (ARC #3450 killed exactly those). A container stuck in a
+    STUCK_WAITING state counts from its pod's creation. With no container status at all on a
+    Running pod (an old kubelet), from the pod's creation, or its Secret's if later: a pod
+    created late (the operator died between storing the JIT config and creating the pod)
+    gets the whole registrationTimeout, since the time lost was ours, not the runner's."""
+    created = max(runner.created_at, runner.pod_created_at or runner.created_at)
+    if runner.container_started_at is not None:
+        return max(created, runner.container_started_at) + limits.registration_timeout
+    if runner.container_waiting in STUCK_WAITING:
+        return created + limits.registration_timeout
+    if runner.pod_phase == "Running" and not runner.container_waiting:
+        return created + limits.registration_timeout
+    return None
 
 
 def plan(
@@ -328,16 +396,31 @@ def plan(
     ]  # fmt: skip
     for runner in expired:
         actions.append(_remove(runner, "MaxRunnerAge", require_idle=True))
+    overdue = _overdue(classified, limits, now)
+    for runner, _why in overdue:
+        actions.append(_remove(runner, "MaxJobDuration", require_idle=False))
 
     desired = desired_runners(limits, demand, len(awaiting))
-    active = [(r, s) for r, s, _ in classified if s in ACTIVE and r not in expired]
+    leaving = {r.name for r in expired} | {r.name for r, _ in overdue}
+    present = sum(1 for _, s, _ in classified if s in ACTIVE)  # pods leaving count till gone
+    active = [(r, s) for r, s, _ in classified if s in ACTIVE and r.name not in leaving]
     memory = _remember_failures(memory, failures, classified, now)
     backoff_until = _backoff_until(memory)
-    new_memory, scale_actions = _scale(active, desired, limits, memory, now, backoff_until)
+    rollout = _rollout(active, desired, limits)
+    actions.extend(_remove(r, "Outdated", require_idle=True) for r in rollout.retire)
+    retired = {r.name for r in rollout.retire}
+    staying = [(r, s) for r, s in active if r.name not in retired]
+    new_memory, scale_actions = _scale(
+        staying, desired, limits, memory, now, backoff_until, present, rollout.rolling
+    )
     actions.extend(scale_actions)
-    removed = {a.name for a in scale_actions if isinstance(a, RemoveRunner)}
+    if not (backoff_until is not None and now < backoff_until):
+        made = sum(a.count for a in scale_actions if isinstance(a, CreateRunners))
+        surge = min(rollout.create, limits.max_runners - present - made)
+        actions.extend([CreateRunners(surge)] if surge > 0 else [])
+    removed = {a.name for a in scale_actions if isinstance(a, RemoveRunner)} | retired
     actions.extend(_resume([(r, s) for r, s in active if r.name not in removed], now))
-    actions.extend(_protect(active))
+    actions.extend(_protect(active, now))
     recheck = _busy_no_longer(classified, demand)
     return Plan(
         actions=actions,
@@ -348,7 +431,83 @@ def plan(
         backing_off_until=backoff_until if backoff_until and backoff_until > now else None,
         wants_evidence=_wants_evidence(counts, demand) or bool(recheck),
         recheck=recheck,
+        updated=rollout.updated,
+        outdated=rollout.outdated,
+        rolling_out=rollout.rolling,
+        reaped=[(r.name, why) for r, why in overdue],
     )
+
+
+def _overdue(
+    classified: list[tuple[ObservedRunner, State, str]], limits: Limits, now: float
+) -> list[tuple[ObservedRunner, str]]:
+    """Busy runners past maxJobDuration (counted from when first seen busy): a hung job, or
+    a runner GitHub lost track of. Removed although busy; GitHub fails the job."""
+    return [
+        (r, f"busy for {now - r.busy_since:.0f}s, over maxJobDuration "
+            f"({limits.max_job_duration:.0f}s); its job is ended")
+        for r, s, _ in classified
+        if s is State.BUSY and r.busy_since is not None
+        and now - r.busy_since > limits.max_job_duration
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Rollout:
+    retire: list[ObservedRunner] = field(default_factory=list)  # outdated, removed now
+    create: int = 0  # new runners ahead of the outdated ones they replace (surge)
+    rolling: bool = False
+    updated: int | None = None
+    outdated: int | None = None
+
+
+def max_surge(desired: int) -> int:
+    return max(1, math.ceil(desired * MAX_SURGE_SHARE))
+
+
+def _rollout(active: list[tuple[ObservedRunner, State]], desired: int, limits: Limits) -> Rollout:
+    """Replace outdated idle and pending runners with runners on the current template, like a
+    Deployment with maxSurge 25% and no unavailability while there is room under maxRunners:
+    new runners are created first, and an outdated idle runner goes only while the idle ones
+    left still cover the jobs the scale set wants idle runners for. At maxRunners, with no
+    room to surge and nothing starting, up to the surge count are replaced in place. Busy
+    outdated runners run their one job and are not reused (one-job runners never are)."""
+    current = limits.template_hash
+    if current is None:
+        return Rollout()
+    stale = {r.name for r, _ in active if r.pod_phase is not None and r.template_hash != current}
+    outdated = len(stale)
+    old = sorted(
+        ((r, s) for r, s in active if r.name in stale and s in (State.PENDING, State.IDLE)),
+        key=lambda pair: (pair[1] is State.IDLE, pair[0].created_at),
+    )
+    rollout = Rollout(updated=len(active) - outdated, outdated=outdated)
+    if not old or limits.suspend:
+        return rollout
+    busy = sum(1 for _, s in active if s is State.BUSY)
+    idle = sum(1 for _, s in active if s is State.IDLE)
+    want_idle = max(0, desired - busy)
+    starting = sum(
+        1 for r, s in active if r.name not in stale and s not in (State.IDLE, State.BUSY)
+    )
+    excess = len(active) - desired
+    retire: list[ObservedRunner] = []
+    for runner, state in old:
+        if excess <= 0:
+            break
+        if state is State.IDLE:
+            if idle - 1 < want_idle:
+                continue  # its replacement is not idle yet
+            idle -= 1
+        retire.append(runner)
+        excess -= 1
+    surge = max_surge(desired)
+    if not retire and starting == 0 and len(active) >= limits.max_runners:
+        retire = [r for r, _ in old[:surge]]  # no room to surge: replace in place
+    left = len(old) - len(retire)
+    needed = max(0, desired - (len(active) - len(retire) - left))
+    create = max(0, min(left, needed, surge - starting))
+    return dataclasses.replace(rollout, retire=retire, create=create, rolling=True)
 
 
 def _wants_evidence(counts: dict[State, int], demand: Demand | None) -> bool:
@@ -380,7 +539,7 @@ def _remove(
 ) -> RemoveRunner:
     # A finished runner's registration went with its job (ephemeral); delete it only if GitHub
     # still lists it. Any other runner's registration is deleted whether or not it was seen.
-    finished = reason in ("JobCompleted", "RegistrationGone")
+    finished = reason in ("JobCompleted", "RegistrationGone", "JobFinished")
     registration_id = (
         (runner.registration.id if runner.registration else None)
         if finished else runner.known_registration_id
@@ -404,6 +563,13 @@ def _cleanup(
     limits: Limits,
     failures: list[tuple[str, str]],
 ) -> list[Action]:
+    if state is State.FINISHED and reason == "JobFinished":
+        if runner.job_done_at is None:
+            return [ProtectPod(runner.name, protect=False, job_done_at=now)]
+        if now - runner.job_done_at <= JOB_DONE_GRACE:
+            return []
+        # GitHub refusing the removal (busy after all) stops it: no job is lost on a guess.
+        return [_remove(runner, reason, require_idle=True)]
     if state is State.FINISHED:
         if runner.pod_phase is None and not runner.has_secret:
             reg = runner.registration
@@ -468,17 +634,23 @@ def _scale(
     memory: Memory,
     now: float,
     backoff_until: float | None,
+    present: int,
+    rolling: bool = False,
 ) -> tuple[Memory, list[Action]]:
+    """Create up to `desired` (never more runners than maxRunners, counting the `present`
+    ones still leaving: their pods are deleted in the same round, in no set order), or
+    remove surplus after scaleDownDelay (not while a rollout has surged above desired)."""
+
     def with_since(since: float | None) -> Memory:
         return Memory(since, memory.consecutive_failures, memory.last_failure_at)
 
     if len(active) < desired:
         if backoff_until is not None and now < backoff_until:
             return with_since(None), []
-        room = limits.max_runners - len(active)
+        room = limits.max_runners - present
         count = min(desired - len(active), room)
         return with_since(None), ([CreateRunners(count)] if count > 0 else [])
-    if len(active) == desired:
+    if len(active) == desired or rolling:
         return with_since(None), []
     since = memory.scale_down_pending_since if memory.scale_down_pending_since is not None else now
     if now - since < limits.scale_down_delay:
@@ -508,13 +680,17 @@ def _resume(active: list[tuple[ObservedRunner, State]], now: float) -> list[Acti
     return out
 
 
-def _protect(active: list[tuple[ObservedRunner, State]]) -> list[Action]:
-    """Busy runners' pods block node disruption (Karpenter never ends a running job there);
-    idle ones do not, so Karpenter may consolidate the capacity they hold."""
+def _protect(active: list[tuple[ObservedRunner, State]], now: float) -> list[Action]:
+    """Busy runners' pods block node disruption (Karpenter never ends a running job there)
+    and carry when they were first seen busy (maxJobDuration counts from it); idle ones do
+    not block, so Karpenter may consolidate the capacity they hold. An idle runner with a
+    busy mark was read idle before it was seen busy: it keeps its protection until GitHub
+    says more (its job over: JobFinished)."""
     out: list[Action] = []
     for runner, state in active:
-        if state is State.BUSY and not runner.protected:
-            out.append(ProtectPod(runner.name, protect=True))
-        elif state is State.IDLE and runner.protected:
+        if state is State.BUSY and not (runner.protected and runner.busy_since is not None):
+            since = runner.busy_since if runner.busy_since is not None else now
+            out.append(ProtectPod(runner.name, protect=True, busy_since=since))
+        elif state is State.IDLE and runner.protected and runner.busy_since is None:
             out.append(ProtectPod(runner.name, protect=False))
     return out

@@ -28,6 +28,7 @@ class RoundOutcome:
     problems: list[Problem] = field(default_factory=list)
     scaled: bool = False
     standby: bool = False  # the operator is in global standby (no new runners anywhere)
+    template_hash: str | None = None  # the current runner template's (None: not known)
 
 
 def rfc3339(ts: float) -> str:
@@ -114,6 +115,10 @@ def build_status(
             lastFailureTime=_opt(plan.memory.last_failure_at),
             scaleDownPendingSince=_opt(plan.memory.scale_down_pending_since),
         )
+        if plan.updated is not None:
+            status.update(updated=plan.updated, outdated=plan.outdated)
+        if outcome.template_hash is not None:
+            status["templateHash"] = outcome.template_hash
         failing = plan.memory.consecutive_failures >= FAILING_AFTER
         last = plan.failures[-1][1] if plan.failures else previous.get("lastFailureReason", "")
         if plan.failures:
@@ -156,6 +161,13 @@ def _readiness(outcome: RoundOutcome) -> tuple[bool, str, str]:
     if plan is None:
         return False, "Unknown", "not reconciled yet"
     online = plan.counts[State.IDLE] + plan.counts[State.BUSY]
+    if plan.rolling_out:
+        # Until no outdated runner can take a job; outdated busy ones only finish theirs,
+        # so they do not hold Ready (a long job would hold it for hours).
+        return False, "RollingOut", (
+            "the runner template changed: outdated idle and pending runners are being "
+            "replaced (status.updated / status.outdated)"
+        )  # fmt: skip
     if online >= plan.desired:
         return True, "Reconciled", "runners match the desired count"
     if plan.backing_off_until is not None:

@@ -37,6 +37,7 @@ from runnerfleet.builders.runner import (
     ScaleSetIdentity,
     build_runner_pod,
     build_runner_secret,
+    runner_template_hash,
     scale_set_labels,
     scale_set_selector,
 )
@@ -135,7 +136,9 @@ class ScaleSet:
         return int(self.body["metadata"].get("generation", 0))
 
 
-def limits_of(spec: RunnerScaleSetSpec, standby: bool = False) -> Limits:
+def limits_of(
+    spec: RunnerScaleSetSpec, standby: bool = False, template_hash: str | None = None
+) -> Limits:
     return Limits(
         min_runners=spec.min_runners,
         max_runners=spec.max_runners,
@@ -144,6 +147,8 @@ def limits_of(spec: RunnerScaleSetSpec, standby: bool = False) -> Limits:
         max_runner_age=parse_duration(spec.max_runner_age),
         keep_failed_for=parse_duration(spec.keep_failed_runners_for),
         scale_down_delay=parse_duration(spec.scale_down_delay),
+        max_job_duration=parse_duration(spec.max_job_duration),
+        template_hash=template_hash,
     )
 
 
@@ -244,6 +249,7 @@ def _in_motion(plan_: Plan) -> bool:
     )
     return bool(
         moving or counts[State.FAILED] or plan_.failures or plan_.backing_off_until
+        or plan_.rolling_out
         or plan_.memory.scale_down_pending_since is not None or plan_.wants_evidence
     )  # fmt: skip
 
@@ -418,8 +424,10 @@ async def _converge(
         ran=github.lost() if isinstance(github, ScaleSetRegistrar) else (),
     )  # fmt: skip
     standby = runtime.mode == c.MODE_STANDBY
+    # No rollout while new runners cannot be created (the outdated ones would only go).
+    current = None if pool_problem is not None else runner_template_hash(ident, spec, place)
     decided = plan(
-        runners, limits_of(spec, standby), status_model.demand,
+        runners, limits_of(spec, standby, current), status_model.demand,
         memory_from_status(scale_set.status), now,
     )  # fmt: skip
     if decided.recheck and isinstance(github, ScaleSetRegistrar):
@@ -439,7 +447,7 @@ async def _converge(
     if book.last_error is not None and not any(p.condition == "GitHubReachable" for p in problems):
         problems.append(Problem("GitHubReachable", "SweepFailed", book.last_error))
     scaled = any(isinstance(a, CreateRunners | RemoveRunner) for a in actions)
-    return RoundOutcome(decided, problems, scaled)
+    return RoundOutcome(decided, problems, scaled, template_hash=current)
 
 
 def _unreachable(err: GitHubError, config_url: str) -> Problem:
@@ -651,6 +659,16 @@ async def _execute(
     return _dedupe(executor.problems)
 
 
+def protection_annotations(action: ProtectPod) -> dict[str, str | None]:
+    """The pod annotations a ProtectPod sets (None removes one): one merge patch."""
+    out: dict[str, str | None] = {c.ANNOTATION_DO_NOT_DISRUPT: "true" if action.protect else None}
+    if action.busy_since is not None:
+        out[c.ANNOTATION_BUSY_SINCE] = rfc3339(action.busy_since)
+    if action.job_done_at is not None:
+        out[c.ANNOTATION_JOB_DONE_AT] = rfc3339(action.job_done_at)
+    return out
+
+
 def _dedupe(problems: list[Problem]) -> list[Problem]:
     seen: dict[str, Problem] = {}
     for p in problems:
@@ -682,10 +700,9 @@ class _Executor:
                 await self._remove(action)
             case DeletePod(name=name):
                 await self._delete("Pod", name)
-            case ProtectPod(name=name, protect=protect):
-                value = "true" if protect else None
+            case ProtectPod():
                 pod = await self.kube.annotate_pod(
-                    self.owner.namespace, name, {c.ANNOTATION_DO_NOT_DISRUPT: value}
+                    self.owner.namespace, action.name, protection_annotations(action)
                 )
                 if pod is not None:
                     self._wrote(pod)
