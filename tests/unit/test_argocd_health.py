@@ -471,6 +471,16 @@ def test_scale_set_lists_every_false_condition(health: Check) -> None:
     )
 
 
+def test_scale_set_rolling_out_a_new_template_is_progressing_with_counts(health: Check) -> None:
+    rolling = cond("Ready", False, "RollingOut", "the runner template changed")
+    status = {**scale_set_status(ready=rolling), "updated": 2, "outdated": 3}
+    assert health(scale_set(status)) == (
+        "Progressing",
+        "rolling out a new runner template: 2 updated, 3 outdated (idle ones are replaced, "
+        "busy ones finish their job)",
+    )
+
+
 def test_scale_set_not_reconciled_yet_is_progressing(health: Check) -> None:
     unknown = cond("Ready", False, "Unknown", "not reconciled yet")
     assert health(scale_set(scale_set_status(ready=unknown))) == (

@@ -113,13 +113,12 @@ def test_finished_runner_is_removed_and_replaced() -> None:
 def test_registration_timeout_fails_the_runner_and_backs_off() -> None:
     # GitHub showed them offline in a sweep after their deadline: that is evidence.
     offline = ObservedRegistration(1, False, False)
+    started = {"pod_phase": "Running", "container_started_at": NOW - 115}
     stuck = [
-        replace(
-            runner(f"s{i}", "pending", age=120), checked_at=NOW - 1, registration=offline,
-            pod_phase="Running", container_started_at=NOW - 115,
-        )  # fmt: skip
+        replace(runner(f"s{i}", "pending", age=120), checked_at=NOW - 1, registration=offline,
+                **started)  # type: ignore[arg-type]
         for i in range(3)
-    ]
+    ]  # fmt: skip
     p = plan(stuck, LIMITS, None, Memory(), NOW)
     assert [r for _, r in p.failures] == ["RegistrationTimeout"] * 3
     assert p.failing
@@ -235,7 +234,8 @@ def test_busy_runners_pods_are_protected_from_disruption_and_idle_ones_released(
     p = plan([started, released, *steady], replace(LIMITS, min_runners=5), None, Memory(), NOW)
     protects = [a for a in p.actions if isinstance(a, ProtectPod)]
     assert protects == [
-        ProtectPod("b", protect=True, busy_since=NOW), ProtectPod("i", protect=False)
+        ProtectPod("b", protect=True, busy_since=NOW),
+        ProtectPod("i", protect=False),
     ]
 
 

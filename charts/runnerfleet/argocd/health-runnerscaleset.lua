@@ -11,6 +11,8 @@
 --   Degraded     ConfigValid, NodePoolReady, PodsAdmitted or RunnersHealthy is False, or
 --                GitHubReachable is False (GitHub failing or rate limited: said so)
 --   Healthy      Ready is True (message: desired/idle/busy/pending runner counts)
+--   Progressing  Ready is False with reason RollingOut: the runner template changed and
+--                outdated idle runners are being replaced (message: updated/outdated counts)
 --   Progressing  anything else (e.g. Ready False with reason Unknown, not reconciled yet)
 
 local hs = {}
@@ -137,7 +139,10 @@ if ready ~= nil and ready.status == "True" then
 end
 
 hs.status = "Progressing"
-if ready ~= nil then
+if ready ~= nil and ready.reason == "RollingOut" then
+  hs.message = "rolling out a new runner template: " .. count(status.updated) .. " updated, "
+    .. count(status.outdated) .. " outdated (idle ones are replaced, busy ones finish their job)"
+elseif ready ~= nil then
   hs.message = "Ready is " .. text(ready.status) .. " (" .. text(ready.reason) .. "): "
     .. text(ready.message)
 else

@@ -188,6 +188,7 @@ RUNNER_SCALE_SET = KindSpec(
         _minimum_duration("maxRunnerAge", "1m"),
         # Shorter ones end jobs as they start; 10s still lets a test see a job reaped.
         _minimum_duration("maxJobDuration", "10s"),
+        _minimum_duration("jobCompletionGrace", "1s"),
     ],
     root_rules=[_name_length_rule("runner names and labels derive from it")],
     printer_columns=[

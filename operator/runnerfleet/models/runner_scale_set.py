@@ -257,6 +257,13 @@ class RunnerScaleSetSpec(CrdModel):
             "5 days on self-hosted runners); set this above the longest you allow."
         ),
     )
+    job_completion_grace: Duration = Field(
+        default="2m",
+        description=(
+            "A runner whose job GitHub reports over while its pod still runs (the runner "
+            "hangs on exit, a sidecar keeps the pod up) is removed after this."
+        ),
+    )
     keep_failed_runners_for: Duration = Field(
         default="10m", description="Failed runner pods are kept this long for inspection."
     )

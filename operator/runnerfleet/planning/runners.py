@@ -33,9 +33,6 @@ ABSENCE_GRACE = 30.0
 # failing in one round reached it at once) then left queued jobs with no runner for minutes.
 BACKOFF_MAX = 60.0
 FAILING_AFTER = 3  # consecutive failures before the scale set reports RunnersFailing
-# A runner whose job is over but whose pod still runs gets this long to end by itself (the
-# runner uploads its last logs and exits within seconds) before its pod is deleted.
-JOB_DONE_GRACE = 120.0
 # Rollouts create at most this share of the desired count (at least 1) of new runners ahead
 # of the outdated ones they replace, as a Deployment's maxSurge of 25%.
 MAX_SURGE_SHARE = 0.25
@@ -124,6 +121,9 @@ class Limits:
     keep_failed_for: float = 600.0
     scale_down_delay: float = 30.0
     max_job_duration: float = 86400.0
+    # A runner whose job is over but whose pod still runs gets this long to end by itself
+    # (a runner uploads its last logs and exits within seconds) before its pod is deleted.
+    job_completion_grace: float = 120.0
     # The current template hash (builders.runner.runner_template_hash). None: no rollout
     # (new runners cannot be created now - a missing node pool, say - so replacing the
     # outdated ones would only remove them).
@@ -285,7 +285,7 @@ def classify(runner: ObservedRunner, now: float, limits: Limits) -> tuple[State,
     if _job_over(runner):
         # It took its one job and GitHub says that job is over, yet its pod still runs (the
         # runner hangs on exit, a sidecar keeps the pod up): no capacity, reaped after
-        # JOB_DONE_GRACE unless it ends by itself first.
+        # jobCompletionGrace unless it ends by itself first.
         return State.FINISHED, "JobFinished"
     if reg is not None and reg.busy:
         return State.BUSY, ""
@@ -566,7 +566,7 @@ def _cleanup(
     if state is State.FINISHED and reason == "JobFinished":
         if runner.job_done_at is None:
             return [ProtectPod(runner.name, protect=False, job_done_at=now)]
-        if now - runner.job_done_at <= JOB_DONE_GRACE:
+        if now - runner.job_done_at <= limits.job_completion_grace:
             return []
         # GitHub refusing the removal (busy after all) stops it: no job is lost on a guess.
         return [_remove(runner, reason, require_idle=True)]

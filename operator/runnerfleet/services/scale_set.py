@@ -148,6 +148,7 @@ def limits_of(
         keep_failed_for=parse_duration(spec.keep_failed_runners_for),
         scale_down_delay=parse_duration(spec.scale_down_delay),
         max_job_duration=parse_duration(spec.max_job_duration),
+        job_completion_grace=parse_duration(spec.job_completion_grace),
         template_hash=template_hash,
     )
 

@@ -51,6 +51,9 @@ class SimulatedRunners:
     startup_delay: float = 0.0  # seconds a runner takes to come online after Running
     never_register: bool = False  # simulate a broken image
     lost_runner_after: float = 2.0  # how long GitHub takes to notice a runner died mid-job
+    # Runners that finish their job and then never exit (a hung runner, a sidecar keeping the
+    # pod up): GitHub has the job completed, the pod stays Running.
+    hang_after_job: bool = False
     records: dict[str, RunnerRecord] = field(default_factory=dict)
     lost_jobs: list[int] = field(default_factory=list)
     lost_nodes: set[str] = field(default_factory=set)  # machines gone: nothing runs there
@@ -151,6 +154,8 @@ class SimulatedRunners:
             record.job = job
             await asyncio.sleep(job.duration)  # simulated work
             self.fake.complete_job(runner)
+            if self.hang_after_job:
+                await asyncio.Event().wait()  # never exits; only its pod's deletion ends it
             await self._exit(namespace, name)
         except asyncio.CancelledError:
             job = record.job
