@@ -98,6 +98,11 @@ def test_failed_runner_is_one_warning_not_also_a_replacement() -> None:
     ]
 
 
+def test_a_job_ended_at_max_job_duration_is_one_warning_saying_how_long() -> None:
+    p = replace(_plan([_remove("h", "MaxJobDuration")]), reaped=[("h", "busy for 90s")])
+    assert round_events(p) == [AuditEvent("Warning", "MaxJobDuration", "runner h: busy for 90s")]
+
+
 def test_named_events_are_bounded_per_round_then_summed_up() -> None:
     removals = [_remove(f"r{i}", "Outdated" if i % 2 else "MaxRunnerAge") for i in range(12)]
     failures = [(f"f{i}", "OOMKilled") for i in range(9)]
