@@ -135,3 +135,25 @@ def test_idle_runner_lost_with_its_node_is_replaced_not_failed() -> None:
     events = round_events(p)
     assert [e.reason for e in events] == ["RunnerReplaced"]
     assert events[0].message.startswith("runner gone replaced: RunnerLost")
+
+
+async def test_the_round_posts_its_steps_after_the_plans_events() -> None:
+    """What `_post_events` writes for an outcome: the plan's Events, then the round's own
+    steps (e.g. a rollout's), through the gateway's `event`."""
+    from typing import Any, cast
+
+    from runnerfleet.planning.status import RoundOutcome
+    from runnerfleet.services.scale_set import ScaleSet, _post_events
+
+    posted: list[tuple[str, str, str]] = []
+
+    class Kube:
+        async def event(self, involved: Any, kind: str, reason: str, message: str) -> None:
+            posted.append((kind, reason, message))
+
+    step = audit.normal("RolloutStep", "2 idle runners replaced with template abc")
+    body = {"metadata": {"name": "linux", "namespace": "ns", "uid": "u"}, "status": {}}
+    outcome = RoundOutcome(_plan([CreateRunners(9)]), audit=(step,))
+    await _post_events(cast(Any, Kube()), ScaleSet(body), outcome)
+    assert [p[1] for p in posted] == ["ScaledUp", "RolloutStep"]
+    assert posted[-1] == ("Normal", "RolloutStep", "2 idle runners replaced with template abc")

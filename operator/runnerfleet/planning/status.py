@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runnerfleet.models.base import epoch
+from runnerfleet.planning.audit import AuditEvent
 from runnerfleet.planning.runners import FAILING_AFTER, Memory, Plan, State
 
 
@@ -29,6 +30,9 @@ class RoundOutcome:
     scaled: bool = False
     standby: bool = False  # the operator is in global standby (no new runners anywhere)
     template_hash: str | None = None  # the current runner template's (None: not known)
+    # Steps the round took that the plan does not show (e.g. rollout steps), posted as Events
+    # after the plan's own (planning/audit.py: `audit.normal(reason, message)`).
+    audit: tuple[AuditEvent, ...] = ()
 
 
 def rfc3339(ts: float) -> str:
