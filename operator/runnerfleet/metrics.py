@@ -48,7 +48,9 @@ EXECUTION_BUCKETS = (10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 21600)
 @dataclass
 class ListenerMetrics:
     registry: CollectorRegistry
-    queued_jobs: Gauge
+    queued_jobs: Gauge  # deprecated: queued plus running (use queue_depth and running_jobs)
+    queue_depth: Gauge
+    running_jobs: Gauge
     demand: Gauge
     unmatched_jobs: Gauge
     github_requests: Counter
@@ -69,7 +71,14 @@ class ListenerMetrics:
         return cls(
             registry=r,
             queued_jobs=Gauge("runnerfleet_listener_queued_jobs",
-                              "Queued or running jobs matched to a scale set", ss, registry=r),
+                              "DEPRECATED (queued plus running jobs, despite the name): use "
+                              "runnerfleet_listener_queue_depth and "
+                              "runnerfleet_listener_running_jobs", ss, registry=r),
+            queue_depth=Gauge("runnerfleet_listener_queue_depth",
+                              "Jobs of a scale set waiting for a runner (queued, not running)",
+                              ss, registry=r),
+            running_jobs=Gauge("runnerfleet_listener_running_jobs",
+                               "Jobs of a scale set in progress on a runner", ss, registry=r),
             demand=Gauge("runnerfleet_listener_demand",
                          "Demand last written for a scale set", ss, registry=r),
             unmatched_jobs=Gauge("runnerfleet_listener_unmatched_jobs",

@@ -25,36 +25,43 @@ def _ok(ready: bool | None) -> Text:
     return Text("✔", style="green") if ready else Text("✘", style="bold red")
 
 
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
 def render(report: dict[str, Any]) -> Group:
     """The report as tables: teams, scale sets, node pools, recent failures."""
     totals = report["totals"]
     header = Text(
-        f"queued {totals['queued']}  demand {totals['demand']}  runners: "
+        f"queued {totals['queued']}  running {totals['running']}  demand {totals['demand']}  "
+        f"runners: "
         f"{totals['busy']} busy, {totals['idle']} idle, {totals['pending']} pending, "
         f"{totals['failed']} failed",
         style="bold",
     )
     teams = Table(title="Teams", title_justify="left", expand=True)
-    for col in ("team", "namespace", "ready", "queued", "busy", "idle", "pending", "last poll",
-                "rate limit", "problem"):  # fmt: skip
+    for col in ("team", "namespace", "ready", "queued", "running", "busy", "idle", "pending",
+                "last poll", "rate limit", "problem"):  # fmt: skip
         teams.add_column(col)
     for t in report["teams"]:
         r = t["runners"]
         teams.add_row(t["team"], t["namespace"], _ok(t["ready"]), str(t["queued"]),
-                      str(r["busy"]), str(r["idle"]), str(r["pending"]), t["lastPoll"] or "-",
+                      str(t["running"]), str(r["busy"]), str(r["idle"]), str(r["pending"]),
+                      t["lastPoll"] or "-",
                       str(t["rateLimitRemaining"] if t["rateLimitRemaining"] is not None else "-"),
                       t["problem"])  # fmt: skip
     sets = Table(title="Scale sets", title_justify="left", expand=True)
-    for col in ("namespace/name", "team", "pool", "ready", "demand", "desired", "busy", "idle",
-                "pending", "failed", "min/max", "note"):  # fmt: skip
+    for col in ("namespace/name", "team", "pool", "ready", "queued", "running", "demand",
+                "desired", "busy", "idle", "pending", "failed", "min/max", "note"):  # fmt: skip
         sets.add_column(col)
     for s in report["scaleSets"]:
         note = "standby" if s["standby"] else "suspended" if s["suspended"] else s["problem"]
         if not note and s["lastFailureReason"]:
             note = f"last failure: {s['lastFailureReason']}"
         sets.add_row(f"{s['namespace']}/{s['name']}", s["team"] or "-", s["nodePool"] or "-",
-                     _ok(s["ready"]), str(s["demand"]), str(s["desired"]), str(s["busy"]),
-                     str(s["idle"]), str(s["pending"]), str(s["failed"]),
+                     _ok(s["ready"]), _count(s["queued"]), _count(s["running"]),
+                     str(s["demand"]), str(s["desired"]), str(s["busy"]), str(s["idle"]),
+                     str(s["pending"]), str(s["failed"]),
                      f"{s['min']}/{s['max']}", note)  # fmt: skip
     parts: list[Any] = [header, teams, sets]
     if report["nodePools"]:

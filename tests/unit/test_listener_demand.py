@@ -136,7 +136,8 @@ async def test_a_job_starting_reports_its_runner_busy_to_the_operator() -> None:
 
 async def test_unchanged_demand_is_never_rewritten_however_long_it_stays() -> None:
     """No heartbeat: an idle fleet's listeners write nothing (issue 10: apiserver load)."""
-    said = {"assignedJobs": 0, "sequence": 5, "observedAt": "x", "busyRunners": []}
+    said = {"assignedJobs": 0, "queuedJobs": 0, "runningJobs": 0, "sequence": 5,
+            "observedAt": "x", "busyRunners": []}  # fmt: skip
     kube = StubKube([_scale_set("linux", ["linux"], said)])
     now = [1_000.0]
     lis = _listener(kube)

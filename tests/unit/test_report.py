@@ -23,11 +23,13 @@ def _rss(name: str, team: str | None, **status: Any) -> dict[str, Any]:
 
 
 def test_teams_sum_their_scale_sets_and_failures_are_recent_only() -> None:
-    sets = [_rss("a", "team-a", busy=2, idle=1, demand={"assignedJobs": 2}, desired=3),
+    sets = [_rss("a", "team-a", busy=2, idle=1, desired=3,
+                 demand={"assignedJobs": 2, "queuedJobs": 1, "runningJobs": 1}),
             _rss("b", "team-a", pending=1), _rss("c", None, failed=1)]  # fmt: skip
     listener = {"metadata": {"name": "team-a", "namespace": "ns"}, "spec": {"team": "team-a"},
                 "status": {"conditions": _cond(False, "ListenerNotReady", "starting"),
-                           "poll": {"queuedJobs": 2, "rateLimitRemaining": 4000}}}  # fmt: skip
+                           "poll": {"queuedJobs": 2, "runningJobs": 1,
+                                    "rateLimitRemaining": 4000}}}  # fmt: skip
     pool = {"metadata": {"name": "shared"}, "spec": {},
             "status": {"mode": "Static", "nodes": 2, "conditions": _cond(True)}}  # fmt: skip
     events = [
@@ -40,9 +42,12 @@ def test_teams_sum_their_scale_sets_and_failures_are_recent_only() -> None:
     [team] = report["teams"]
     assert team["runners"] == {"pending": 1, "idle": 1, "busy": 2, "failed": 0}
     assert team["scaleSets"] == ["a", "b"]
-    assert (team["queued"], team["ready"]) == (2, False)
+    assert (team["queued"], team["running"], team["ready"]) == (2, 1, False)
+    assert [(s["name"], s["queued"], s["running"], s["demand"]) for s in report["scaleSets"]] == [
+        ("a", 1, 1, 2), ("b", None, None, 0), ("c", None, None, 0)
+    ]  # fmt: skip
     assert team["problem"] == "ListenerNotReady: starting"
     assert report["totals"] == {"pending": 1, "idle": 1, "busy": 2, "failed": 1, "queued": 2,
-                                "demand": 2}  # fmt: skip
+                                "running": 1, "demand": 2}  # fmt: skip
     assert report["nodePools"][0]["teams"] == []
     assert [f["message"] for f in report["recentFailures"]] == ["runner c-1: OOMKilled"]

@@ -230,7 +230,8 @@ TEAM_LISTENER = KindSpec(
     printer_columns=[
         {"name": "Team", "type": "string", "jsonPath": ".spec.team"},
         {"name": "Ready", "type": "boolean", "jsonPath": ".status.listenerReady"},
-        _int_column("Queued", ".status.poll.queuedJobs", "Queued or running jobs seen"),
+        _int_column("Queued", ".status.poll.queuedJobs", "Jobs waiting for a runner"),
+        _int_column("Running", ".status.poll.runningJobs", "Jobs in progress on a runner"),
         {"name": "Last Poll", "type": "date", "jsonPath": ".status.poll.lastSuccessfulPoll"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ],

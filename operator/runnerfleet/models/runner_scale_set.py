@@ -290,6 +290,14 @@ class Demand(CrdModel):
             "as seen by the listener at observedAt."
         ),
     )
+    # Queue depth (issue 13): the split of assignedJobs, for people and dashboards; the
+    # planner scales on assignedJobs only. Absent in reports of older listeners.
+    queued_jobs: int | None = Field(
+        default=None, ge=0, description="Of assignedJobs, the jobs waiting for a runner."
+    )
+    running_jobs: int | None = Field(
+        default=None, ge=0, description="Of assignedJobs, the jobs in progress on a runner."
+    )
 
 
 class RunnerScaleSetStatus(CrdModel):

@@ -104,7 +104,16 @@ class PollReport(CrdModel):
     """Written by the listener process after each poll."""
 
     last_successful_poll: str | None = Field(default=None, description="RFC 3339.")
-    queued_jobs: int = Field(default=0, description="Queued or in-progress jobs seen.")
+    queued_jobs: int = Field(
+        default=0,
+        description=(
+            "Jobs waiting for a runner, summed over the team's scale sets (running jobs are "
+            "`runningJobs`; jobs no scale set's labels cover are `unmatchedJobs`)."
+        ),
+    )
+    running_jobs: int = Field(
+        default=0, description="Jobs in progress on a runner, summed over the team's scale sets."
+    )
     unmatched_jobs: int = Field(default=0, description="Jobs no scale set's labels cover.")
     rate_limit_remaining: int | None = Field(default=None, description="GitHub's last count.")
     rate_limited_until: str | None = Field(default=None, description="Backing off until.")

@@ -36,19 +36,26 @@ def build_report(
     now: float,
     failures_since: float = 3600.0,
 ) -> dict[str, Any]:
-    """Teams, scale sets (runners by state, demand), node pools and recent runner failures."""
+    """Teams, scale sets (runners by state, demand), node pools and recent runner failures.
+
+    Queued and running jobs are apart: a team's come from its listener's report
+    (status.poll), a scale set's from the split of its demand (status.demand); demand is
+    both together, what the scale set scales on."""
     sets = []
     for rss in sorted(
         scale_sets, key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"])
     ):
         meta, spec, status = rss["metadata"], rss.get("spec") or {}, rss.get("status") or {}
+        demand = status.get("demand") or {}
         ready, why = _ready(rss)
         sets.append({
             "namespace": meta["namespace"], "name": meta["name"],
             "team": (meta.get("labels") or {}).get(c.LABEL_TEAM),
             "nodePool": spec.get("nodePool"),
             "min": spec.get("minRunners", 0), "max": spec.get("maxRunners", 0),
-            "demand": (status.get("demand") or {}).get("assignedJobs", 0),
+            "demand": demand.get("assignedJobs", 0),
+            # None: the listener's report predates the split (issue 13).
+            "queued": demand.get("queuedJobs"), "running": demand.get("runningJobs"),
             "desired": status.get("desired", 0),
             **{state: int(status.get(state, 0)) for state in STATES},
             "ready": ready, "problem": why,
@@ -66,6 +73,7 @@ def build_report(
             "team": team, "namespace": meta["namespace"], "listener": meta["name"],
             "ready": ready, "problem": why,
             "queued": int(poll.get("queuedJobs", 0)),
+            "running": int(poll.get("runningJobs", 0)),
             "unmatched": int(poll.get("unmatchedJobs", 0)),
             "lastPoll": poll.get("lastSuccessfulPoll"),
             "rateLimitRemaining": poll.get("rateLimitRemaining"),
@@ -93,6 +101,7 @@ def build_report(
     failures.sort(key=lambda f: -float(f["at"]))
     totals = {state: sum(s[state] for s in sets) for state in STATES}
     totals["queued"] = sum(t["queued"] for t in teams)
+    totals["running"] = sum(t["running"] for t in teams)
     totals["demand"] = sum(int(s["demand"]) for s in sets)
     return {"teams": teams, "scaleSets": sets, "nodePools": node_pools,
             "recentFailures": failures[:20], "totals": totals}  # fmt: skip

@@ -48,6 +48,7 @@ from runnerfleet.planning.polling import (
     plan_poll,
     repositories_due,
 )
+from runnerfleet.planning.queue_depth import Depth, from_jobs, from_statistics, total
 from runnerfleet.planning.repositories import installation_repository_watched, listed_repositories
 
 log = logging.getLogger("runnerfleet.listener")
@@ -81,6 +82,12 @@ def _epoch(value: Any) -> float | None:
         return None
 
 
+def _split(demand: int, depth: Depth | None) -> Depth:
+    """The queue depth written with `demand`: the one given if it adds up to it, else (a
+    caller that knows none) all of it queued."""
+    return depth if depth is not None and depth.assigned == demand else Depth(queued=demand)
+
+
 def _counted(requests: dict[tuple[str, int], int]) -> int:
     """Requests GitHub counted against the rate limit (everything but 304)."""
     return sum(n for (_, status), n in requests.items() if status != 304)
@@ -109,6 +116,10 @@ class Listener:
     last_plan: PollPlan | None = None
     unmatched: int = 0
     assignment: dict[int, tuple[str, str]] = field(default_factory=dict)  # latest match only
+    # Queued and running jobs per scale set: the REST ones as of the last match, the
+    # scale-set protocol ones as of each session's last statistics (planning/queue_depth.py).
+    rest_depth: dict[tuple[str, str], Depth] = field(default_factory=dict)
+    session_depth: dict[tuple[str, str], Depth] = field(default_factory=dict)
     # The namespace's scale sets, watched (one watch instead of a list and a read per
     # publish); None reads them from the apiserver (service tests).
     cache: Informer | None = None
@@ -352,15 +363,19 @@ class Listener:
             ScaleSetLabels(ns, name, tuple(s["spec"].get("labels", [])))
             for (ns, name), s in by_key.items()
         ]
-        result = match([Job(j.id, j.labels, j.status) for j in self.table.counted()], labels)
+        counted = self.table.counted()
+        result = match([Job(j.id, j.labels, j.status) for j in counted], labels)
         self.assignment = dict(result.assignment)
         self.unmatched = len(result.unmatched)
         self.metrics.unmatched_jobs.labels(self.spec.team).set(self.unmatched)
+        self.rest_depth = from_jobs(((j.id, j.status) for j in counted), result.assignment, by_key)
         running = [j.runner_name for j in self.table.jobs.values()
                    if j.status == "in_progress" and j.runner_name]  # fmt: skip
         for key, demand in result.demand.items():
-            self.metrics.queued_jobs.labels(*key).set(demand)
-            await self._write(by_key[key], demand, busy_runners_of(key, running))
+            self._export_depth(key, self.rest_depth[key])
+            await self._write(
+                by_key[key], demand, busy_runners_of(key, running), self.rest_depth[key]
+            )
 
     async def _only_protocol_scale_sets(self) -> bool:
         protocols = {_protocol(s) for s in await self._scale_sets() if self._selected(s)}
@@ -383,14 +398,30 @@ class Listener:
         return cached if cached is not None else await self.kube.get_scale_set(*key)
 
     async def write_demand(self, key: tuple[str, str], demand: int, busy: list[str]) -> None:
-        """Write one scale set's demand as GitHub's session reported it (scale-set protocol).
+        """Write one scale set's demand as GitHub's session reported it (scale-set protocol),
+        with the queue depth of its last statistics (`export_statistics`, called first).
         What the scale set already says is not written again (no read: the watch has it)."""
-        await self._write(await self._scale_set(key), demand, busy)
+        await self._write(await self._scale_set(key), demand, busy, self.session_depth.get(key))
 
     def export_statistics(self, key: tuple[str, str], stats: Any) -> None:
         for stat in ("available", "acquired", "assigned", "running", "registered", "busy", "idle"):
             self.metrics.scale_set.labels(*key, stat).set(getattr(stats, stat))
-        self.metrics.queued_jobs.labels(*key).set(stats.assigned)
+        self.session_depth[key] = from_statistics(stats.assigned, stats.running)
+        self._export_depth(key, self.session_depth[key])
+
+    def forget_session(self, key: tuple[str, str]) -> None:
+        """A scale set's session ended (the set is gone, or moved): its depth no longer counts
+        in the team's (a new session reports it again at once)."""
+        self.session_depth.pop(key, None)
+
+    def _export_depth(self, key: tuple[str, str], depth: Depth) -> None:
+        self.metrics.queue_depth.labels(*key).set(depth.queued)
+        self.metrics.running_jobs.labels(*key).set(depth.running)
+        self.metrics.queued_jobs.labels(*key).set(depth.assigned)  # deprecated: both
+
+    def team_depth(self) -> Depth:
+        """The team's queued and running jobs: the sum over its scale sets, both protocols."""
+        return total([*self.rest_depth.values(), *self.session_depth.values()])
 
     def _selected(self, scale_set: dict[str, Any]) -> bool:
         wanted = self.spec.scale_set_selector.match_labels
@@ -398,8 +429,9 @@ class Listener:
         return all(have.get(k) == v for k, v in wanted.items())
 
     async def _write(
-        self, scale_set: dict[str, Any], demand: int, busy: list[str] | None = None
-    ) -> None:
+        self, scale_set: dict[str, Any], demand: int, busy: list[str] | None = None,
+        depth: Depth | None = None,
+    ) -> None:  # fmt: skip
         """Write one scale set's demand; on a 409 re-read it and try again (bounded).
 
         The operator patches the same object's status often, so conflicts are normal; leaving
@@ -408,7 +440,7 @@ class Listener:
         meta = scale_set["metadata"]
         key = (meta["namespace"], meta["name"])
         for _ in range(CONFLICT_RETRIES):
-            report = self._report(key, scale_set, demand, busy or [])
+            report = self._report(key, scale_set, demand, busy or [], _split(demand, depth))
             if report is None:
                 return
             try:
@@ -426,15 +458,18 @@ class Listener:
         log.warning("%s/%s: demand not written after %d conflicts", *key, CONFLICT_RETRIES)
 
     def _report(
-        self, key: tuple[str, str], scale_set: dict[str, Any], demand: int, busy: list[str]
-    ) -> dict[str, Any] | None:
+        self, key: tuple[str, str], scale_set: dict[str, Any], demand: int, busy: list[str],
+        depth: Depth,
+    ) -> dict[str, Any] | None:  # fmt: skip
         """The demand report to write, or None if there is nothing (new) to say: the scale set
-        already says this demand and these busy runners (no heartbeat: unchanged demand is
-        never rewritten, see docs/team-listener.md)."""
+        already says this demand, queue depth and busy runners (no heartbeat: unchanged demand
+        is never rewritten, see docs/team-listener.md). A job starting changes the depth, not
+        the demand, and is written with its runner's busyRunners entry, in the same write."""
         now = self.clock()
         current = (scale_set.get("status") or {}).get("demand") or {}
         same_busy = sorted(current.get("busyRunners") or []) == busy
-        if current.get("assignedJobs") == demand and same_busy:
+        said = (current.get("assignedJobs"), current.get("queuedJobs"), current.get("runningJobs"))
+        if said == (demand, depth.queued, depth.running) and same_busy:
             return None
         if int(current.get("sequence", 0)) >= max(self.sequence, int(now * 1000)) + 1:
             log.warning("%s/%s has a newer demand report; not overwriting it", *key)
@@ -442,6 +477,8 @@ class Listener:
         self.sequence = max(self.sequence + 1, int(now * 1000), int(current.get("sequence", 0)) + 1)
         return {
             "assignedJobs": demand,
+            "queuedJobs": depth.queued,
+            "runningJobs": depth.running,
             "sequence": self.sequence,
             "observedAt": _rfc3339(now),
             "listener": f"{self.namespace}/{self.name}",
@@ -463,8 +500,10 @@ class Listener:
         """Write status.poll when what it says changed, and at least every
         LISTENER_REPORT_SECONDS with a fresh lastSuccessfulPoll (the operator's Polling
         condition reads it), not after every poll."""
+        depth = self.team_depth()
         poll: dict[str, Any] = {
-            "queuedJobs": len(self.table.counted()),
+            "queuedJobs": depth.queued,
+            "runningJobs": depth.running,
             "unmatchedJobs": self.unmatched,
             "rateLimitRemaining": self.github.rate_limit_remaining,
             "rateLimitedUntil": (

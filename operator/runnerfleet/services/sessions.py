@@ -9,7 +9,9 @@ runs a pod per scale set). Each session long-polls its queue and, per batch of j
 - `JobCompleted`: the runner is done (a `canceled` re-assignment changes nothing: demand comes
   from the statistics, never from counting messages);
 - demand = `statistics.totalAssignedJobs` (queued-and-assigned plus running), written as
-  `status.demand.assignedJobs`; the operator keeps min(max, min + assigned) runners.
+  `status.demand.assignedJobs`; the operator keeps min(max, min + assigned) runners. Its
+  split, `queuedJobs` = assigned - `totalRunningJobs` and `runningJobs`, is written beside it
+  (planning/queue_depth.py).
 A batch is acknowledged only after its demand is written, so a crash re-reads it (every
 step above is idempotent): no job is lost.
 
@@ -335,6 +337,7 @@ class SessionManager:
 
     async def _stop(self, key: tuple[str, str]) -> None:
         _, task, _ = self.workers.pop(key)
+        self.listener.forget_session(key)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
