@@ -52,14 +52,14 @@ async def test_status_json_reflects_a_running_fleet(
     )  # fmt: skip
     await wait_for(
         lambda: f.team_listener("team-a"),
-        lambda o: ((o.get("status") or {}).get("poll") or {}).get("queuedJobs") == 3,
-        what="the listener reports 3 jobs",
+        lambda o: ((o.get("status") or {}).get("poll") or {}).get("runningJobs") == 3,
+        what="the listener reports 3 running jobs",
     )  # fmt: skip
 
     report: dict[str, Any] = json.loads(await _status(local_cluster, f.namespace, "--json"))
     [team] = report["teams"]
     assert (team["team"], team["namespace"], team["ready"]) == ("team-a", f.namespace, True)
-    assert team["queued"] == 3
+    assert (team["queued"], team["running"]) == (0, 3)  # running jobs are not queued
     assert team["scaleSets"] == ["team-a-linux"]
     assert team["runners"] == {"busy": 3, "idle": 1, "pending": 0, "failed": 0}
     [scale_set] = report["scaleSets"]
