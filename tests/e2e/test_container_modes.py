@@ -3,7 +3,8 @@
 - kubernetes: the operator renders the scale set's ServiceAccount, Role, RoleBinding and
   job-pod template (owned by the scale set); SubjectAccessReviews show the account may do
   exactly what the runner container hooks check for, in its namespace only; acting as the
-  account, a job container pod is created in the namespace and refused in another.
+  account, a job container pod is created in the namespace and refused in another; a
+  deleted account is put back as soon as a runner pod is refused for it.
 - dind on a pool that does not allow privileged pods: a condition naming the field and the
   pool, an Event, and no pod; once the pool allows it, runners with the daemon sidecar.
 """
@@ -121,6 +122,17 @@ async def test_kubernetes_mode_grants_exactly_the_hooks_permissions_in_its_names
                 await runner_core.list_namespaced_config_map(ns)
             assert refused.value.status == 403
             await runner_core.delete_namespaced_pod("linux-x-workflow", ns)
+
+    # The account deleted by hand: the next runner pod is refused for it, and the operator
+    # puts the account back at once (not at the 5-minute resync); the runner then starts.
+    await core.delete_namespaced_service_account("linux-hooks", ns)
+    await client.CustomObjectsApi(f.kube).patch_namespaced_custom_object(
+        c.GROUP, c.VERSION, ns, c.RUNNER_SCALE_SET_PLURAL, "linux", {"spec": {"minRunners": 2}},
+        _content_type="application/merge-patch+json",
+    )  # fmt: skip
+    await wait_for(lambda: f.pods("linux"), lambda p: len(p) == 2, what="the second runner pod",
+                   within=60)  # fmt: skip
+    await core.read_namespaced_service_account("linux-hooks", ns)
 
 
 async def test_dind_on_a_pool_without_privileged_is_a_condition_not_a_pod(

@@ -123,3 +123,30 @@ async def test_dind_needs_a_pool_that_allows_privileged_pods() -> None:
 
     assert await prepare(runtime, _spec(containerMode=dind, nodePool="docker"), OWNER, None) is None
     assert kube.objects == {}  # dind renders no RBAC
+
+
+async def test_pods_refused_for_a_deleted_account_bring_the_reapply_forward() -> None:
+    kube = FakeKube()
+    runtime = Runtime(kube=kube)  # type: ignore[arg-type]
+    await prepare(runtime, KUBE, OWNER, None)
+    key = (OWNER.namespace, OWNER.name)
+    applied, _ = runtime.hooks_applied[key]
+    del kube.objects[("ServiceAccount", "linux-hooks")]
+    kube.take()
+    refused = {"type": "PodsAdmitted", "status": "False", "reason": "PodRejected", "message": (
+        'create Pod team-a/linux-x: pods "linux-x" is forbidden: error looking up service '
+        'account team-a/linux-hooks: serviceaccount "linux-hooks" not found')}  # fmt: skip
+    runtime.written[key] = {"conditions": [refused]}
+    assert await prepare(runtime, KUBE, OWNER, None) is None
+    assert kube.take() == []  # applied moments ago: not again within REPAIR_GAP
+    runtime.hooks_applied[key] = (dataclasses.replace(applied, at=applied.at - 11), None)
+    assert await prepare(runtime, KUBE, OWNER, None) is None
+    assert kube.take() == APPLY_ALL
+    assert ("ServiceAccount", "linux-hooks") in kube.objects
+
+    # Refused for another reason (say Pod Security): no early re-apply.
+    runtime.written[key] = {"conditions": [{**refused, "message": "violates PodSecurity"}]}
+    applied, _ = runtime.hooks_applied[key]
+    runtime.hooks_applied[key] = (dataclasses.replace(applied, at=applied.at - 11), None)
+    assert await prepare(runtime, KUBE, OWNER, None) is None
+    assert kube.take() == []

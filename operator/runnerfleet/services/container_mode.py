@@ -13,13 +13,16 @@ runners untouched.
   memory of applying the group (first round after a start or a leader change: a current
   anchor is adopted, no write) or when the desired hash changed; otherwise nothing is read or
   written until the resync (5 min), which re-applies the four objects and so repairs a hand
-  edit of the Role or a deleted ServiceAccount. An idle round costs no request.
+  edit of the Role or a deleted ServiceAccount. An idle round costs no request. A runner
+  pod refused because the ServiceAccount is missing brings the re-apply forward (at most
+  once per REPAIR_GAP).
 
 Layer: services. I/O only through the gateway.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -42,6 +45,7 @@ from runnerfleet.services.runtime import Runtime
 
 log = logging.getLogger("runnerfleet.containermode")
 POOL_TTL = 10.0  # as services/scale_set.py: the same cache key, so one read serves both
+REPAIR_GAP = 10.0  # at most one early re-apply per this while pods are refused for the account
 
 
 async def prepare(
@@ -91,6 +95,8 @@ async def _ensure_hooks_children(
     children, digest = build_hooks_children(ident, spec, place)
     now = time.time()
     last, refused = runtime.hooks_applied.get(key, (None, None))
+    if last is not None and _account_missing(runtime, key, spec) and now - last.at >= REPAIR_GAP:
+        last = dataclasses.replace(last, at=now - RESYNC_SECONDS)  # re-apply now, not at resync
     if last is not None and last.hash == digest and now - last.at < RESYNC_SECONDS:
         # Applied (or refused) by this process, unchanged, resync not due: no request. A
         # refusal stands until the spec changes or the resync (no write per round).
@@ -113,6 +119,19 @@ async def _ensure_hooks_children(
         return _rejected(children, str(err))
     runtime.hooks_applied[key] = (Applied(digest, live_generation(applied), now), None)
     return None
+
+
+def _account_missing(runtime: Runtime, key: tuple[str, str], spec: RunnerScaleSetSpec) -> bool:
+    """Did the last round's runner pods bounce off a missing hooks ServiceAccount (deleted by
+    hand)? Then the children are re-applied at once instead of at the resync. Only the
+    rendered account: a scale set's own (spec.identity) is not ours to create."""
+    if spec.identity is not None:
+        return False
+    account = c.container_hooks_name(key[1])
+    for cond in (runtime.written.get(key) or {}).get("conditions") or []:
+        if cond.get("type") == "PodsAdmitted" and cond.get("reason") == "PodRejected":
+            return f'serviceaccount "{account}" not found' in str(cond.get("message", ""))
+    return False
 
 
 def _name(children: list[dict[str, Any]]) -> str:
