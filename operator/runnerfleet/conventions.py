@@ -197,3 +197,17 @@ ANNOTATION_BUSY_SINCE: Final = f"{GROUP}/busy-since"
 # When the operator first saw that runner's job over while its pod still ran (RFC 3339): the
 # pod is reaped a grace period later if it has not ended by itself.
 ANNOTATION_JOB_DONE_AT: Final = f"{GROUP}/job-done-at"
+
+# issue 13 items 6-7: cloud identity and hardening (docs/cloud-identity.md,
+# docs/runner-scale-set.md "Defaults").
+# Names and paths, not secrets (S105); the volume is named unlike the clouds' webhooks' own.
+IDENTITY_TOKEN_VOLUME: Final = "runnerfleet-identity-token"  # noqa: S105
+IDENTITY_TOKEN_DIR: Final = "/var/run/secrets/runnerfleet.dev/identity"  # noqa: S105
+IDENTITY_TOKEN_FILE: Final = f"{IDENTITY_TOKEN_DIR}/token"
+IDENTITY_TOKEN_ENV: Final = "RUNNERFLEET_IDENTITY_TOKEN_FILE"  # noqa: S105
+# Runner pods of a scale set opting in to an identity endpoint carry this label (value
+# "true"); the team's NetworkPolicy for that endpoint selects them.
+LABEL_IDENTITY_EGRESS_PREFIX: Final = f"egress.{GROUP}/"
+# Default resources of the runner container when the template sets none (operator setting,
+# chart value `runnerDefaults.resources`); unset: none, as before.
+RUNNER_DEFAULT_RESOURCES_ENV: Final = "RUNNERFLEET_RUNNER_DEFAULT_RESOURCES"

@@ -26,7 +26,11 @@ def _spec(**overrides: Any) -> TeamListenerSpec:
 
 
 def _by_kind(spec: TeamListenerSpec) -> dict[str, dict[str, Any]]:
-    return {m["kind"]: m for m in build_all(OWNER, spec)}
+    """The first child of each kind (the team's main NetworkPolicy before the identity ones)."""
+    found: dict[str, dict[str, Any]] = {}
+    for manifest in build_all(OWNER, spec):
+        found.setdefault(manifest["kind"], manifest)
+    return found
 
 
 def test_children_match_golden() -> None:

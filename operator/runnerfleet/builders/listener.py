@@ -17,6 +17,7 @@ from typing import Any
 
 from runnerfleet import conventions as c
 from runnerfleet.builders.hashing import manifests_hash, stamped
+from runnerfleet.builders.identity import identity_egress_policies
 from runnerfleet.models.team_listener import TeamListenerSpec
 
 WEBHOOK_PORT = 8080
@@ -282,6 +283,24 @@ def build_network_policy(owner: ListenerIdentity, spec: TeamListenerSpec) -> dic
     }  # fmt: skip
 
 
+def build_identity_network_policies(
+    owner: ListenerIdentity, spec: TeamListenerSpec
+) -> list[dict[str, Any]]:
+    """One NetworkPolicy per cloud identity endpoint (builders/identity.py), each opening
+    only that endpoint, only to the team's runner pods whose scale set opted in to it
+    (`spec.identity.egress`, a label on the pods). Rendered for every team, so a scale set
+    opting in needs no change here; they select no pod until one does."""
+    return [
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": _meta(owner, spec, f"{owner.name}-runners-{suffix}"),
+            "spec": body,
+        }
+        for suffix, body in identity_egress_policies(spec.team).items()
+    ]
+
+
 def build_all(
     owner: ListenerIdentity, spec: TeamListenerSpec, standby: bool = False
 ) -> list[dict[str, Any]]:
@@ -292,6 +311,7 @@ def build_all(
         build_role_binding(owner, spec),
         build_service(owner, spec),
         build_network_policy(owner, spec),
+        *build_identity_network_policies(owner, spec),
         build_deployment(owner, spec, standby),
     ]
 

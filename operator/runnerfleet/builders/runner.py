@@ -15,7 +15,9 @@ from typing import Any
 
 from runnerfleet import conventions as c
 from runnerfleet.builders.container_mode import apply_container_mode
+from runnerfleet.builders.hardening import apply_default_resources, apply_hardening
 from runnerfleet.builders.hashing import manifests_hash
+from runnerfleet.builders.identity import apply_identity
 from runnerfleet.builders.node_pool import Placement
 from runnerfleet.models.runner_scale_set import RunnerScaleSetSpec
 
@@ -135,12 +137,17 @@ def build_runner_pod(
     spec: RunnerScaleSetSpec,
     runner: str,
     place: Placement | None = None,
+    default_resources: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The runner pod: the template, completed with runnerfleet's defaults and the JIT env,
     placed on its node pool (the pool's selector and toleration win over the template's),
-    labelled with its template hash."""
+    with its cloud identity and hardening (builders/identity.py, builders/hardening.py),
+    labelled with its template hash. `default_resources`: the operator's default for a
+    runner container without resources (an operator setting, outside the hash: changing it
+    reaches new runners only)."""
     pod = _render_pod(owner, spec, runner, place)
     pod["metadata"]["labels"][c.LABEL_TEMPLATE_HASH] = runner_template_hash(owner, spec, place)
+    apply_default_resources(pod, default_resources)
     return pod
 
 
@@ -191,7 +198,7 @@ def _render_pod(
     annotations = dict(meta.get("annotations", {}))
     annotations.pop(c.ANNOTATION_DO_NOT_DISRUPT, None)  # runnerfleet sets it while busy
 
-    return {
+    pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -203,3 +210,6 @@ def _render_pod(
         },
         "spec": pod_spec,
     }
+    apply_identity(pod, spec)
+    apply_hardening(pod, spec)
+    return pod

@@ -529,6 +529,17 @@ class KubeGateway:
         data: dict[str, str] = found.get("data") or {}
         return data
 
+    async def get_service_account(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A ServiceAccount (a scale set's spec.identity.serviceAccountName), or None."""
+        try:
+            found: dict[str, Any] = await self._rest(
+                "GET", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}",
+                f"get ServiceAccount {namespace}/{name}",
+            )  # fmt: skip
+        except NotFoundError:
+            return None
+        return found
+
     # ------------------------------------------------------------------ fleet report
     async def list_ours(self, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
         """Every object of one of our kinds (cluster-scoped kinds: pass no namespace)."""

@@ -111,9 +111,10 @@ class Hardening(CrdModel):
     read_only_root_filesystem: bool = Field(
         default=False,
         description=(
-            "Runner container with a read-only root filesystem; the work directory "
-            "(/home/runner/_work), /tmp and the runner's diagnostics (/home/runner/_diag) "
-            "become writable emptyDir volumes."
+            "Runner container with a read-only root filesystem. Writable emptyDirs: the work "
+            "directory (/home/runner/_work, volume `work`), /tmp, and /home/runner itself, "
+            "copied there from the image by an init container (the runner writes its JIT "
+            "config files and _diag logs into its own directory)."
         ),
     )
 

@@ -91,6 +91,7 @@ from runnerfleet.planning.status import (
 )
 from runnerfleet.planning.status_diff import status_patch
 from runnerfleet.services import container_mode
+from runnerfleet.services.identity import identity_problem, runner_default_resources
 from runnerfleet.services.loop import reconcile_loop
 from runnerfleet.services.registrations import Registrar, RegistrationBook
 from runnerfleet.services.runtime import Children, GitHubSide, Runtime
@@ -338,6 +339,7 @@ async def _round(runtime: Runtime, scale_set: ScaleSet) -> RoundOutcome:
         if budget.exhausted():
             return RoundOutcome(None, [_rate_limited(budget.limited_until)])
     place, pool_problem = await _resolve_pool(runtime, spec, ident)
+    pool_problem = pool_problem or await identity_problem(runtime, spec, ident)
     pool_problem = pool_problem or await container_mode.prepare(runtime, spec, ident, place)
     return await _converge(runtime, scale_set, spec, side, place, pool_problem)
 
@@ -779,7 +781,11 @@ class _Executor:
     async def _create_pod(self, name: str) -> None:
         try:
             self._wrote(
-                await self.kube.create(build_runner_pod(self.owner, self.spec, name, self.place))
+                await self.kube.create(
+                    build_runner_pod(
+                        self.owner, self.spec, name, self.place, runner_default_resources()
+                    )
+                )
             )
         except AlreadyExistsError:
             return
