@@ -72,7 +72,7 @@ class CloudIdentity(CrdModel):
         description=(
             "ServiceAccount (in the scale set's namespace) the runner pods run as; not created "
             "by the operator. Until it exists no runner is created (condition "
-            "IdentityReady=False, ServiceAccountNotFound)."
+            "PodsAdmitted=False, ServiceAccountNotFound)."
         ),
     )
     token_audience: str | None = Field(
