@@ -86,7 +86,8 @@ def test_rendering_with_every_option_has_the_promised_objects() -> None:
     alerts = {r["alert"] for g in next(d for d in docs if d["kind"] == "PrometheusRule")["spec"][
         "groups"] for r in g["rules"]}  # fmt: skip
     assert {"RunnerfleetListenerDown", "RunnerfleetRunnersFailing", "RunnerfleetQueueWaitHigh",
-            "RunnerfleetGitHubRateLimitLow", "RunnerfleetOperatorSaturated"} <= alerts  # fmt: skip
+            "RunnerfleetGitHubRateLimitLow", "RunnerfleetOperatorSaturated",
+            "RunnerfleetQueueDepthHigh", "RunnerfleetQueueStuck"} <= alerts  # fmt: skip
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     assert deployment["spec"]["replicas"] == 2

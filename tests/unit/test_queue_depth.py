@@ -118,6 +118,18 @@ async def test_protocol_statistics_give_the_split_and_the_team_sums_both_protoco
     assert lis.team_depth() == Depth(queued=1, running=0)
 
 
+async def test_a_team_moved_wholly_to_the_protocol_keeps_no_rest_depth() -> None:
+    proto = _scale_set("proto", ["arm"])
+    proto["spec"]["github"] = {"protocol": c.PROTOCOL_SCALE_SET}
+    kube = StubKube([proto])
+    lis = _listener(kube)
+    lis.github = SimpleNamespace(rate_limit_remaining=None, rate_limited_until=0.0)  # type: ignore[assignment]
+    lis.rest_depth = {("ns", "was-rest"): Depth(queued=2)}  # the last REST match
+    await lis.poll()  # no REST reads: GitHub's sessions report every set
+    assert lis.team_depth() == Depth()
+    assert kube.statuses[-1]["poll"]["queuedJobs"] == 0
+
+
 async def test_a_demand_written_without_a_known_split_counts_as_queued() -> None:
     kube = StubKube([_scale_set("proto", ["arm"])])
     lis = _listener(kube)

@@ -139,7 +139,9 @@ class Listener:
             await self.report()
             return
         if await self._only_protocol_scale_sets():
-            # GitHub reports every scale set's demand through its session: no REST reads.
+            # GitHub reports every scale set's demand through its session: no REST reads
+            # (and no REST scale set whose last match could still count in the team's depth).
+            self.rest_depth = {}
             self.metrics.polls.labels("not_needed").inc()
             self.last_poll_ok = self.clock()
             await self.report()
