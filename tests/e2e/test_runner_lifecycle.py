@@ -93,6 +93,10 @@ async def test_a_template_change_replaces_idle_runners_and_busy_ones_finish(
         assert ready["reason"] == "Reconciled", "outdated busy runners do not hold Ready"
         status = (await f.scale_set("linux"))["status"]
         assert (status["updated"], status["outdated"]) == (2, 3)
+        assert await _events(f, "linux", "RolloutStarted")
+        assert await _events(f, "linux", "RolloutComplete")
+        replaced = await _events(f, "linux", "RunnerReplaced")
+        assert len([e for e in replaced if "outdated" in e.message]) == 2
 
         await wait_for(lambda: asyncio.sleep(0, [j.status for j in jobs]),
                        lambda s: s == ["completed"] * 3, what="the 3 jobs", within=60)  # fmt: skip

@@ -132,6 +132,7 @@ def _bad_name(draw: Draw, spec: dict[str, Any]) -> str | None:
 
 # ------------------------------------------------------------------ RunnerScaleSet
 _RSS_DURATION_FIELDS = ["registrationTimeout", "maxRunnerAge", "keepFailedRunnersFor",
+                        "maxJobDuration", "jobCompletionGrace",
                         "scaleDownDelay"]  # fmt: skip
 
 
@@ -150,6 +151,8 @@ def _below_minimum(draw: Draw, spec: dict[str, Any]) -> str | None:
     field, values = draw(st.sampled_from([
         ("registrationTimeout", ["0s", "1ms", "250ms", "0.5s"]),
         ("maxRunnerAge", ["0s", "250ms", "30s", "59s"]),
+        ("maxJobDuration", ["0s", "1s", "9s"]),
+        ("jobCompletionGrace", ["0s", "500ms"]),
     ]))  # fmt: skip
     spec["spec"][field] = draw(st.sampled_from(values))
     return f"spec.{field}"

@@ -157,3 +157,17 @@ async def test_the_round_posts_its_steps_after_the_plans_events() -> None:
     await _post_events(cast(Any, Kube()), ScaleSet(body), outcome)
     assert [p[1] for p in posted] == ["ScaledUp", "RolloutStep"]
     assert posted[-1] == ("Normal", "RolloutStep", "2 idle runners replaced with template abc")
+
+
+def test_rollout_steps_are_one_event_each() -> None:
+    rolling = replace(_plan([]), updated=0, outdated=2, rolling_out=True)
+    started = audit.rollout_events({"templateHash": "aaa"}, rolling, "bbb")
+    assert [(e.type, e.reason) for e in started] == [("Normal", "RolloutStarted")]
+    assert "aaa -> bbb" in started[0].message
+    steady = {"templateHash": "bbb", "conditions": [{"type": "Ready", "reason": "RollingOut"}]}
+    assert audit.rollout_events(steady, rolling, "bbb") == [], "nothing new while it rolls"
+    done = replace(_plan([]), updated=2, outdated=1, rolling_out=False)
+    (complete,) = audit.rollout_events(steady, done, "bbb")
+    assert complete.reason == "RolloutComplete"
+    assert "1 outdated busy" in complete.message
+    assert audit.rollout_events({}, rolling, "bbb") == [], "a new scale set rolls nothing"

@@ -13,7 +13,9 @@ round acts on many:
 - `RunnerFailed` (Warning): a runner that failed (and is replaced); the same bound.
 - `MaxJobDuration` (Warning): a busy runner removed past spec.maxJobDuration (its job ends),
   naming how long it was busy; the same bound.
-- rollout steps and any other step a caller describes: `normal(reason, message)`.
+- rollout steps (`rollout_events`): `RolloutStarted` when the runner template's hash
+  changes and runners on the old one remain, `RolloutComplete` when no outdated runner can
+  take a job any more; and any other step a caller describes: `normal(reason, message)`.
 
 Events are Kubernetes writes, so a round's count is bounded whatever the number of runners:
 2 + 3 x (NAMED_PER_ROUND + 1) plus the caller's own. Repeats across rounds are folded by the
@@ -25,8 +27,9 @@ Layer: planning. Pure.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from runnerfleet.planning.runners import Action, CreateRunners, Plan, RemoveRunner, State
 
@@ -148,4 +151,32 @@ def _named(
         parts = ", ".join(f"{count} {r}" for r, count in sorted(by_reason.items()))
         more = f"{len(rest)} more {'runner' if len(rest) == 1 else 'runners'} {verb}: {parts}"
         events.append(AuditEvent(type_, reason, more))
+    return events
+
+
+def rollout_events(
+    previous: Mapping[str, Any], plan: Plan | None, template_hash: str | None
+) -> list[AuditEvent]:
+    """The rollout's steps, from the status the last round wrote (`previous`) and this
+    round's plan: started (the hash moved and outdated runners remain) and complete (the
+    last outdated idle or pending runner is gone). One Event each per rollout."""
+    if plan is None or template_hash is None or plan.outdated is None:
+        return []
+    before = previous.get("templateHash")
+    was_rolling = any(
+        c.get("type") == "Ready" and c.get("reason") == "RollingOut"
+        for c in previous.get("conditions") or []
+    )
+    events = []
+    if before is not None and before != template_hash and plan.outdated:
+        events.append(normal(
+            "RolloutStarted",
+            f"runner template {before} -> {template_hash}: {plan.outdated} outdated runners; "
+            "idle and pending ones are replaced, busy ones finish their job",
+        ))  # fmt: skip
+    if was_rolling and not plan.rolling_out:
+        still = f"; {plan.outdated} outdated busy runners finish their job" if plan.outdated else ""
+        events.append(normal(
+            "RolloutComplete", f"every new job runs on template {template_hash}{still}"
+        ))  # fmt: skip
     return events

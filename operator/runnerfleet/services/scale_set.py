@@ -601,7 +601,9 @@ async def _post_events(kube: KubeGateway, scale_set: ScaleSet, outcome: RoundOut
         if old is None or old.get("status") != "False" or old.get("message") != problem.message:
             await kube.event(scale_set.body, "Warning", problem.reason, problem.message)
     blocked = any(p.condition == "NodePoolReady" for p in outcome.problems)  # no creates
-    for event in audit.round_events(outcome.plan, creates_blocked=blocked, extra=outcome.audit):
+    steps = audit.rollout_events(scale_set.status, outcome.plan, outcome.template_hash)
+    extra = [*steps, *outcome.audit]
+    for event in audit.round_events(outcome.plan, creates_blocked=blocked, extra=extra):
         await kube.event(scale_set.body, event.type, event.reason, event.message)
 
 
