@@ -56,6 +56,8 @@ def render(report: dict[str, Any]) -> Group:
         sets.add_column(col)
     for s in report["scaleSets"]:
         note = "standby" if s["standby"] else "suspended" if s["suspended"] else s["problem"]
+        if s["problem"].startswith("RollingOut:"):  # counts say more than Ready's message
+            note = f"rolling out: {s['outdated']} outdated, {_count(s['updated'])} updated"
         if not note and s["lastFailureReason"]:
             note = f"last failure: {s['lastFailureReason']}"
         sets.add_row(f"{s['namespace']}/{s['name']}", s["team"] or "-", s["nodePool"] or "-",

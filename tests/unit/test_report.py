@@ -51,3 +51,19 @@ def test_teams_sum_their_scale_sets_and_failures_are_recent_only() -> None:
                                 "running": 1, "demand": 2}  # fmt: skip
     assert report["nodePools"][0]["teams"] == []
     assert [f["message"] for f in report["recentFailures"]] == ["runner c-1: OOMKilled"]
+
+
+def test_a_rollout_shows_its_counts() -> None:
+    from rich.console import Console
+
+    from runnerfleet.statusview import render
+
+    why = _cond(False, "RollingOut", "the runner template changed")
+    rolling = _rss("r", "team-a", updated=1, outdated=2, conditions=why)
+    report = build_report([rolling, _rss("s", "team-a")], [], [], [], now=NOW)
+    rows = {s["name"]: s for s in report["scaleSets"]}
+    assert (rows["r"]["updated"], rows["r"]["outdated"]) == (1, 2)
+    assert (rows["s"]["updated"], rows["s"]["outdated"]) == (None, None)
+    console = Console(width=250, record=True)
+    console.print(render(report))
+    assert "rolling out: 2 outdated, 1 updated" in console.export_text()

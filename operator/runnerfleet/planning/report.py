@@ -61,6 +61,8 @@ def build_report(
             "ready": ready, "problem": why,
             "suspended": bool(spec.get("suspend")), "standby": _standby(rss),
             "lastFailureReason": status.get("lastFailureReason"),
+            # Runners on the current template and on older ones (None: an older operator).
+            "updated": status.get("updated"), "outdated": status.get("outdated"),
         })  # fmt: skip
     teams = []
     for tl in sorted(listeners, key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"])):
