@@ -132,7 +132,9 @@ async def test_runner_that_never_registers_is_replaced_and_reported(running_flee
         keepFailedRunnersFor="0s",
     )  # fmt: skip
     await f.apply_scale_set(body)
-    cond = await f.wait_condition("rss", "linux", "RunnersHealthy", within=60)
+    # Three failures: each needs its pod's container running, then a sweep after its 2 s,
+    # with 5 s and 10 s of backoff in between: 34-39 s alone, over 60 s on a loaded machine.
+    cond = await f.wait_condition("rss", "linux", "RunnersHealthy", within=150)
     assert "RegistrationTimeout" in cond["message"]
     rss = await f.scale_set("linux")
     assert rss["status"]["consecutiveFailures"] >= 3
