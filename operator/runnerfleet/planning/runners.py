@@ -128,6 +128,13 @@ class Limits:
     # (new runners cannot be created now - a missing node pool, say - so replacing the
     # outdated ones would only remove them).
     template_hash: str | None = None
+    # Idle runners wanted now beyond minRunners (issue 14: the active scheduled floors; the
+    # planner keeps max(min_runners, warm_floor), within max_runners).
+    warm_floor: int = 0
+
+    @property
+    def effective_min(self) -> int:
+        return min(self.max_runners, max(self.min_runners, self.warm_floor))
 
 
 @dataclass(frozen=True)
@@ -229,6 +236,7 @@ class Plan:
 
 def desired_runners(limits: Limits, demand: Demand | None, finished_since: int = 0) -> int:
     """min(maxRunners, minRunners + assigned jobs), as ARC does; 0 while suspended.
+    minRunners here is the effective one (`Limits.effective_min`: raised by scheduled floors).
 
     `finished_since`: runners the listener's last report listed busy that have finished since.
     Their jobs are still in that report's count, but need no new runner: without this, every
@@ -237,7 +245,7 @@ def desired_runners(limits: Limits, demand: Demand | None, finished_since: int =
     if limits.suspend:
         return 0
     assigned = demand.assigned_jobs if demand is not None else 0
-    return min(limits.max_runners, limits.min_runners + max(0, assigned - finished_since))
+    return min(limits.max_runners, limits.effective_min + max(0, assigned - finished_since))
 
 
 FINISHED_HOLD = 30.0  # a finished runner waits at most this long for the listener's report

@@ -33,6 +33,8 @@ class RoundOutcome:
     # Steps the round took that the plan does not show (e.g. rollout steps), posted as Events
     # after the plan's own (planning/audit.py: `audit.normal(reason, message)`).
     audit: tuple[AuditEvent, ...] = ()
+    # When the next scheduled floor starts or ends (epoch seconds): the loop wakes then.
+    wake_at: float | None = None
 
 
 def rfc3339(ts: float) -> str:

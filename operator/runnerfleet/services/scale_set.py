@@ -66,6 +66,7 @@ from runnerfleet.models.github import (
 from runnerfleet.models.node_pool import RunnerNodePoolSpec
 from runnerfleet.models.runner_scale_set import RunnerScaleSetSpec, RunnerScaleSetStatus
 from runnerfleet.planning import audit
+from runnerfleet.planning.floors import floor_at, next_edge
 from runnerfleet.planning.observe import observe
 from runnerfleet.planning.runners import (
     ABSENCE_GRACE,
@@ -107,6 +108,7 @@ STARTUP_SPREAD_SECONDS = 20.0  # settled scale sets start their first round with
 SECRET_TTL = 300.0
 POOL_TTL = 10.0
 MIN_ROUND_GAP = 0.2
+EDGE_SLACK = 0.05  # a round woken for a scheduled floor's edge runs this long after it
 CONCURRENCY = 16
 _POOL_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # a DNS-1123 subdomain
 PROBES_PER_ROUND = 5  # direct registration reads a round may make (vanished pods only)
@@ -138,8 +140,12 @@ class ScaleSet:
 
 
 def limits_of(
-    spec: RunnerScaleSetSpec, standby: bool = False, template_hash: str | None = None
+    spec: RunnerScaleSetSpec,
+    standby: bool = False,
+    template_hash: str | None = None,
+    now: float | None = None,
 ) -> Limits:
+    """The planner's limits; at `now`, the active scheduled floors raise the minimum."""
     return Limits(
         min_runners=spec.min_runners,
         max_runners=spec.max_runners,
@@ -151,6 +157,7 @@ def limits_of(
         max_job_duration=parse_duration(spec.max_job_duration),
         job_completion_grace=parse_duration(spec.job_completion_grace),
         template_hash=template_hash,
+        warm_floor=floor_at(spec.scheduled_floors, now) if now is not None else 0,
     )
 
 
@@ -239,8 +246,15 @@ def _resync(outcome: object) -> float:
     once anyway (spec and demand events, runner pods and Secrets, sweeps)."""
     plan_ = outcome.plan if isinstance(outcome, RoundOutcome) else None
     if plan_ is None or plan_.actions or _in_motion(plan_):
-        return RESYNC_SECONDS
-    return IDLE_RESYNC_SECONDS * random.uniform(0.8, 1.2)  # noqa: S311 (jitter, not a secret)
+        delay = RESYNC_SECONDS
+    else:
+        delay = IDLE_RESYNC_SECONDS * random.uniform(0.8, 1.2)  # noqa: S311 (jitter, not a secret)
+    wake_at = outcome.wake_at if isinstance(outcome, RoundOutcome) else None
+    if wake_at is not None:
+        # A scheduled floor starts or ends before the resync: wake at its edge (a little
+        # after, so the round sees the window as begun or over).
+        delay = min(delay, max(MIN_ROUND_GAP, wake_at - time.time() + EDGE_SLACK))
+    return delay
 
 
 def _in_motion(plan_: Plan) -> bool:
@@ -430,7 +444,7 @@ async def _converge(
     # No rollout while new runners cannot be created (the outdated ones would only go).
     current = None if pool_problem is not None else runner_template_hash(ident, spec, place)
     decided = plan(
-        runners, limits_of(spec, standby, current), status_model.demand,
+        runners, limits_of(spec, standby, current, now), status_model.demand,
         memory_from_status(scale_set.status), now,
     )  # fmt: skip
     if decided.recheck and isinstance(github, ScaleSetRegistrar):
@@ -450,7 +464,10 @@ async def _converge(
     if book.last_error is not None and not any(p.condition == "GitHubReachable" for p in problems):
         problems.append(Problem("GitHubReachable", "SweepFailed", book.last_error))
     scaled = any(isinstance(a, CreateRunners | RemoveRunner) for a in actions)
-    return RoundOutcome(decided, problems, scaled, template_hash=current)
+    return RoundOutcome(
+        decided, problems, scaled, template_hash=current,
+        wake_at=next_edge(spec.scheduled_floors, now),
+    )  # fmt: skip
 
 
 def _unreachable(err: GitHubError, config_url: str) -> Problem:
