@@ -171,3 +171,29 @@ def test_rollout_steps_are_one_event_each() -> None:
     assert complete.reason == "RolloutComplete"
     assert "1 outdated busy" in complete.message
     assert audit.rollout_events({}, rolling, "bbb") == [], "a new scale set rolls nothing"
+
+
+async def test_a_removal_github_refused_as_busy_posts_no_replacement() -> None:
+    """The rollout chose a runner the operator had not yet seen busy; GitHub refused its
+    removal (422), so it was not replaced and no Event may say so."""
+    from typing import Any, cast
+
+    from runnerfleet.planning.status import RoundOutcome
+    from runnerfleet.services.scale_set import ScaleSet, _post_events
+
+    posted: list[tuple[str, str, str]] = []
+
+    class Kube:
+        async def event(self, involved: Any, kind: str, reason: str, message: str) -> None:
+            posted.append((kind, reason, message))
+
+    body = {"metadata": {"name": "linux", "namespace": "ns", "uid": "u"}, "status": {}}
+    p = _plan(
+        [RemoveRunner("idle", "Outdated", 1, True), RemoveRunner("took", "Outdated", 2, True)]
+    )
+    await _post_events(
+        cast(Any, Kube()), ScaleSet(body), RoundOutcome(p, kept_busy=frozenset({"took"}))
+    )
+    assert [m for _, r, m in posted if r == "RunnerReplaced"] == [
+        "runner idle replaced: Outdated: its pod template is outdated (rollout)"
+    ]

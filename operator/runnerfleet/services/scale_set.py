@@ -454,7 +454,9 @@ async def _converge(
     actions = decided.actions
     if pool_problem is not None:
         actions = [a for a in actions if not isinstance(a, _CREATES)]
-    problems = await _execute(runtime.kube, runtime.children, side, scale_set, spec, place, actions)
+    problems, kept_busy = await _execute(
+        runtime.kube, runtime.children, side, scale_set, spec, place, actions
+    )
     if any(isinstance(a, _CREATES) for a in actions) and github.jit_writes_available() == 0:
         # Registrations were deferred by the secondary limit: queue for the next free slots
         # (first come, first served), rather than waiting for the next resync.
@@ -466,7 +468,7 @@ async def _converge(
     scaled = any(isinstance(a, CreateRunners | RemoveRunner) for a in actions)
     return RoundOutcome(
         decided, problems, scaled, template_hash=current,
-        wake_at=next_edge(spec.scheduled_floors, now),
+        wake_at=next_edge(spec.scheduled_floors, now), kept_busy=frozenset(kept_busy),
     )  # fmt: skip
 
 
@@ -620,7 +622,12 @@ async def _post_events(kube: KubeGateway, scale_set: ScaleSet, outcome: RoundOut
     blocked = any(p.condition == "NodePoolReady" for p in outcome.problems)  # no creates
     steps = audit.rollout_events(scale_set.status, outcome.plan, outcome.template_hash)
     extra = [*steps, *outcome.audit]
-    for event in audit.round_events(outcome.plan, creates_blocked=blocked, extra=extra):
+    # A removal GitHub refused (the runner took a job meanwhile) did not happen: no Event.
+    done = None if outcome.plan is None else [
+        a for a in outcome.plan.actions
+        if not (isinstance(a, RemoveRunner) and a.name in outcome.kept_busy)
+    ]  # fmt: skip
+    for event in audit.round_events(outcome.plan, done, blocked, extra):
         await kube.event(scale_set.body, event.type, event.reason, event.message)
 
 
@@ -633,8 +640,9 @@ async def _execute(
     spec: RunnerScaleSetSpec,
     place: Placement | None,
     actions: list[Action],
-) -> list[Problem]:
+) -> tuple[list[Problem], list[str]]:
     """Perform the actions with bounded concurrency; collect problems instead of stopping.
+    Returns them, and the runners whose removal GitHub refused because they are busy.
 
     Registrations are paced: a round starts no more JIT registrations than fit in this
     minute under GitHub's secondary limit (shared by every scale set on the installation);
@@ -678,7 +686,7 @@ async def _execute(
                 )
 
     await asyncio.gather(*(guarded(s) for s in steps))
-    return _dedupe(executor.problems)
+    return _dedupe(executor.problems), executor.kept_busy
 
 
 def protection_annotations(action: ProtectPod) -> dict[str, str | None]:
@@ -708,6 +716,7 @@ class _Executor:
     spec: RunnerScaleSetSpec
     place: Placement | None
     problems: list[Problem] = field(default_factory=list)
+    kept_busy: list[str] = field(default_factory=list)  # removals GitHub refused: busy
 
     async def apply(self, action: Action) -> None:
         logs.bind(runner=getattr(action, "name", None))  # each step runs in a task of its own
@@ -816,6 +825,7 @@ class _Executor:
                 await self._delete_registration(action.registration_id, action.name)
             except RunnerBusyError:
                 if action.require_idle:
+                    self.kept_busy.append(action.name)  # it took a job: not removed
                     return
         if action.has_pod and not action.keep_pod:
             await self._delete("Pod", action.name)
