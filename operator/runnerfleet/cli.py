@@ -428,5 +428,64 @@ def webhook_relay(
     asyncio.run(run(options))
 
 
+@main.command("convert")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Write the manifests here (default: stdout).",
+)  # fmt: skip
+@click.option(
+    "--team", default=None, help="Team of every converted scale set (default: its namespace)."
+)
+@click.option(
+    "--namespace", default=None, help="Namespace of every output object (default: the source's)."
+)
+@click.option(
+    "--github-url", default="https://github.com", show_default=True,
+    help="GitHub (or GHES) base URL for legacy RunnerDeployments, which name only org/repo.",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print manifests and findings as JSON.")
+def convert_arc(
+    files: tuple[Path, ...], output: Path | None, team: str | None, namespace: str | None,
+    github_url: str, as_json: bool,
+) -> None:  # fmt: skip
+    """Convert ARC configuration (AutoscalingRunnerSet manifests, gha-runner-scale-set values,
+    RunnerDeployment + HorizontalRunnerAutoscaler) into runnerfleet manifests.
+
+    Exit code: 0 lossless, 1 converted with warnings (unmapped keys on stderr), 2 bad input.
+    """
+    import yaml
+
+    from runnerfleet.planning import convert as conv
+
+    inputs = []
+    for path in files:
+        try:
+            inputs.append((str(path), list(yaml.safe_load_all(path.read_text()))))
+        except (OSError, yaml.YAMLError) as err:
+            _err.print(f"runnerfleet: error: {path}: {err}", markup=False)
+            sys.exit(2)
+    options = conv.ConvertOptions(team=team, namespace=namespace, github_url=github_url)
+    try:
+        result = conv.convert(inputs, options)
+    except conv.ConvertError as err:
+        _err.print(f"runnerfleet: error: {err}", markup=False)
+        sys.exit(2)
+    for note in result.notes:
+        _err.print(f"note: {note}", markup=False)
+    for warning in result.warnings:
+        _err.print(f"warning: {warning}", markup=False)
+    text = (
+        json.dumps(result.to_json(), indent=2) + "\n"
+        if as_json
+        else conv.render_yaml(result, [str(f) for f in files])
+    )
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+    sys.exit(0 if result.lossless else 1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
