@@ -74,9 +74,8 @@ async def test_converted_manifests_pass_a_server_side_dry_run(
     assert kinds == set(PLURALS), kinds  # every kind the converter writes is exercised
     for doc in manifests:
         stored = await _dry_apply(kube, doc)
-        assert (
-            stored["kind"] == doc["kind"] and stored["metadata"]["name"] == doc["metadata"]["name"]
-        )
+        assert stored["kind"] == doc["kind"]
+        assert stored["metadata"]["name"] == doc["metadata"]["name"]
         assert _contains(stored["spec"], doc["spec"]), (doc["spec"], stored["spec"])
     listed = await client.CustomObjectsApi(kube).list_namespaced_custom_object(
         c.GROUP, c.VERSION, namespace, c.RUNNER_SCALE_SET_PLURAL

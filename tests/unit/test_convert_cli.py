@@ -38,8 +38,9 @@ def test_exit_codes_and_outputs(tmp_path: Path) -> None:
     assert as_json.returncode == 1
     report = json.loads(as_json.stdout)
     assert report["lossless"] is False
-    assert {"source": f"{ARC / 'legacy.yaml'}#1", "path": "spec.template.spec.dockerMTU",
-            "message": "not mapped (containerMode dind takes an image only)"} in report["warnings"]  # fmt: skip
+    mtu = {"source": f"{ARC / 'legacy.yaml'}#1", "path": "spec.template.spec.dockerMTU",
+           "message": "not mapped (containerMode dind takes an image only)"}  # fmt: skip
+    assert mtu in report["warnings"]
     assert len(report["manifests"]) == 4
 
     bad = run_cli("convert", str(ARC / "bad-url.yaml"))
