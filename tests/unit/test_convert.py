@@ -295,3 +295,60 @@ def test_output_order_is_stable_whatever_the_input_order() -> None:
     kinds = [m["kind"] for m in forward]
     assert kinds == sorted(kinds, key=[c.RUNNER_NODE_POOL_KIND, c.TEAM_LISTENER_KIND,
                                        c.RUNNER_SCALE_SET_KIND].index)  # fmt: skip
+
+
+def _runner_set(name: str, template: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "actions.github.com/v1alpha1", "kind": "AutoscalingRunnerSet",
+        "metadata": {"name": name, "namespace": "ci"},
+        "spec": {"githubConfigUrl": "https://github.com/acme", "githubConfigSecret": "s",
+                 "maxRunners": 2, "template": template, **spec},
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        {"spec": {"containers": [{"name": "runner", "env": [
+            {"name": "ACTIONS_RUNNER_CONTAINER_HOOKS", "value": "/home/runner/k8s/index.js"}]}]}},
+        {"spec": {"containers": [{"name": "runner"}], "initContainers": [
+            {"name": "dind", "image": "docker:dind", "restartPolicy": "Always"}]}},
+    ],
+)  # fmt: skip
+def test_a_template_the_chart_expanded_for_a_container_mode_is_a_warning(
+    template: dict[str, Any],
+) -> None:
+    result = _docs({"ars.yaml": _runner_set("x", template)})
+    [warning] = result.warnings
+    assert warning.path == "spec.template.spec"
+    assert "convert the values file" in warning.message
+
+
+def test_listener_resources_that_differ_within_a_team_are_a_warning() -> None:
+    def listener(cpu: str) -> dict[str, Any]:
+        return {
+            "spec": {"containers": [{"name": "listener", "resources": {"limits": {"cpu": cpu}}}]}
+        }
+
+    result = _docs({
+        "a.yaml": _runner_set("a", {}, listenerTemplate=listener("1")),
+        "b.yaml": _runner_set("b", {}, listenerTemplate=listener("2")),
+    })  # fmt: skip
+    assert _paths(result) == {("b.yaml", "spec.listenerTemplate.spec.containers[0].resources")}
+    assert _one(result, c.TEAM_LISTENER_KIND, "ci")["spec"]["resources"] == {"limits": {"cpu": "1"}}
+
+
+def test_a_deployment_selector_is_a_note_not_a_loss() -> None:
+    rs = {"organization": "acme", "dockerEnabled": False,
+          "githubAPICredentialsFrom": {"secretRef": {"name": "s"}}}  # fmt: skip
+    rd = {
+        "apiVersion": "actions.summerwind.dev/v1alpha1", "kind": "RunnerDeployment",
+        "metadata": {"name": "r"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"a": "b"}},
+                 "template": {"spec": rs}},
+    }  # fmt: skip
+    result = _docs({"rd.yaml": rd})
+    assert result.lossless
+    assert [n.path for n in result.notes] == ["spec.selector"]
+    spec = _one(result, c.RUNNER_SCALE_SET_KIND, "r")["spec"]
+    assert (spec["minRunners"], spec["maxRunners"]) == (3, 3)

@@ -140,6 +140,7 @@ class _ScaleSet:
     repositories: list[str] = field(default_factory=list)
     team: str = ""
     url_path: str = "githubConfigUrl"  # the source key the GitHub URL came from
+    resources_path: str = "listenerTemplate"
 
 
 # --------------------------------------------------------------------------- entry point
@@ -338,6 +339,7 @@ def _listener_template(ctx: _Ctx, s: _ScaleSet, value: Any, path: str) -> None:
             for ckey, cvalue in container.items():
                 if ckey == "resources":
                     s.listener_resources = copy.deepcopy(cvalue)
+                    s.resources_path = f"{where}.resources"
                 elif ckey != "name":
                     ctx.warn(
                         f"{where}.{ckey}", "not mapped (the TeamListener takes resources only)"
@@ -450,8 +452,35 @@ def _from_runner_set(
         if key == "autoscalingListener":
             reason = _WHY["metadata"]
         ctx.warn(f"spec.{key}", f"not mapped ({reason})")
+    _expanded_mode(ctx, s.spec.get("template", {}), "spec.template.spec")
     _move_service_account(ctx, s, "spec.template.spec.serviceAccountName")
     return s
+
+
+def _expanded_mode(ctx: _Ctx, template: dict[str, Any], path: str) -> None:
+    """An AutoscalingRunnerSet rendered by the chart carries its containerMode expanded into
+    the template (hook env, dind containers). Copied as is it would run without the hooks'
+    ServiceAccount or a privileged pool, so say so; the values file converts cleanly."""
+    pod_spec = template.get("spec") or {}
+    containers = [*(pod_spec.get("containers") or []), *(pod_spec.get("initContainers") or [])]
+    for container in containers:
+        if not isinstance(container, dict):
+            continue
+        env = {e.get("name") for e in container.get("env") or [] if isinstance(e, dict)}
+        if "ACTIONS_RUNNER_CONTAINER_HOOKS" in env:
+            ctx.warn(
+                path,
+                "not mapped (kubernetes mode as the chart expanded it: set "
+                "spec.containerMode.type kubernetes, or convert the values file)",
+            )
+            return
+        if container.get("name") == "dind":
+            ctx.warn(
+                path,
+                "not mapped (dind mode as the chart expanded it: set "
+                "spec.containerMode.type dind, or convert the values file)",
+            )
+            return
 
 
 def _metadata(ctx: _Ctx, s: _ScaleSet, meta: dict[str, Any]) -> None:
@@ -681,7 +710,9 @@ def _from_deployment(
     s.spec["template"] = pod
     _legacy_modes(ctx, s, rs)
     for k in spec:
-        if k not in ("replicas", "template", "selector"):
+        if k == "selector":
+            ctx.note("spec.selector", "dropped: runner pods are selected by our own labels")
+        elif k not in ("replicas", "template"):
             ctx.warn(f"spec.{k}", "not mapped")
     _move_service_account(ctx, s, "spec.template.spec.serviceAccountName")
     return s
@@ -916,6 +947,13 @@ def _listeners(sets: list[_ScaleSet]) -> list[dict[str, Any]]:
             "scaleSetSelector": {"matchLabels": {c.LABEL_TEAM: team}},
         }
         resources = next((m.listener_resources for m in members if m.listener_resources), None)
+        for m in members:
+            if m.listener_resources and m.listener_resources != resources:
+                m.ctx.warn(
+                    m.resources_path,
+                    f"not mapped (TeamListener {team} has one "
+                    "listener; it takes the first scale set's resources)",
+                )
         if resources:
             spec["resources"] = resources
         _validated(first.ctx, TeamListenerSpec, spec, c.TEAM_LISTENER_KIND)
