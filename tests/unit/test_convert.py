@@ -181,13 +181,30 @@ def test_legacy_warnings_name_each_key() -> None:
         (f"{f}#1", f"{rd}.dockerMTU"), (f"{f}#1", f"{rd}.dockerRegistryMirror"),
         (f"{f}#1", f"{rd}.workDir"),
         (f"{f}#2", "spec.metrics[1].type"), (f"{f}#2", "spec.scaleUpTriggers[0]"),
-        (f"{f}#2", "spec.scheduledOverrides[0]"), (f"{f}#2", "spec.capacityReservations[0]"),
+        (f"{f}#2", "spec.scheduledOverrides[0]"),  # lowers the minimum
+        (f"{f}#2", "spec.scheduledOverrides[1].recurrenceRule.untilTime"),
+        (f"{f}#2", "spec.scheduledOverrides[3]"),  # monthly
+        (f"{f}#2", "spec.capacityReservations[0]"),
         # the second deployment: no credentials of its own, so not the listener's Secret
         (f"{f}#3", f"{rd}.githubAPICredentialsFrom"), (f"{f}#3", rd),
     }  # fmt: skip
     assert [str(s) for s in result.secrets] == [
         f"ci/controller-manager (keys: github_token; from {f}#3: githubAPICredentialsFrom)"
     ]
+
+
+def test_legacy_scheduled_overrides_that_raise_the_minimum_become_floors() -> None:
+    result = _run("legacy.yaml", team="builders")
+    spec = _one(result, c.RUNNER_SCALE_SET_KIND, "acme-builders")["spec"]
+    assert spec["scheduledFloors"] == [
+        {"name": "scheduledOverrides-1", "days": ["Mon"], "start": "08:00:00", "end": "19:00:00",
+         "timeZone": "Etc/GMT-9", "minRunners": 4},
+        {"name": "scheduledOverrides-2", "start": "22:00:00", "end": "06:00:00",
+         "timeZone": "UTC", "minRunners": 2},
+    ]  # fmt: skip
+    by_path = {w.path: w.message for w in result.warnings}
+    assert "lowers the minimum" in by_path["spec.scheduledOverrides[0]"]
+    assert "recurrence Monthly" in by_path["spec.scheduledOverrides[3]"]
 
 
 def test_legacy_kubernetes_mode_and_fixed_replicas() -> None:

@@ -17,6 +17,7 @@ Layer: planning. Pure: no I/O, no clock, no environment.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,11 @@ from pydantic import ValidationError
 
 from runnerfleet import conventions as c
 from runnerfleet.models.node_pool import RunnerNodePoolSpec
-from runnerfleet.models.runner_scale_set import GITHUB_URL_PATTERN, RunnerScaleSetSpec
+from runnerfleet.models.runner_scale_set import (
+    GITHUB_URL_PATTERN,
+    WEEKDAYS,
+    RunnerScaleSetSpec,
+)
 from runnerfleet.models.team_listener import TeamListenerSpec
 
 ARC_GROUP: Final = "actions.github.com"
@@ -825,18 +830,25 @@ def _apply_scaler(
             s.secret = str(ref)
         else:
             _controller_secret(ctx, s, secrets)
+    floors = [
+        f
+        for i, o in enumerate(spec.get("scheduledOverrides") or [])
+        if (f := _floor(ctx, o, f"spec.scheduledOverrides[{i}]", s.spec["minRunners"]))
+    ]
+    if floors:
+        s.spec["scheduledFloors"] = floors
     for i, metric in enumerate(spec.get("metrics") or []):
         _metric(ctx, s, metric, f"spec.metrics[{i}]")
     why = {
         "scaleUpTriggers": "runnerfleet scales on the job queue itself: every queued job gets a "
         "runner; webhooks on the TeamListener only make it faster",
-        "scheduledOverrides": "no scheduled minimum on this version of RunnerScaleSet",
         "capacityReservations": "no capacity reservations",
     }
     for k, reason in why.items():
         for i, _ in enumerate(spec.get(k) or []):
             ctx.warn(f"spec.{k}[{i}]", f"not mapped ({reason})")
     known = {
+        "scheduledOverrides",
         "scaleTargetRef",
         "minReplicas",
         "maxReplicas",
@@ -848,6 +860,59 @@ def _apply_scaler(
     for k in spec:
         if k not in known:
             ctx.warn(f"spec.{k}", "not mapped (unknown key)")
+
+
+def _floor(ctx: _Ctx, override: Any, path: str, base: int) -> dict[str, Any] | None:
+    """A daily or weekly override shorter than a day that raises minReplicas is a scheduled
+    floor: same wall-clock window, in the override's own UTC offset (a fixed-offset zone, as
+    ARC used it). Anything else (lowering the minimum, monthly, one-off, longer) is lost."""
+    o = _mapping(ctx, override, path)
+    rule = (o.get("recurrenceRule") or {}).get("frequency")
+    start, end = _instant(o.get("startTime")), _instant(o.get("endTime"))
+    minimum = _count(ctx, o.get("minReplicas"), f"{path}.minReplicas")
+    why = None
+    if rule not in ("Daily", "Weekly"):
+        why = f"recurrence {rule or 'none'}: floors repeat daily or weekly"
+    elif minimum is None or minimum <= base:
+        why = "it lowers the minimum; a floor only raises it"
+    elif start is None or end is None or not dt.timedelta(0) < end - start < dt.timedelta(1):
+        why = "a floor is one window shorter than a day"
+    if why:
+        ctx.warn(path, f"not mapped ({why})")
+        return None
+    if start is None or end is None or minimum is None:  # checked above; narrows the types
+        return None
+    if (o.get("recurrenceRule") or {}).get("untilTime"):
+        ctx.warn(f"{path}.recurrenceRule.untilTime", "not mapped (floors repeat forever)")
+    floor: dict[str, Any] = {"name": f"scheduledOverrides-{path.rsplit('[', 1)[1][:-1]}"}
+    if rule == "Weekly":
+        floor["days"] = [WEEKDAYS[start.weekday()]]  # not strftime: locale-free
+    floor |= {
+        "start": start.strftime("%H:%M:%S"),
+        "end": end.strftime("%H:%M:%S"),
+        "timeZone": _fixed_zone(start),
+        "minRunners": minimum,
+    }
+    return floor
+
+
+def _instant(value: Any) -> dt.datetime | None:
+    """An RFC 3339 time (YAML may already have parsed it) with its offset, or None."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value
+    return None
+
+
+def _fixed_zone(moment: dt.datetime) -> str:
+    """`Etc/GMT-9` for +09:00 (POSIX signs are inverted); UTC for +00:00."""
+    offset = moment.utcoffset() or dt.timedelta(0)
+    hours = int(offset.total_seconds() // 3600)
+    return "UTC" if hours == 0 else f"Etc/GMT{-hours:+d}"
 
 
 def _metric(ctx: _Ctx, s: _ScaleSet, metric: Any, path: str) -> None:
