@@ -21,7 +21,7 @@ import math
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from prometheus_client import (
@@ -275,6 +275,7 @@ class OperatorMetrics:
     # how long. A wait that grows under load says the operator, not GitHub, is the bottleneck.
     round_slot_wait_seconds: Histogram
     rounds_running: Gauge
+    costs: CostMetrics  # issue 14 part 1
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> OperatorMetrics:
@@ -300,6 +301,7 @@ class OperatorMetrics:
                 "Time a scale set's round waited for a free round slot", registry=r),
             rounds_running=Gauge("runnerfleet_rounds_running",
                                  "Rounds holding a round slot now", registry=r),
+            costs=CostMetrics.create(r),
         )  # fmt: skip
 
     def forget_scale_set(self, namespace: str, name: str) -> int:
@@ -307,8 +309,57 @@ class OperatorMetrics:
         ends, and a fleet that churns scale sets would grow without bound). Returns how many
         series went. (prometheus_client's own classes, which tests compare against, are left.)"""
         families = (self.runners, self.desired, self.min_runners, self.max_runners,
-                    self.runner_failures, self.reconcile_seconds)  # fmt: skip
+                    self.runner_failures, self.reconcile_seconds,
+                    self.costs.runner_seconds)  # fmt: skip
+        self.costs.tallies.pop((namespace, name), None)
         return sum(f.forget(namespace, name) for f in families if isinstance(f, _Family))
+
+
+# ---------------------------------------------------------------- issue 14 part 1: costs
+@dataclass
+class CostMetrics:
+    """Cost counters (docs/costs.md), and the accounting state that goes with them.
+
+    Process-local like every counter: a new leader starts from zero (Prometheus' increase()
+    and rate() treat that as a reset) and its first round per scale set only starts the
+    clock, so a failover loses at most one round and counts nothing twice. The team totals
+    `runnerfleet status --costs` shows live in a ConfigMap the leader updates (services/costs.py).
+    """
+
+    runner_seconds: ScaleSetCounter  # namespace, scale_set, team, node_pool, state
+    node_seconds: ScaleSetCounter  # node_pool
+    node_seconds_attributed: ScaleSetCounter  # node_pool, team, use
+    cost: ScaleSetCounter  # node_pool, team, currency
+    # Last accounted round per (namespace, scale set): (when, runners per cost state).
+    tallies: dict[tuple[str, str], tuple[float, dict[str, int]]] = field(default_factory=dict)
+    # Per team: amounts counted since the summary ConfigMap was last written.
+    unflushed: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, r: CollectorRegistry) -> CostMetrics:
+        return cls(
+            runner_seconds=ScaleSetCounter(
+                "runnerfleet_runner_seconds",
+                "Runner-seconds by state (pending, idle, busy): runners in the state times the "
+                "time they were in it", ["namespace", "scale_set", "team", "node_pool", "state"],
+                registry=r),
+            node_seconds=ScaleSetCounter(
+                "runnerfleet_node_seconds", "Seconds of the pool's nodes (each node counts)",
+                ["node_pool"], registry=r),
+            node_seconds_attributed=ScaleSetCounter(
+                "runnerfleet_node_seconds_attributed",
+                "A pool's node-seconds split by the runner pods' requests: per team and use "
+                "(busy: a runner running a job; other: idle or starting runners; team and use "
+                "'unallocated': requested by no runner). Sums to runnerfleet_node_seconds",
+                ["node_pool", "team", "use"], registry=r),
+            cost=ScaleSetCounter(
+                "runnerfleet_cost", "The attributed node-seconds priced by the pool's "
+                "spec.prices", ["node_pool", "team", "currency"], registry=r),
+        )  # fmt: skip
+
+    def add_team(self, team: str, key: str, amount: float) -> None:
+        row = self.unflushed.setdefault(team, {})
+        row[key] = row.get(key, 0.0) + amount
 
 
 async def serve_metrics(

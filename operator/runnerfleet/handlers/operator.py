@@ -21,9 +21,9 @@ import kopf
 from runnerfleet import conventions as c
 from runnerfleet import logs
 from runnerfleet.metrics import serve_metrics
+from runnerfleet.services import costs, startup
 from runnerfleet.services import node_pool as pool_service
 from runnerfleet.services import scale_set as service
-from runnerfleet.services import startup
 from runnerfleet.services import team_listener as listener_service
 from runnerfleet.services.runtime import Runtime
 
@@ -53,11 +53,16 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.mode_watch = asyncio.create_task(
         service.follow_mode(memo.runtime, memo.settings.namespace)
     )
+    # Node-seconds per team and the cost summary ConfigMap (docs/costs.md): leader only.
+    memo.cost_task = costs.start(memo.runtime, list(memo.namespaces) or [None],
+                                 memo.settings.namespace)  # fmt: skip
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     memo.mode_watch.cancel()
+    if memo.cost_task is not None:
+        memo.cost_task.cancel()
 
 
 @kopf.daemon(*RSS, cancellation_timeout=10.0)

@@ -100,6 +100,31 @@ class StaticNodes(CrdModel):
     )
 
 
+class Prices(CrdModel):
+    """Hourly prices of one way of buying capacity (any currency: the docs say which)."""
+
+    cpu_hour: float = Field(default=0.0, ge=0, description="Price of one CPU core for an hour.")
+    memory_gib_hour: float = Field(
+        default=0.0, ge=0, alias="memoryGiBHour",
+        description="Price of one GiB of memory for an hour.",
+    )  # fmt: skip
+    gpu_hour: float = Field(default=0.0, ge=0, description="Price of one GPU for an hour.")
+
+
+class PoolPrices(CrdModel):
+    """What the pool's nodes cost, by capacity type (the node label
+    `karpenter.sh/capacity-type`; static nodes without it are on-demand). Turns the pool's
+    node-seconds into money per team (docs/costs.md)."""
+
+    on_demand: Prices | None = Field(
+        default=None, description="On-demand (and reserved) nodes; also spot when `spot` is unset."
+    )
+    spot: Prices | None = Field(default=None, description="Spot nodes.")
+    currency: str = Field(
+        default="USD", max_length=8, description="Label shown with amounts (not converted)."
+    )
+
+
 class RunnerNodePoolSpec(CrdModel):
     """Desired state of a RunnerNodePool (cluster-scoped; platform-owned)."""
 
@@ -161,6 +186,14 @@ class RunnerNodePoolSpec(CrdModel):
         description=(
             "Privileged runner pods may run here (scale sets with `containerMode.type: dind`). "
             "Only for pools whose nodes run nothing else; see docs/container-modes.md."
+        ),
+    )
+    # issue 14 part 1 (cost per team): keep this block last.
+    prices: PoolPrices | None = Field(
+        default=None,
+        description=(
+            "Optional hourly prices of the pool's nodes: node-seconds attributed to teams "
+            "become money (docs/costs.md)."
         ),
     )
 

@@ -91,7 +91,7 @@ from runnerfleet.planning.status import (
     rfc3339,
 )
 from runnerfleet.planning.status_diff import status_patch
-from runnerfleet.services import container_mode
+from runnerfleet.services import container_mode, costs
 from runnerfleet.services.identity import identity_problem, runner_default_resources
 from runnerfleet.services.loop import reconcile_loop
 from runnerfleet.services.registrations import Registrar, RegistrationBook
@@ -599,6 +599,8 @@ def _record(
         metrics.runners.labels(*key, state.value.lower()).set(count)
     for _, reason in outcome.plan.failures:
         metrics.runner_failures.labels(*key, reason).inc()
+    costs.record_round(metrics.costs, *key, ident.team, spec.get("nodePool"),
+                       outcome.plan.counts, time.time())  # fmt: skip
 
 
 def _rate_limited(until: float) -> Problem:

@@ -41,6 +41,21 @@ class RunnerRecord:
     online_at: float | None = None
     job: FakeJob | None = None
     node: str | None = None  # the node its pod is bound to
+    # For cost accounting tests (loop time): the pod first seen, the job taken, the runner
+    # gone (exited, or its pod deleted or its machine lost).
+    seen_at: float | None = None
+    busy_at: float | None = None
+    ended_at: float | None = None
+
+    def seconds(self, until: float) -> dict[str, float]:
+        """Pending (pod seen -> online), idle (online -> job), busy (job -> gone) seconds;
+        a runner still alive counts until `until`."""
+        if self.seen_at is None:
+            return {"pending": 0.0, "idle": 0.0, "busy": 0.0}
+        end = self.ended_at if self.ended_at is not None else until
+        online = min(self.online_at if self.online_at is not None else end, end)
+        busy = min(self.busy_at if self.busy_at is not None else end, end)
+        return {"pending": online - self.seen_at, "idle": busy - online, "busy": end - busy}
 
 
 @dataclass
@@ -116,7 +131,13 @@ class SimulatedRunners:
                        if x.type == "DisruptionTarget"]  # fmt: skip
                 log.info("runner pod %s %s while its runner runs %s", name, kind, why)
                 task.cancel()
+            elif (gone := self.records.get(name)) is not None and gone.ended_at is None:
+                gone.ended_at = asyncio.get_running_loop().time()  # went before it started
             return
+        if name not in self._tasks and pod.metadata.uid not in self._started_uids:
+            record = self.records.setdefault(name, RunnerRecord(name, pod.metadata.namespace))
+            if record.seen_at is None:
+                record.seen_at = asyncio.get_running_loop().time()
         # A pod recreated under the same name (the operator re-creating a runner's pod whose
         # JIT config was never used) boots again, as a real one would: key on the pod's uid.
         uid = pod.metadata.uid
@@ -151,7 +172,7 @@ class SimulatedRunners:
                     await asyncio.sleep(POLL)  # a real runner long-polls GitHub for work
                     if runner.id not in self.fake.runners:
                         return  # deregistered while idle (scale-down): the runner exits
-            record.job = job
+            record.job, record.busy_at = job, asyncio.get_running_loop().time()
             await asyncio.sleep(job.duration)  # simulated work
             self.fake.complete_job(runner)
             if self.hang_after_job:
@@ -164,6 +185,7 @@ class SimulatedRunners:
             raise
         finally:
             self._tasks.pop(name, None)
+            record.ended_at = asyncio.get_running_loop().time()
 
     def _lose(self, runner: FakeRunner, job: FakeJob) -> None:
         """The pod died mid-job. As on GitHub, the registration stays busy until the service
