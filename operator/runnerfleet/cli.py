@@ -352,12 +352,28 @@ def run_operator(
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (for scripts).")
 @click.option("--watch", is_flag=True, help="Refresh until interrupted.")
 @click.option("--interval", type=float, default=2.0, show_default=True, help="--watch period.")
+@click.option(
+    "--costs",
+    is_flag=True,
+    help="Runner and node hours (and money) per team, "
+    "today and the last 7 days, from the operator's summary (docs/costs.md).",
+)
+@click.option(
+    "--operator-namespace",
+    envvar="RUNNERFLEET_NAMESPACE",
+    default="default",
+    show_default=True,
+    help="--costs: the operator's namespace (its ConfigMap).",
+)
 def fleet_status(
-    kubeconfig: str | None, namespace: str | None, as_json: bool, watch: bool, interval: float
-) -> None:
+    kubeconfig: str | None, namespace: str | None, as_json: bool, watch: bool, interval: float,
+    costs: bool, operator_namespace: str,
+) -> None:  # fmt: skip
     """Teams, scale sets, queue depth, runners by state and recent failures."""
-    from runnerfleet.statusview import run_status
+    from runnerfleet.statusview import run_costs, run_status
 
+    if costs:
+        sys.exit(asyncio.run(run_costs(kubeconfig, operator_namespace, as_json)))
     try:
         sys.exit(asyncio.run(run_status(kubeconfig, namespace, as_json, watch, interval)))
     except KeyboardInterrupt:

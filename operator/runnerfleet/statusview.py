@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import time
 from typing import Any
 
 from rich.console import Console, Group
@@ -16,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from runnerfleet.gateways.kubernetes import KubeError, KubeGateway, connect
+from runnerfleet.services.costs import cost_report
 from runnerfleet.services.report import fleet_report
 
 
@@ -115,3 +117,58 @@ async def run_status(
         return 1
     finally:
         await api.close()
+
+
+# ---------------------------------------------------------------- issue 14 part 1: costs
+def _hours(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def render_costs(report: dict[str, Any]) -> Group:
+    """`--costs`: a table per period (today, last 7 days, UTC), a row per team."""
+    parts: list[Any] = [
+        Text(
+            f"costs from ConfigMap {report['namespace']}/{report['configMap']}"
+            f" (updated {report['updatedAt'] or 'never'})",
+            style="bold",
+        )
+    ]
+    for key, title in (("day", f"Today ({report['today']})"), ("week", "Last 7 days")):
+        table = Table(title=title, title_justify="left", expand=True)
+        for col in ("team", "busy h", "idle h", "pending h", "idle share", "node h",
+                    "node idle share", "cost"):  # fmt: skip
+            table.add_column(col)
+        for row in report[key]:
+            hours = row["runnerHours"]
+            cost = row["cost"]
+            table.add_row(row["team"], _hours(hours["busy"]), _hours(hours["idle"]),
+                          _hours(hours["pending"]), _share(row["idleShare"]),
+                          _hours(row["nodeHours"]), _share(row["nodeIdleShare"]),
+                          "-" if cost is None else f"{cost:.2f}")  # fmt: skip
+        parts.append(table)
+    return Group(*parts)
+
+
+async def run_costs(kubeconfig: str | None, operator_namespace: str, as_json: bool) -> int:
+    """Print the per-team cost summary (one ConfigMap read)."""
+    err = Console(stderr=True)
+    api = await connect(kubeconfig)
+    try:
+        report = await cost_report(KubeGateway(api), operator_namespace, time.time())
+    except KubeError as error:
+        err.print(f"runnerfleet: error: {error}", markup=False)
+        return 1
+    finally:
+        await api.close()
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=200)
+        console.print(render_costs(report))
+    return 0

@@ -5,6 +5,9 @@ node-seconds, and `runnerfleet status --costs --json` shows the teams from the s
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ from tests.support.kube import wait_for
 
 SELECT = "runnerfleet-test/cost-pool"
 # team -> (jobs, seconds each): different amounts, so a mix-up between teams shows.
-WORK = {"team-a": (3, 4.0), "team-b": (2, 6.0), "team-c": (1, 8.0)}
+WORK = {"team-a": (3, 3.0), "team-b": (2, 4.0), "team-c": (1, 6.0)}
 REQUESTS = {"cpu": "1", "memory": "2Gi"}
 
 
@@ -34,6 +37,8 @@ async def cost_fleet(
 ) -> AsyncIterator[Fleet]:  # fmt: skip
     """An operator attributing node-seconds every second (the product default: 60 s)."""
     monkeypatch.setenv("RUNNERFLEET_COST_INTERVAL", "1")
+    # Its summary ConfigMap in the test's namespace, not in "default" beside other tests'.
+    monkeypatch.setenv("RUNNERFLEET_NAMESPACE", namespace)
     async with fleet(local_cluster, kube, namespace, tmp_path) as f:
         yield f
 
@@ -110,7 +115,7 @@ async def test_runner_seconds_per_team_match_the_simulator_and_node_seconds_add_
     for team in WORK:
         assert lived[team] > 0
         assert counted[team] == pytest.approx(lived[team], rel=0.05), (team, counted, lived)
-    assert counted["team-a"] > counted["team-c"]  # 3 x 4 s of work against 1 x 8 s
+    assert counted["team-a"] > counted["team-c"]  # 3 x 3 s of work against 1 x 6 s
 
     # Node-seconds: the teams' shares and the unallocated rest sum to the pool's node-seconds.
     total = sum(v for lb, v in got["runnerfleet_node_seconds_total"] if lb["node_pool"] == pool)
@@ -124,6 +129,35 @@ async def test_runner_seconds_per_team_match_the_simulator_and_node_seconds_add_
     money = {lb["team"]: v for lb, v in got["runnerfleet_cost_total"] if lb["node_pool"] == pool}
     assert all(money.get(team, 0) > 0 for team in WORK)
     assert {lb["currency"] for lb, _ in got["runnerfleet_cost_total"]} == {"EUR"}
+
+    # The summary (written at most every 3 intervals) reaches `status --costs --json`.
+    def flushed(report: dict[str, Any]) -> bool:
+        rows = {r["team"]: r for r in report["day"]}
+        return all(
+            team in rows and sum(rows[team]["runnerHours"].values()) * 3600
+            == pytest.approx(counted[team], rel=1e-6) for team in WORK
+        )  # fmt: skip
+
+    report = await wait_for(lambda: _status_costs(f), flushed, what="summary flushed",
+                            within=30)  # fmt: skip
+    rows = {r["team"]: r for r in report["week"]}
+    assert rows["team-a"]["nodeHours"] > 0
+    assert rows["team-a"]["cost"] > 0
+    assert rows["unallocated"]["nodeHours"] > 0  # the pool's unrequested capacity
+    assert [r["team"] for r in report["week"]][-1] == "unallocated"
+
+
+async def _status_costs(f: Fleet) -> dict[str, Any]:
+    """`runnerfleet status --costs --json`, as a user runs it."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "runnerfleet.cli", "status", "--costs", "--json",
+        "--kubeconfig", str(f.operator.kubeconfig), "--operator-namespace", f.namespace,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    report: dict[str, Any] = json.loads(out)
+    return report
 
 
 async def _async(value: bool) -> bool:

@@ -223,3 +223,38 @@ def test_summary_round_trips_through_its_configmap() -> None:
     assert parse_summary(manifest["data"]["summary.json"]) == summary
     assert parse_summary("not json") == {}
     assert parse_summary(None) == {}
+
+
+def test_report_rows_in_hours_with_idle_shares_and_unallocated_last() -> None:
+    rows = costs.report_rows({
+        costs.UNALLOCATED: {"nodeSeconds": 7200.0},
+        "b": {"busy": 3600.0, "idle": 3600.0, "nodeSeconds": 3600.0, "nodeSecondsBusy": 900.0,
+              "cost": 1.25},
+        "a": {"pending": 1800.0},
+    })  # fmt: skip
+    assert [r["team"] for r in rows] == ["a", "b", costs.UNALLOCATED]
+    b = rows[1]
+    assert b["runnerHours"] == {"pending": 0.0, "idle": 1.0, "busy": 1.0}
+    assert b["idleShare"] == 0.5
+    assert b["nodeHours"] == 1.0
+    assert b["nodeIdleShare"] == 0.75
+    assert b["cost"] == 1.25
+    assert rows[0]["nodeIdleShare"] is None
+    assert rows[0]["cost"] is None
+    assert rows[2]["idleShare"] is None
+
+
+def test_status_costs_renders_every_team() -> None:
+    from rich.console import Console
+
+    from runnerfleet.statusview import render_costs
+
+    rows = costs.report_rows({"team-a": {"busy": 3600.0, "cost": 2.5}})
+    report = {"namespace": "rf", "configMap": "runnerfleet-costs", "updatedAt": None,
+              "today": "2026-12-02", "day": rows, "week": rows}  # fmt: skip
+    console = Console(width=160, record=True)
+    console.print(render_costs(report))
+    text = console.export_text()
+    assert "Last 7 days" in text
+    assert "team-a" in text
+    assert "2.50" in text

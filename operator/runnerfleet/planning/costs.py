@@ -250,7 +250,8 @@ def node_price(node: Node, prices: PoolPrices | None) -> float | None:
 
 
 # ---------------------------------------------------------------------------- summary
-TeamDay = dict[str, float]  # pending, idle, busy (runner-seconds), nodeSeconds, cost
+# pending, idle, busy (runner-seconds), nodeSeconds, nodeSecondsBusy, cost
+TeamDay = dict[str, float]
 Summary = dict[str, dict[str, TeamDay]]  # day (YYYY-MM-DD, UTC) -> team -> numbers
 
 
@@ -278,3 +279,24 @@ def rollup(summary: Summary, days: Iterable[str]) -> dict[str, TeamDay]:
             for key, amount in numbers.items():
                 row[key] = row.get(key, 0.0) + float(amount)
     return out
+
+
+def report_rows(totals: Mapping[str, TeamDay]) -> list[dict[str, Any]]:
+    """One row per team (the unallocated node share last): runner-hours by state, the idle
+    share of runner time, node-hours and money, for `runnerfleet status --costs`."""
+    rows = []
+    for team in sorted(totals, key=lambda t: (t == UNALLOCATED, t)):
+        row = totals[team]
+        runner = {s: row.get(s, 0.0) / 3600.0 for s in RUNNER_STATES}
+        spent = sum(runner.values())
+        node = row.get("nodeSeconds", 0.0)
+        rows.append({
+            "team": team,
+            "runnerHours": runner,
+            "idleShare": runner["idle"] / spent if spent else None,
+            "nodeHours": node / 3600.0,
+            # Idle waste: the part of its node time no busy runner of the team used.
+            "nodeIdleShare": 1.0 - row.get("nodeSecondsBusy", 0.0) / node if node else None,
+            "cost": row.get("cost"),
+        })  # fmt: skip
+    return rows

@@ -14,6 +14,7 @@ Layer: services. I/O only through the gateways.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -85,7 +86,7 @@ async def run(kube: KubeGateway, metrics: CostMetrics, namespaces: list[str | No
         except KubeError as err:
             log.warning("cost accounting: %s; retrying in %.0f s", err, every)
         last = now
-        if time.monotonic() - written >= min(SUMMARY_EVERY, every * 10):
+        if time.monotonic() - written >= min(SUMMARY_EVERY, every * 3):
             summary = await flush(kube, metrics, home, summary, now)
             written = time.monotonic()
 
@@ -130,6 +131,8 @@ def _export(
     for (pool, team, use), seconds in result.shares.items():
         metrics.node_seconds_attributed.labels(pool, team, use).inc(seconds)
         metrics.add_team(team, "nodeSeconds", seconds)
+        if use == "busy":
+            metrics.add_team(team, "nodeSecondsBusy", seconds)
     for (pool, team), money in result.cost.items():
         metrics.cost.labels(pool, team, prices[pool].currency).inc(money)
         metrics.add_team(team, "cost", money)
@@ -197,3 +200,23 @@ def start(runtime: Runtime, namespaces: list[str | None], home: str) -> asyncio.
     if every <= 0:
         return None
     return asyncio.create_task(run(runtime.kube, runtime.metrics.costs, namespaces, home, every))
+
+
+async def cost_report(kube: KubeGateway, namespace: str, now: float) -> dict[str, Any]:
+    """`runnerfleet status --costs`: per team, today and the last seven days (UTC), from the
+    summary ConfigMap in the operator's namespace (one GET; never the operator's /metrics,
+    which a CLI outside the cluster cannot reach without a port-forward)."""
+    found = await kube.get_config_map_data(namespace, SUMMARY_CONFIGMAP)
+    text = (found or {}).get(SUMMARY_KEY)
+    summary = parse_summary(text)
+    today = dt.datetime.fromtimestamp(now, dt.UTC).date()
+    week = [(today - dt.timedelta(days=d)).isoformat() for d in range(7)]
+    updated = None
+    with contextlib.suppress(ValueError, AttributeError):
+        updated = json.loads(text or "{}").get("updatedAt")
+    return {
+        "namespace": namespace, "configMap": SUMMARY_CONFIGMAP, "updatedAt": updated,
+        "today": today.isoformat(),
+        "day": costs.report_rows(costs.rollup(summary, week[:1])),
+        "week": costs.report_rows(costs.rollup(summary, week)),
+    }  # fmt: skip
