@@ -126,10 +126,19 @@ def _parse(text: str) -> Exposition:
     return exposition
 
 
+def _members(group: Any) -> Iterator[Any]:
+    """The fields of a metrics dataclass, nested groups (OperatorMetrics.costs) flattened."""
+    for f in dataclasses.fields(group):
+        member = getattr(group, f.name)
+        if dataclasses.is_dataclass(member) and not isinstance(member, type):
+            yield from _members(member)
+        else:
+            yield member
+
+
 def _touch(metrics: ListenerMetrics | OperatorMetrics) -> CollectorRegistry:
     """Give every labelled family of `metrics` one child, so it shows up with samples."""
-    for f in dataclasses.fields(metrics):
-        metric = getattr(metrics, f.name)
+    for metric in _members(metrics):
         if isinstance(metric, ScaleSetGauge | ScaleSetCounter | ScaleSetHistogram):
             values = {name: SAMPLE_LABEL_VALUES.get(name, "x") for name in metric.labelnames}
             if isinstance(metric, ScaleSetCounter):

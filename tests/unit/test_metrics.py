@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from runnerfleet.metrics import (
+    CostMetrics,
     OperatorMetrics,
     ScaleSetCounter,
     ScaleSetGauge,
@@ -55,6 +56,7 @@ def _reference() -> OperatorMetrics:
         rounds_running=Gauge(
             "runnerfleet_rounds_running", "Rounds holding a round slot now", registry=r
         ),
+        costs=CostMetrics.create(r),  # plain-number families from the start (issue 14)
     )
 
 
