@@ -77,6 +77,7 @@ class StubListener:
     fail: bool = False
     fail_times: int = 0  # the first writes refused, then accepted (an apiserver restart)
     log: list[str] | None = None
+    arrivals: int = 0  # jobs noted as arrived (JobAssigned), for predictive warm pools
 
     async def write_demand(self, key: tuple[str, str], demand: int, busy: list[str]) -> None:
         if self.fail or self.fail_times:
@@ -90,6 +91,9 @@ class StubListener:
 
     def export_statistics(self, key: tuple[str, str], statistics: Any) -> None:
         pass
+
+    def note_arrivals(self, key: tuple[str, str], count: int) -> None:
+        self.arrivals += count
 
 
 async def run_until(worker: SessionWorker, done: Any, within: float = 5.0) -> None:
@@ -123,6 +127,7 @@ async def test_started_and_completed_runners_and_demand_from_statistics() -> Non
         "session", "write 0", "write 2", "ack 1", "write 2", "ack 2", "write 1", "ack 3",
     ]  # fmt: skip
     assert worker.last_message_id == 3
+    assert listener.arrivals == 2  # the two JobAssigned (predictive warm pools learn from them)
 
 
 async def test_reassignment_does_not_double_count() -> None:

@@ -276,6 +276,28 @@ class ScheduledFloor(CrdModel):
         return self
 
 
+class PredictiveWarm(CrdModel):
+    """How many idle runners warmPolicy: predictive keeps (planning/forecast.py)."""
+
+    target_percentile: float = Field(
+        default=99.0,
+        ge=50.0,
+        le=99.9,
+        description=(
+            "Keep enough idle runners for this percentile of the jobs forecast to arrive "
+            "within leadTime (Poisson, at the learnt rate of the hour of the week)."
+        ),
+    )
+    lead_time: Duration = Field(
+        default="2m",
+        description=(
+            "How far ahead to provide: about the time a new runner takes to start and "
+            "register (pod scheduling, image pull, registration); twice that is safer "
+            "(docs/warm-pools.md: bench/warm.py's results)."
+        ),
+    )
+
+
 class RunnerScaleSetSpec(CrdModel):
     """Desired state of a RunnerScaleSet."""
 
@@ -299,6 +321,18 @@ class RunnerScaleSetSpec(CrdModel):
             "the effective minimum is the largest of minRunners and the active windows' "
             "minRunners, never above maxRunners."
         ),
+    )
+    warm_policy: Literal["static", "predictive"] = Field(
+        default="static",
+        description=(
+            "`static`: minRunners and scheduledFloors only. `predictive`: also keep the idle "
+            "runners the jobs expected within the runner start-up lead time need (learnt by "
+            "the team listener from this set's own arrivals, by hour of the week), within "
+            "minRunners and maxRunners."
+        ),
+    )
+    predictive: PredictiveWarm | None = Field(
+        default=None, description="Settings of warmPolicy: predictive (defaults if unset)."
     )
     max_runners: int = Field(default=10, ge=0, description="Upper bound on runners of any state.")
     template: dict[str, Any] = Field(
@@ -375,6 +409,16 @@ class Demand(CrdModel):
         description=(
             "This set's runners GitHub reports running a job (workflow_job in_progress), "
             "as seen by the listener at observedAt."
+        ),
+    )
+    # issue 14 part 2 (predictive warm pools): the listener's learnt arrival rates.
+    arrivals: str | None = Field(
+        default=None,
+        max_length=1024,
+        description=(
+            "Learnt job arrival rates of this set by hour of the week (compact, versioned; "
+            "planning/forecast.py), kept here so they survive listener restarts. Written "
+            "with demand reports, only for warmPolicy: predictive."
         ),
     )
     # Queue depth (issue 13): the split of assignedJobs, for people and dashboards; the

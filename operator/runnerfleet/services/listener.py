@@ -38,6 +38,8 @@ from runnerfleet.metrics import ListenerMetrics
 from runnerfleet.models.base import parse_duration
 from runnerfleet.models.github import GitHubTarget
 from runnerfleet.models.team_listener import TeamListenerSpec
+from runnerfleet.planning import forecast
+from runnerfleet.planning.forecast import ArrivalModel
 from runnerfleet.planning.job_table import JobTable, TrackedJob
 from runnerfleet.planning.matching import Job, ScaleSetLabels, match
 from runnerfleet.planning.polling import (
@@ -124,6 +126,11 @@ class Listener:
     # publish); None reads them from the apiserver (service tests).
     cache: Informer | None = None
     last_report: tuple[dict[str, Any], float] | None = None  # status.poll as last written
+    # Predictive warm pools (issue 14): each scale set's learnt arrivals (planning/forecast.py),
+    # loaded from its status.demand.arrivals on first use, written with its demand reports;
+    # and the REST jobs already counted as arrivals (pruned to the job table).
+    arrival_models: dict[tuple[str, str], ArrivalModel] = field(default_factory=dict)
+    arrival_seen: set[int] = field(default_factory=set)
     _publishing: asyncio.Lock = field(default_factory=asyncio.Lock)
     _dirty: bool = False
 
@@ -367,6 +374,7 @@ class Listener:
         ]
         counted = self.table.counted()
         result = match([Job(j.id, j.labels, j.status) for j in counted], labels)
+        self._count_arrivals(result.assignment, by_key)
         self.assignment = dict(result.assignment)
         self.unmatched = len(result.unmatched)
         self.metrics.unmatched_jobs.labels(self.spec.team).set(self.unmatched)
@@ -378,6 +386,31 @@ class Listener:
             await self._write(
                 by_key[key], demand, busy_runners_of(key, running), self.rest_depth[key]
             )
+
+    def _count_arrivals(
+        self, assignment: dict[int, tuple[str, str]], by_key: dict[tuple[str, str], Any]
+    ) -> None:
+        """Jobs matched to a scale set for the first time are its arrivals."""
+        self.arrival_seen.intersection_update(self.table.jobs)
+        new: dict[tuple[str, str], int] = {}
+        for job_id, key in assignment.items():
+            if job_id not in self.arrival_seen:
+                self.arrival_seen.add(job_id)
+                new[key] = new.get(key, 0) + 1
+        for key, count in new.items():
+            self.note_arrivals(key, count, by_key.get(key))
+
+    def note_arrivals(
+        self, key: tuple[str, str], count: int, scale_set: dict[str, Any] | None = None
+    ) -> None:
+        """`count` jobs arrived for the scale set now (REST: first matched; scale-set
+        protocol: JobAssigned). The model starts from what its status last stored."""
+        model = self.arrival_models.get(key)
+        if model is None:
+            body = scale_set or (self.cache.get(*key) if self.cache is not None else None)
+            stored = ((body or {}).get("status") or {}).get("demand") or {}
+            model = forecast.decode(stored.get("arrivals")) or forecast.ArrivalModel()
+        self.arrival_models[key] = forecast.observe(model, count, self.clock())
 
     async def _only_protocol_scale_sets(self) -> bool:
         protocols = {_protocol(s) for s in await self._scale_sets() if self._selected(s)}
@@ -477,7 +510,13 @@ class Listener:
             log.warning("%s/%s has a newer demand report; not overwriting it", *key)
             return None
         self.sequence = max(self.sequence + 1, int(now * 1000), int(current.get("sequence", 0)) + 1)
+        model = self.arrival_models.get(key)
+        predictive = (scale_set.get("spec") or {}).get("warmPolicy") == "predictive"
+        # Only with a demand report that is written anyway (no write of its own): arrivals
+        # change the demand, so the learnt rates follow within one report.
+        arrivals = forecast.encode(model) if predictive and model is not None else None
         return {
+            **({"arrivals": arrivals} if arrivals is not None else {}),
             "assignedJobs": demand,
             "queuedJobs": depth.queued,
             "runningJobs": depth.running,

@@ -64,8 +64,13 @@ from runnerfleet.models.github import (
     parse_config_url,
 )
 from runnerfleet.models.node_pool import RunnerNodePoolSpec
-from runnerfleet.models.runner_scale_set import RunnerScaleSetSpec, RunnerScaleSetStatus
-from runnerfleet.planning import audit
+from runnerfleet.models.runner_scale_set import (
+    Demand,
+    PredictiveWarm,
+    RunnerScaleSetSpec,
+    RunnerScaleSetStatus,
+)
+from runnerfleet.planning import audit, forecast
 from runnerfleet.planning.floors import floor_at, next_edge
 from runnerfleet.planning.observe import observe
 from runnerfleet.planning.runners import (
@@ -144,8 +149,10 @@ def limits_of(
     standby: bool = False,
     template_hash: str | None = None,
     now: float | None = None,
+    demand: Demand | None = None,
 ) -> Limits:
-    """The planner's limits; at `now`, the active scheduled floors raise the minimum."""
+    """The planner's limits; at `now`, the active scheduled floors and (warmPolicy:
+    predictive) the forecast from the listener's learnt arrivals raise the minimum."""
     return Limits(
         min_runners=spec.min_runners,
         max_runners=spec.max_runners,
@@ -157,8 +164,28 @@ def limits_of(
         max_job_duration=parse_duration(spec.max_job_duration),
         job_completion_grace=parse_duration(spec.job_completion_grace),
         template_hash=template_hash,
-        warm_floor=floor_at(spec.scheduled_floors, now) if now is not None else 0,
+        warm_floor=_warm_floor(spec, now, demand) if now is not None else 0,
     )
+
+
+def _warm_floor(spec: RunnerScaleSetSpec, now: float, demand: Demand | None) -> int:
+    floor = floor_at(spec.scheduled_floors, now)
+    if spec.warm_policy != "predictive":
+        return floor
+    settings = spec.predictive or PredictiveWarm()
+    model = forecast.decode(demand.arrivals if demand is not None else None)
+    lead = parse_duration(settings.lead_time)
+    return max(floor, forecast.recommend(model, now, lead, settings.target_percentile))
+
+
+def _next_change(spec: RunnerScaleSetSpec, now: float) -> float | None:
+    """When the warm floor may next change by the clock alone: a scheduled floor's edge, or
+    (predictive) the lead time's window reaching the next hour of the week."""
+    edges = [next_edge(spec.scheduled_floors, now)]
+    if spec.warm_policy == "predictive":
+        lead = parse_duration((spec.predictive or PredictiveWarm()).lead_time)
+        edges.append(forecast.next_change(now, lead))
+    return min((e for e in edges if e is not None), default=None)
 
 
 async def follow_mode(runtime: Runtime, namespace: str, every: float = 2.0) -> None:
@@ -444,7 +471,7 @@ async def _converge(
     # No rollout while new runners cannot be created (the outdated ones would only go).
     current = None if pool_problem is not None else runner_template_hash(ident, spec, place)
     decided = plan(
-        runners, limits_of(spec, standby, current, now), status_model.demand,
+        runners, limits_of(spec, standby, current, now, status_model.demand), status_model.demand,
         memory_from_status(scale_set.status), now,
     )  # fmt: skip
     if decided.recheck and isinstance(github, ScaleSetRegistrar):
@@ -468,7 +495,7 @@ async def _converge(
     scaled = any(isinstance(a, CreateRunners | RemoveRunner) for a in actions)
     return RoundOutcome(
         decided, problems, scaled, template_hash=current,
-        wake_at=next_edge(spec.scheduled_floors, now), kept_busy=frozenset(kept_busy),
+        wake_at=_next_change(spec, now), kept_busy=frozenset(kept_busy),
     )  # fmt: skip
 
 

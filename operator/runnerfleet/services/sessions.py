@@ -174,6 +174,8 @@ class SessionWorker:
 
     def _observe(self, event: JobEvent) -> None:
         metrics = self.listener.metrics
+        if event.kind == "JobAssigned":  # a new job for this set (predictive warm pools)
+            self.listener.note_arrivals(self.key, 1)
         if event.kind == "JobStarted" and event.runner_name:
             self.busy.add(event.runner_name)
             metrics.jobs_started.labels(*self.key).inc()
