@@ -197,3 +197,24 @@ async def test_a_removal_github_refused_as_busy_posts_no_replacement() -> None:
     assert [m for _, r, m in posted if r == "RunnerReplaced"] == [
         "runner idle replaced: Outdated: its pod template is outdated (rollout)"
     ]
+
+
+async def test_creations_held_back_by_any_problem_post_no_scale_up() -> None:
+    """A missing ServiceAccount (PodsAdmitted), not only a node pool, holds creations back:
+    the round must not say it is creating runners."""
+    from typing import Any, cast
+
+    from runnerfleet.planning.status import Problem, RoundOutcome
+    from runnerfleet.services.scale_set import ScaleSet, _post_events
+
+    posted: list[str] = []
+
+    class Kube:
+        async def event(self, involved: Any, kind: str, reason: str, message: str) -> None:
+            posted.append(reason)
+
+    body = {"metadata": {"name": "linux", "namespace": "ns", "uid": "u"}, "status": {}}
+    missing = Problem("PodsAdmitted", "ServiceAccountNotFound", "spec.identity...")
+    outcome = RoundOutcome(_plan([CreateRunners(3)]), [missing], creates_blocked=True)
+    await _post_events(cast(Any, Kube()), ScaleSet(body), outcome)
+    assert posted == ["ServiceAccountNotFound"]

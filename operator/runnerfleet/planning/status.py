@@ -31,6 +31,9 @@ class RoundOutcome:
     standby: bool = False  # the operator is in global standby (no new runners anywhere)
     template_hash: str | None = None  # the current runner template's (None: not known)
     kept_busy: frozenset[str] = frozenset()  # runners whose removal GitHub refused (busy)
+    # New runners were held back this round (node pool, ServiceAccount, container mode...):
+    # the plan's creations did not happen.
+    creates_blocked: bool = False
     # Steps the round took that the plan does not show (e.g. rollout steps), posted as Events
     # after the plan's own (planning/audit.py: `audit.normal(reason, message)`).
     audit: tuple[AuditEvent, ...] = ()

@@ -496,6 +496,7 @@ async def _converge(
     return RoundOutcome(
         decided, problems, scaled, template_hash=current,
         wake_at=_next_change(spec, now), kept_busy=frozenset(kept_busy),
+        creates_blocked=pool_problem is not None,
     )  # fmt: skip
 
 
@@ -648,7 +649,6 @@ async def _post_events(kube: KubeGateway, scale_set: ScaleSet, outcome: RoundOut
         old = previous.get(problem.condition)
         if old is None or old.get("status") != "False" or old.get("message") != problem.message:
             await kube.event(scale_set.body, "Warning", problem.reason, problem.message)
-    blocked = any(p.condition == "NodePoolReady" for p in outcome.problems)  # no creates
     steps = audit.rollout_events(scale_set.status, outcome.plan, outcome.template_hash)
     extra = [*steps, *outcome.audit]
     # A removal GitHub refused (the runner took a job meanwhile) did not happen: no Event.
@@ -656,7 +656,7 @@ async def _post_events(kube: KubeGateway, scale_set: ScaleSet, outcome: RoundOut
         a for a in outcome.plan.actions
         if not (isinstance(a, RemoveRunner) and a.name in outcome.kept_busy)
     ]  # fmt: skip
-    for event in audit.round_events(outcome.plan, done, blocked, extra):
+    for event in audit.round_events(outcome.plan, done, outcome.creates_blocked, extra):
         await kube.event(scale_set.body, event.type, event.reason, event.message)
 
 
