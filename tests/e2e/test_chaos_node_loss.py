@@ -107,7 +107,8 @@ async def _setup(f: Fleet, nodes: Nodes, max_runners: int) -> str:
         scaleSetSelector={"matchLabels": {c.LABEL_TEAM: "team-n"}},
     ))  # fmt: skip
     # 60 s was short once in three make test runs on 2 busy cores (4 of the 5 online; alone
-    # it takes ~10 s, 3 runs of 3 green): a margin, the cause unknown (docs/chaos).
+    # it takes ~10 s, 3 runs of 3 green): a margin, the cause unknown
+    # (docs/chaos/node-loss-and-keys.md).
     await f.expect_runners(SET, idle=DOOMED_RUNNERS, within=120)
     assert len(await pods_on(f, doomed)) == DOOMED_RUNNERS
     nodes.add("spare")
