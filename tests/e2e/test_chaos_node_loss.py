@@ -106,7 +106,7 @@ async def _setup(f: Fleet, nodes: Nodes, max_runners: int) -> str:
         "team-n", team="team-n", config_url=f.config_url, pollInterval="1s",
         scaleSetSelector={"matchLabels": {c.LABEL_TEAM: "team-n"}},
     ))  # fmt: skip
-    # 60 s was short once in three make test runs on 2 busy cores (4 of the 5 online; alone
+    # 60 s was short once in three make test runs (2 workers; 4 of the 5 online; alone
     # it takes ~10 s, 3 runs of 3 green): a margin, the cause unknown
     # (docs/chaos/node-loss-and-keys.md).
     await f.expect_runners(SET, idle=DOOMED_RUNNERS, within=120)
