@@ -76,6 +76,10 @@ def _simulated(f: Fleet, until: float) -> dict[str, float]:
     return out
 
 
+# make test-slow only: with jobs of 3-6 s, one late round is several percent of a team's
+# runner-seconds, and under make test's load team-b was 5.3 % off once (13.97 s vs 13.26 s;
+# 0.1-0.5 % alone). The accounting itself is covered in make test by tests/unit/test_costs.py.
+@pytest.mark.slow
 async def test_runner_seconds_per_team_match_the_simulator_and_node_seconds_add_up(
     cost_fleet: Fleet, pool_nodes: list[str]
 ) -> None:
