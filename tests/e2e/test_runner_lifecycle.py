@@ -121,22 +121,26 @@ async def test_a_template_change_replaces_idle_runners_and_busy_ones_finish(
                    what="status: 2 updated, 0 outdated", within=30)  # fmt: skip
 
 
-async def test_a_job_past_max_job_duration_is_reaped_with_an_event(running_fleet: Fleet) -> None:
-    f = running_fleet
-    await f.apply_scale_set(make_scale_set(
-        "linux", config_url=f.config_url, max_runners=2, maxJobDuration="10s",
-    ))  # fmt: skip
-    job = f.github.enqueue_job("acme/app", LABELS, duration=600.0)
+async def _one_busy_runner(f: Fleet, duration: float, **spec: Any) -> tuple[Any, Any, float]:
+    """A scale set of at most 2 runners, one job of `duration` s, and its runner seen busy by
+    the operator (its pod's busy-since mark): (the pod as marked, the job, the mark)."""
+    await f.apply_scale_set(make_scale_set("linux", config_url=f.config_url, max_runners=2, **spec))
+    job = f.github.enqueue_job("acme/app", LABELS, duration=duration)
     await f.set_demand("linux", 1, sequence=1)
     await f.expect_runners("linux", idle=0, busy=1, within=60)
-    (pod,) = await _live(f, "linux")
-    marked = await wait_for(
+    (pod,) = await wait_for(
         lambda: _live(f, "linux"),
         lambda pods: bool(pods) and c.ANNOTATION_BUSY_SINCE in (pods[0].metadata.annotations or {}),
         what="the busy runner's busy-since mark", within=30,
     )  # fmt: skip
-    since = epoch(marked[0].metadata.annotations[c.ANNOTATION_BUSY_SINCE])
+    since = epoch(pod.metadata.annotations[c.ANNOTATION_BUSY_SINCE])
     assert since is not None
+    return pod, job, since
+
+
+async def test_a_job_past_max_job_duration_is_reaped_with_an_event(running_fleet: Fleet) -> None:
+    f = running_fleet
+    pod, job, since = await _one_busy_runner(f, 600.0, maxJobDuration="10s")
 
     events = await wait_for(lambda: _events(f, "linux", "MaxJobDuration"), bool,
                             what="a MaxJobDuration Event", within=60)  # fmt: skip
@@ -159,18 +163,7 @@ async def test_a_runner_whose_job_is_over_but_whose_pod_runs_is_reaped_after_the
 ) -> None:
     f = running_fleet
     f.runners.hang_after_job = True
-    await f.apply_scale_set(make_scale_set(
-        "linux", config_url=f.config_url, max_runners=2, jobCompletionGrace="5s",
-    ))  # fmt: skip
-    job = f.github.enqueue_job("acme/app", LABELS, duration=6.0)
-    await f.set_demand("linux", 1, sequence=1)
-    await f.expect_runners("linux", idle=0, busy=1, within=60)
-    await wait_for(
-        lambda: _live(f, "linux"),
-        lambda pods: bool(pods) and c.ANNOTATION_BUSY_SINCE in (pods[0].metadata.annotations or {}),
-        what="the busy runner's busy-since mark", within=30,
-    )  # fmt: skip
-    (pod,) = await _live(f, "linux")
+    pod, job, _ = await _one_busy_runner(f, 6.0, jobCompletionGrace="5s")
     await wait_for(lambda: asyncio.sleep(0, job.status), lambda s: s == "completed",
                    what="the job", within=30)  # fmt: skip
     await f.set_demand("linux", 0, sequence=2)

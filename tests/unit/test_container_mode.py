@@ -3,9 +3,6 @@ default pod unchanged, the user's template winning, and the CRD's rules for the 
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,47 +16,33 @@ from runnerfleet.builders.node_pool import placement
 from runnerfleet.builders.runner import ScaleSetIdentity, build_runner_pod
 from runnerfleet.models.node_pool import RunnerNodePoolSpec
 from runnerfleet.models.runner_scale_set import RunnerScaleSetSpec
+from tests.support.golden import golden, runner_spec
 
-GOLDEN = Path(__file__).parent / "golden"
 OWNER = ScaleSetIdentity(name="linux", namespace="team-a", uid="1234", team="team-a")
 RUNNER = "linux-abcd12345"
 POOL = placement("ci")
 
 
 def _spec(**overrides: Any) -> RunnerScaleSetSpec:
-    body = {
-        "github": {"configUrl": "https://github.com/acme", "secretRef": {"name": "gh"}},
-        "labels": ["self-hosted", "linux"],
-        "nodePool": "ci",
-        **overrides,
-    }
-    return RunnerScaleSetSpec.model_validate(body)
-
-
-def _golden(name: str, value: Any) -> None:
-    path = GOLDEN / name
-    text = json.dumps(value, indent=2, sort_keys=True) + "\n"
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.write_text(text)
-    assert path.read_text() == text, f"{path} differs; UPDATE_GOLDEN=1 to accept"
+    return runner_spec(**{"nodePool": "ci", **overrides})
 
 
 KUBE = {"type": "kubernetes", "workVolumeClaim": {"storageClassName": "fast", "size": "5Gi"}}
 
 
-def test_kubernetes_mode_pod_matches_golden() -> None:
-    _golden("runner_pod_kubernetes.json",
+def test_kubernetes_mode_pod_matchesgolden() -> None:
+    golden("runner_pod_kubernetes.json",
             build_runner_pod(OWNER, _spec(containerMode=KUBE), RUNNER, POOL))  # fmt: skip
 
 
-def test_dind_mode_pod_matches_golden() -> None:
+def test_dind_mode_pod_matchesgolden() -> None:
     pod = build_runner_pod(OWNER, _spec(containerMode={"type": "dind"}), RUNNER, POOL)
-    _golden("runner_pod_dind.json", pod)
+    golden("runner_pod_dind.json", pod)
 
 
-def test_kubernetes_mode_children_match_golden() -> None:
+def test_kubernetes_mode_children_matchgolden() -> None:
     children, digest = build_hooks_children(OWNER, _spec(containerMode=KUBE), POOL)
-    _golden("container_hooks_children.json", {"hash": digest, "children": children})
+    golden("container_hooks_children.json", {"hash": digest, "children": children})
 
 
 def test_default_mode_adds_nothing_to_the_pod() -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -17,12 +15,11 @@ from runnerfleet.builders.hardening import apply_hardening
 from runnerfleet.builders.identity import ENDPOINT_EGRESS, egress_label
 from runnerfleet.builders.listener import ListenerIdentity, build_all
 from runnerfleet.builders.runner import ScaleSetIdentity, build_runner_pod, runner_template_hash
-from runnerfleet.models.runner_scale_set import RunnerScaleSetSpec
 from runnerfleet.models.team_listener import TeamListenerSpec
 from runnerfleet.services import identity as identity_service
 from runnerfleet.services.runtime import Runtime
+from tests.support.golden import GOLDEN, golden, runner_spec
 
-GOLDEN = Path(__file__).parent / "golden"
 OWNER = ScaleSetIdentity(name="linux", namespace="team-a", uid="1234", team="team-a")
 RUNNER = "linux-abcd12345"
 DEFAULTS = {
@@ -37,45 +34,30 @@ IDENTITY = {
 }
 
 
-def _spec(**overrides: Any) -> RunnerScaleSetSpec:
-    body = {
-        "github": {"configUrl": "https://github.com/acme", "secretRef": {"name": "gh"}},
-        "labels": ["self-hosted", "linux"],
-        **overrides,
-    }
-    return RunnerScaleSetSpec.model_validate(body)
-
-
-def _golden(name: str, value: dict[str, Any]) -> None:
-    path = GOLDEN / name
-    text = json.dumps(value, indent=2, sort_keys=True) + "\n"
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.write_text(text)
-    assert path.read_text() == text, f"{path} differs; UPDATE_GOLDEN=1 to accept"
-
-
 def _runner(pod: dict[str, Any]) -> dict[str, Any]:
     return next(x for x in pod["spec"]["containers"] if x["name"] == c.RUNNER_CONTAINER)
 
 
 # ------------------------------------------------------------------------------- goldens
-def test_pod_with_identity_matches_golden() -> None:
-    _golden("runner_pod_identity.json", build_runner_pod(OWNER, _spec(identity=IDENTITY), RUNNER))
+def test_pod_with_identity_matchesgolden() -> None:
+    golden(
+        "runner_pod_identity.json", build_runner_pod(OWNER, runner_spec(identity=IDENTITY), RUNNER)
+    )
 
 
-def test_pod_with_hardening_matches_golden() -> None:
-    spec = _spec(hardening={"readOnlyRootFilesystem": True})
-    _golden("runner_pod_hardening.json", build_runner_pod(OWNER, spec, RUNNER))
+def test_pod_with_hardening_matchesgolden() -> None:
+    spec = runner_spec(hardening={"readOnlyRootFilesystem": True})
+    golden("runner_pod_hardening.json", build_runner_pod(OWNER, spec, RUNNER))
 
 
-def test_pod_with_default_resources_matches_golden() -> None:
-    pod = build_runner_pod(OWNER, _spec(), RUNNER, default_resources=DEFAULTS)
-    _golden("runner_pod_defaults.json", pod)
+def test_pod_with_default_resources_matchesgolden() -> None:
+    pod = build_runner_pod(OWNER, runner_spec(), RUNNER, default_resources=DEFAULTS)
+    golden("runner_pod_defaults.json", pod)
 
 
 # ------------------------------------------------------------------------------- identity
 def test_unset_identity_is_exactly_todays_pod_without_any_token() -> None:
-    pod = build_runner_pod(OWNER, _spec(), RUNNER)
+    pod = build_runner_pod(OWNER, runner_spec(), RUNNER)
     assert pod == json.loads((GOLDEN / "runner_pod_default.json").read_text()) | {
         "metadata": pod["metadata"]  # OWNER here has a team label; the golden's has none
     }
@@ -86,7 +68,7 @@ def test_unset_identity_is_exactly_todays_pod_without_any_token() -> None:
 
 
 def test_identity_runs_as_the_account_with_one_projected_token_of_the_audience() -> None:
-    pod = build_runner_pod(OWNER, _spec(identity=IDENTITY), RUNNER)
+    pod = build_runner_pod(OWNER, runner_spec(identity=IDENTITY), RUNNER)
     spec = pod["spec"]
     assert spec["serviceAccountName"] == "ci-deployer"
     assert spec["automountServiceAccountToken"] is False  # no Kubernetes API token
@@ -109,11 +91,11 @@ def test_identity_runs_as_the_account_with_one_projected_token_of_the_audience()
 
 def test_identity_without_audience_projects_no_token_and_sidecars_get_none() -> None:
     template = {"spec": {"containers": [{"name": "runner"}, {"name": "cache", "image": "c:1"}]}}
-    bare = _spec(identity={"serviceAccountName": "ci"}, template=template)
+    bare = runner_spec(identity={"serviceAccountName": "ci"}, template=template)
     pod = build_runner_pod(OWNER, bare, RUNNER)
     assert pod["spec"]["serviceAccountName"] == "ci"
     assert "volumes" not in pod["spec"]
-    with_token = build_runner_pod(OWNER, _spec(identity=IDENTITY, template=template), RUNNER)
+    with_token = build_runner_pod(OWNER, runner_spec(identity=IDENTITY, template=template), RUNNER)
     cache = with_token["spec"]["containers"][1]
     assert "volumeMounts" not in cache
     assert "env" not in cache
@@ -125,9 +107,9 @@ def test_identity_overrides_the_templates_account_and_egress_labels_cannot_be_sp
         "metadata": {"labels": spoof},
         "spec": {"serviceAccount": "other", "serviceAccountName": "other"},
     }
-    plain = build_runner_pod(OWNER, _spec(template=template), RUNNER)
+    plain = build_runner_pod(OWNER, runner_spec(template=template), RUNNER)
     assert egress_label("gkeMetadataServer") not in plain["metadata"]["labels"]
-    pod = build_runner_pod(OWNER, _spec(identity=IDENTITY, template=template), RUNNER)
+    pod = build_runner_pod(OWNER, runner_spec(identity=IDENTITY, template=template), RUNNER)
     assert pod["spec"]["serviceAccountName"] == "ci-deployer"
     assert "serviceAccount" not in pod["spec"]
     labels = pod["metadata"]["labels"]
@@ -137,11 +119,11 @@ def test_identity_overrides_the_templates_account_and_egress_labels_cannot_be_sp
 
 def test_identity_model_bounds() -> None:
     with pytest.raises(ValueError, match=r"tokenExpirationSeconds|token_expiration_seconds"):
-        _spec(identity={"serviceAccountName": "a", "tokenExpirationSeconds": 60})
+        runner_spec(identity={"serviceAccountName": "a", "tokenExpirationSeconds": 60})
     with pytest.raises(ValueError, match="egress"):
-        _spec(identity={"serviceAccountName": "a", "egress": ["azureImds"]})
+        runner_spec(identity={"serviceAccountName": "a", "egress": ["azureImds"]})
     with pytest.raises(ValueError, match=r"serviceAccountName|service_account_name"):
-        _spec(identity={"serviceAccountName": "Not/A Name"})
+        runner_spec(identity={"serviceAccountName": "Not/A Name"})
 
 
 # ------------------------------------------------------------------------------- NetworkPolicy
@@ -187,7 +169,7 @@ METADATA = [("169.254.169.254", 80), ("169.254.169.254", 443), ("169.254.169.252
 
 def test_default_runner_blocks_every_metadata_and_identity_endpoint() -> None:
     policies = _policies()
-    pod = build_runner_pod(OWNER, _spec(), RUNNER)
+    pod = build_runner_pod(OWNER, runner_spec(), RUNNER)
     assert sum(_selects(p, pod) for p in policies) == 1  # only the team's main policy
     for ip, port in METADATA:
         assert not _allows(policies, pod, ip, port), (ip, port)
@@ -196,16 +178,18 @@ def test_default_runner_blocks_every_metadata_and_identity_endpoint() -> None:
 
 def test_opt_in_opens_exactly_the_chosen_endpoint() -> None:
     policies = _policies()
-    aws = build_runner_pod(OWNER, _spec(identity=IDENTITY), RUNNER)
+    aws = build_runner_pod(OWNER, runner_spec(identity=IDENTITY), RUNNER)
     opened = {(ip, port) for ip, port in METADATA if _allows(policies, aws, ip, port)}
     assert opened == {("169.254.170.23", 80), ("fd00:ec2::23", 80)}
-    gke_spec = _spec(identity={"serviceAccountName": "ci", "egress": ["gkeMetadataServer"]})
+    gke_spec = runner_spec(identity={"serviceAccountName": "ci", "egress": ["gkeMetadataServer"]})
     gke = build_runner_pod(OWNER, gke_spec, RUNNER)
     opened = {(ip, port) for ip, port in METADATA if _allows(policies, gke, ip, port)}
     assert opened == {("169.254.169.254", 80), ("169.254.169.252", 988)}
     assert not _allows(policies, gke, "169.254.169.254", 8080)
     other_team = build_runner_pod(
-        ScaleSetIdentity("linux", "team-a", "1", team="team-b"), _spec(identity=IDENTITY), RUNNER
+        ScaleSetIdentity("linux", "team-a", "1", team="team-b"),
+        runner_spec(identity=IDENTITY),
+        RUNNER,
     )
     assert not _allows(policies, other_team, "169.254.170.23", 80)
 
@@ -224,7 +208,7 @@ def test_identity_policies_are_egress_only_and_cover_every_endpoint() -> None:
 
 # ------------------------------------------------------------------------------- hardening
 def test_read_only_root_has_writable_runner_home_work_and_tmp() -> None:
-    pod = build_runner_pod(OWNER, _spec(hardening={"readOnlyRootFilesystem": True}), RUNNER)
+    pod = build_runner_pod(OWNER, runner_spec(hardening={"readOnlyRootFilesystem": True}), RUNNER)
     runner = _runner(pod)
     assert runner["securityContext"]["readOnlyRootFilesystem"] is True
     mounts = {m["mountPath"]: m["name"] for m in runner["volumeMounts"]}
@@ -240,12 +224,12 @@ def test_read_only_root_has_writable_runner_home_work_and_tmp() -> None:
 
 def test_a_work_volume_already_there_is_kept_for_container_modes() -> None:
     claim = {"name": c.WORK_VOLUME, "ephemeral": {"volumeClaimTemplate": {"spec": {}}}}
-    spec = _spec(hardening={"readOnlyRootFilesystem": True})
-    pod = build_runner_pod(OWNER, _spec(), RUNNER)
+    spec = runner_spec(hardening={"readOnlyRootFilesystem": True})
+    pod = build_runner_pod(OWNER, runner_spec(), RUNNER)
     pod["spec"]["volumes"] = [claim]
     apply_hardening(pod, spec)
     assert [v for v in pod["spec"]["volumes"] if v["name"] == c.WORK_VOLUME] == [claim]
-    other = build_runner_pod(OWNER, _spec(), RUNNER)
+    other = build_runner_pod(OWNER, runner_spec(), RUNNER)
     apply_hardening(other, spec, work=lambda s: claim)
     assert claim in other["spec"]["volumes"]
 
@@ -253,12 +237,14 @@ def test_a_work_volume_already_there_is_kept_for_container_modes() -> None:
 def test_templates_resources_win_over_the_defaults_even_partly_set() -> None:
     limits_only = {"limits": {"cpu": "2"}}
     template = {"spec": {"containers": [{"name": "runner", "resources": limits_only}]}}
-    pod = build_runner_pod(OWNER, _spec(template=template), RUNNER, default_resources=DEFAULTS)
+    pod = build_runner_pod(
+        OWNER, runner_spec(template=template), RUNNER, default_resources=DEFAULTS
+    )
     assert _runner(pod)["resources"] == limits_only
-    bare = build_runner_pod(OWNER, _spec(), RUNNER, default_resources=DEFAULTS)
+    bare = build_runner_pod(OWNER, runner_spec(), RUNNER, default_resources=DEFAULTS)
     assert _runner(bare)["resources"] == DEFAULTS
     sidecar = {"spec": {"containers": [{"name": "runner"}, {"name": "cache", "image": "c"}]}}
-    pod = build_runner_pod(OWNER, _spec(template=sidecar), RUNNER, default_resources=DEFAULTS)
+    pod = build_runner_pod(OWNER, runner_spec(template=sidecar), RUNNER, default_resources=DEFAULTS)
     assert "resources" not in pod["spec"]["containers"][1]  # the default is the runner's only
 
 
@@ -288,8 +274,8 @@ async def test_service_account_check_is_one_get_per_ttl_shared_found_or_not() ->
     kube = _Kube({"ci"})
     runtime = Runtime(kube=cast(Any, kube))
     owners = [ScaleSetIdentity(f"s{i}", "team-a", str(i)) for i in range(20)]
-    found = _spec(identity={"serviceAccountName": "ci"})
-    missing = _spec(identity={"serviceAccountName": "ghost"})
+    found = runner_spec(identity={"serviceAccountName": "ci"})
+    missing = runner_spec(identity={"serviceAccountName": "ghost"})
     for _ in range(5):  # five rounds of twenty scale sets
         for owner in owners:
             assert await identity_service.identity_problem(runtime, found, owner) is None
@@ -299,15 +285,17 @@ async def test_service_account_check_is_one_get_per_ttl_shared_found_or_not() ->
             assert "spec.identity.serviceAccountName" in problem.message
             assert "'ghost'" in problem.message
     assert kube.gets == 2
-    assert await identity_service.identity_problem(runtime, _spec(), owners[0]) is None
+    assert await identity_service.identity_problem(runtime, runner_spec(), owners[0]) is None
     assert kube.gets == 2  # no identity: no read at all
 
 
 def test_identity_and_hardening_roll_runners_default_resources_do_not() -> None:
     """The template hash (rollouts) covers the spec's identity and hardening; the operator's
     default resources are a setting outside it, so changing them replaces no runner."""
-    base = runner_template_hash(OWNER, _spec())
-    assert runner_template_hash(OWNER, _spec(identity=IDENTITY)) != base
-    assert runner_template_hash(OWNER, _spec(hardening={"readOnlyRootFilesystem": True})) != base
-    with_defaults = build_runner_pod(OWNER, _spec(), RUNNER, default_resources=DEFAULTS)
+    base = runner_template_hash(OWNER, runner_spec())
+    assert runner_template_hash(OWNER, runner_spec(identity=IDENTITY)) != base
+    assert (
+        runner_template_hash(OWNER, runner_spec(hardening={"readOnlyRootFilesystem": True})) != base
+    )
+    with_defaults = build_runner_pod(OWNER, runner_spec(), RUNNER, default_resources=DEFAULTS)
     assert with_defaults["metadata"]["labels"][c.LABEL_TEMPLATE_HASH] == base

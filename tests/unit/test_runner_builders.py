@@ -2,42 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-from typing import Any
-
 from runnerfleet import conventions as c
 from runnerfleet.builders.runner import ScaleSetIdentity, build_runner_pod, build_runner_secret
-from runnerfleet.models.runner_scale_set import RunnerScaleSetSpec
+from tests.support.golden import golden, runner_spec
 
-GOLDEN = Path(__file__).parent / "golden"
 OWNER = ScaleSetIdentity(name="linux", namespace="team-a", uid="1234")
 
 
-def _spec(**overrides: Any) -> RunnerScaleSetSpec:
-    body = {
-        "github": {"configUrl": "https://github.com/acme", "secretRef": {"name": "gh"}},
-        "labels": ["self-hosted", "linux"],
-        **overrides,
-    }
-    return RunnerScaleSetSpec.model_validate(body)
-
-
-def _golden(name: str, value: dict[str, Any]) -> None:
-    path = GOLDEN / name
-    text = json.dumps(value, indent=2, sort_keys=True) + "\n"
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.write_text(text)
-    assert path.read_text() == text, f"{path} differs; UPDATE_GOLDEN=1 to accept"
-
-
-def test_default_pod_matches_golden() -> None:
-    _golden("runner_pod_default.json", build_runner_pod(OWNER, _spec(), "linux-abcd12345"))
+def test_default_pod_matchesgolden() -> None:
+    golden("runner_pod_default.json", build_runner_pod(OWNER, runner_spec(), "linux-abcd12345"))
 
 
 def test_pod_is_restricted_and_mounts_no_token() -> None:
-    pod = build_runner_pod(OWNER, _spec(), "linux-abcd12345")
+    pod = build_runner_pod(OWNER, runner_spec(), "linux-abcd12345")
     spec = pod["spec"]
     assert spec["automountServiceAccountToken"] is False
     assert spec["securityContext"]["runAsNonRoot"] is True
@@ -48,7 +25,7 @@ def test_pod_is_restricted_and_mounts_no_token() -> None:
 
 
 def test_jit_config_comes_only_by_secret_reference() -> None:
-    pod = build_runner_pod(OWNER, _spec(), "linux-abcd12345")
+    pod = build_runner_pod(OWNER, runner_spec(), "linux-abcd12345")
     env = pod["spec"]["containers"][0]["env"]
     assert env == [
         {
@@ -69,7 +46,7 @@ def test_template_values_win_and_sidecars_get_defaults() -> None:
             "securityContext": {"runAsUser": 2000},
         },
     }
-    pod = build_runner_pod(OWNER, _spec(template=template), "linux-abcd12345")
+    pod = build_runner_pod(OWNER, runner_spec(template=template), "linux-abcd12345")
     runner, cache = pod["spec"]["containers"]
     assert runner["image"] == "acme/runner:1"
     assert runner["command"] == ["/home/runner/run.sh"]
@@ -81,9 +58,9 @@ def test_template_values_win_and_sidecars_get_defaults() -> None:
     assert pod["metadata"]["labels"][c.LABEL_SCALE_SET] == "linux"  # ours cannot be spoofed
 
 
-def test_builders_do_not_mutate_the_spec() -> None:
+def test_builders_do_not_mutate_therunner_spec() -> None:
     template = {"spec": {"containers": [{"name": "runner"}]}}
-    spec = _spec(template=template)
+    spec = runner_spec(template=template)
     build_runner_pod(OWNER, spec, "linux-abcd12345")
     assert spec.template == template
 
@@ -109,5 +86,5 @@ def test_runner_names_are_owned_by_exactly_one_scale_set() -> None:
 
 def test_team_label_is_copied_to_runner_pods() -> None:
     owner = ScaleSetIdentity(name="linux", namespace="team-a", uid="1", team="team-a")
-    pod = build_runner_pod(owner, _spec(), "linux-abcd12345")
+    pod = build_runner_pod(owner, runner_spec(), "linux-abcd12345")
     assert pod["metadata"]["labels"][c.LABEL_TEAM] == "team-a"
