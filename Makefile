@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 
 
-.PHONY: chaos test-slow help venv cluster-binaries crds docs chart-crds lint format test bench bench-fleet test-unit test-cluster demo cluster-up cluster-down clean
+.PHONY: release chaos test-slow help venv cluster-binaries crds docs chart-crds lint format test bench bench-fleet test-unit test-cluster demo cluster-up cluster-down clean
 
 help:
 	@echo "make demo              local control plane + (as it lands) operator, fake GitHub, runners"
@@ -15,6 +15,7 @@ help:
 	@echo "make cluster-binaries  build etcd, kube-*, kubectl and kwok from pinned Go modules (cached)"
 	@echo "make crds | docs       regenerate crds/ (and the chart's copy) and docs/reference/crds.md"
 	@echo "make chaos             the chaos suite at full size: bench/chaos.json, docs/reliability.md"
+	@echo "make release           dist/: packaged chart, install.yaml, SHA256SUMS (IMAGE_DIGEST=sha256:... pins the image)"
 	@echo "make lint | format | test-unit | test-cluster | clean"
 
 venv: $(VENV)/.installed
@@ -89,6 +90,14 @@ bench: venv cluster-binaries
 # e.g. `make bench-fleet FLEET_ARGS="--teams 2 --scale-sets 5 --idle 60"` for a small run.
 bench-fleet: venv cluster-binaries
 	$(BIN)/python bench/fleet.py $(FLEET_ARGS)
+
+# Release artifacts (docs/install.md, "Release artifacts"): dist/runnerfleet-<version>.tgz,
+# dist/install.yaml and dist/SHA256SUMS. The image is pinned by digest in install.yaml when
+# IMAGE_DIGEST=sha256:<hex> is given, else when dist/image.digest (from `make image`) exists.
+IMAGE_DIGEST ?=
+release: venv
+	tools/build-binaries.sh helm
+	$(BIN)/python tools/release/release.py --out dist $(if $(IMAGE_DIGEST),--image-digest $(IMAGE_DIGEST))
 
 cluster-up: venv cluster-binaries
 	$(BIN)/runnerfleet cluster up --nodes 3

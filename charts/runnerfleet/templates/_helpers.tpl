@@ -29,8 +29,15 @@ app.kubernetes.io/component: operator
 {{- end -}}
 {{- end -}}
 
+{{/* repository@digest when image.digest is set (the tag is then ignored: the digest alone
+names the image, and a tag beside it would only suggest otherwise), else repository:tag. The
+operator passes this same reference to every listener Deployment (RUNNERFLEET_IMAGE). */}}
 {{- define "runnerfleet.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "runnerfleet.relayName" -}}
