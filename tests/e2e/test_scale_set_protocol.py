@@ -184,9 +184,22 @@ async def test_stale_session_is_retaken_once_it_expires(running_fleet: Fleet) ->
     _fast(f.github, session_timeout=4.0)
     await f.apply_scale_set(_protocol_set(f, max_runners=3))
     registered = await _github_scale_set(f)
-    ghost, _ = await _ghost_session(f, registered.id, "killed-listener")
+    ghost, session = await _ghost_session(f, registered.id, "killed-listener")
+
+    async def poll_until_refused() -> None:
+        # The other listener lives (polls) until ours has been refused once, then dies
+        # without deleting its session: a start slower than the session timeout must not
+        # let the ghost's session lapse before the conflict this test is about.
+        while _session_requests(f, status=409) == 0:
+            await ghost.get_messages(session, 0, 0)
+
+    polling = asyncio.create_task(poll_until_refused())
     await _team_listener(f)
     proc = await f.listener_process()
+    await wait_for(
+        lambda: asyncio.sleep(0, polling.done()), bool, what="the listener refused once", within=60
+    )
+    polling.result()
     held = await wait_for(
         lambda: asyncio.sleep(0, _holders(f, registered.id)),
         lambda owners: owners == [proc.pod], what="the listener holding the session", within=30,
