@@ -260,6 +260,17 @@ def test_a_registered_runner_whose_pod_is_being_deleted_is_lost_like_one_already
     assert plan([gone], LIMITS, None, Memory(), NOW).failures == [("b", "PodLost")]
 
 
+def test_short_jobs_that_end_before_the_listener_saw_them_start_make_no_spares() -> None:
+    """Four jobs reported, none listed busy yet; three runners have already finished theirs
+    (jobs of 2 s). Those three are held, not replaced: one runner is still wanted."""
+    reported = Demand(assigned_jobs=4, sequence=3, observed_at="1970-01-01T02:46:30Z")  # 9990
+    done = [replace(runner(f"r{i}", "succeeded"), pod_finished_at=NOW - 3 + i) for i in range(3)]
+    working = runner("r3", "busy")
+    p = plan([*done, working], replace(LIMITS, min_runners=0), reported, Memory(), NOW)
+    assert p.desired == 1
+    assert not [a for a in p.actions if isinstance(a, (CreateRunners, RemoveRunner))]
+
+
 def test_a_job_that_ends_before_the_listener_reports_it_starts_no_spare_runner() -> None:
     """The last report listed the runner busy and it has finished since: its job is still
     counted there, so it is subtracted (and its pod kept) until the listener reports again
@@ -276,10 +287,16 @@ def test_a_job_that_ends_before_the_listener_reports_it_starts_no_spare_runner()
     later = reported.model_copy(update={"assigned_jobs": 0, "observed_at": "1970-01-01T02:46:39Z"})
     p = plan([done], limits, later, Memory(), NOW)
     assert [type(a) for a in p.actions] == [RemoveRunner]
-    # A runner the report did not list busy is not held (the report may not count its job).
+    # A runner the report did not list busy (its job ended before the listener saw it start)
+    # is held too, up to the report's jobs no listed runner accounts for.
     unlisted = reported.model_copy(update={"busy_runners": []})
-    assert [type(a) for a in plan([done], limits, unlisted, Memory(), NOW).actions] == [
-        RemoveRunner, CreateRunners,
+    p = plan([done], limits, unlisted, Memory(), NOW)
+    assert (p.desired, p.actions) == (0, [])
+    # Beyond those, it is not: the report may not count its job (1 job, 1 listed elsewhere).
+    other = reported.model_copy(update={"busy_runners": ["r-other"]})
+    busy = runner("r-other", "busy")
+    assert [type(a) for a in plan([done, busy], limits, other, Memory(), NOW).actions] == [
+        RemoveRunner
     ]  # fmt: skip
     # No report for 30 s (listener down): cleaned up anyway, demand taken as reported.
     p = plan([done], limits, reported, Memory(), NOW + 40)

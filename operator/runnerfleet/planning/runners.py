@@ -238,7 +238,7 @@ def desired_runners(limits: Limits, demand: Demand | None, finished_since: int =
     """min(maxRunners, minRunners + assigned jobs), as ARC does; 0 while suspended.
     minRunners here is the effective one (`Limits.effective_min`: raised by scheduled floors).
 
-    `finished_since`: runners the listener's last report listed busy that have finished since.
+    `finished_since`: runners that finished since the listener's last report (`_awaiting_report`).
     Their jobs are still in that report's count, but need no new runner: without this, every
     job that ends a moment before the listener reports it would start a spare runner.
     """
@@ -251,17 +251,32 @@ def desired_runners(limits: Limits, demand: Demand | None, finished_since: int =
 FINISHED_HOLD = 30.0  # a finished runner waits at most this long for the listener's report
 
 
-def _awaiting_report(runner: ObservedRunner, demand: Demand | None, now: float) -> bool:
-    """A runner the last demand report listed as busy, which has finished since (not long
-    ago): its job is still counted in that report, so the runner is kept (and subtracted)
-    until the listener reports again."""
-    finished = runner.pod_finished_at
-    if runner.pod_phase != "Succeeded" or finished is None or now - finished > FINISHED_HOLD:
-        return False
-    if demand is None or runner.name not in demand.busy_runners:
-        return False
+def _awaiting_report(finished: list[ObservedRunner], demand: Demand | None, now: float) -> set[str]:
+    """Finished runners whose jobs the last demand report still counts: each is kept (and
+    subtracted from the demand) until the listener reports again, or FINISHED_HOLD passes.
+
+    A runner the report listed busy, finished since: its job is surely counted there. A
+    runner the report did not name (its job ended before the listener saw it start: jobs of
+    a few seconds, or REST polls) may have run one of the report's jobs that no listed runner
+    was running: at most `assigned - listed` of those are held, earliest finished first. If
+    one of them in fact ran a job assigned after the report, the demand is one short until
+    the next report (a runner a report later); not holding them made a spare runner that
+    lived scaleDownDelay (30 s) for every such job."""
+    if demand is None:
+        return set()
     reported = epoch(demand.observed_at)
-    return reported is not None and reported < finished
+    if reported is None:
+        return set()
+    recent = sorted(
+        (r for r in finished
+         if r.pod_phase == "Succeeded" and r.pod_finished_at is not None
+         and reported < r.pod_finished_at and now - r.pod_finished_at <= FINISHED_HOLD),
+        key=lambda r: (r.pod_finished_at or 0.0, r.name),
+    )  # fmt: skip
+    listed = set(demand.busy_runners)
+    held = {r.name for r in recent if r.name in listed}
+    unnamed = [r.name for r in recent if r.name not in listed]
+    return held | set(unnamed[: max(0, demand.assigned_jobs - len(listed))])
 
 
 def classify(runner: ObservedRunner, now: float, limits: Limits) -> tuple[State, str]:
@@ -392,8 +407,7 @@ def plan(
     for _, state, _ in classified:
         counts[state] += 1
 
-    awaiting = {r.name for r, s, _ in classified
-                if s is State.FINISHED and _awaiting_report(r, demand, now)}  # fmt: skip
+    awaiting = _awaiting_report([r for r, s, _ in classified if s is State.FINISHED], demand, now)
     for runner, state, reason in classified:
         if runner.name not in awaiting:
             actions.extend(_cleanup(runner, state, reason, now, limits, failures))
