@@ -65,6 +65,7 @@ RECOVERY_S = 60.0
 STORM_PER_S = 15.0
 SAMPLE_EVERY = 0.5
 REPORT_WITHIN = 30.0  # a refusal this long shows on every scale set (its idle resync period)
+REPORT_GRACE = 10.0  # conditions written this long after a fault ended still report it
 
 
 @dataclass
@@ -125,43 +126,63 @@ def _online(f: Fleet) -> set[str]:
     return {r.name for r in f.github.runners.values() if r.status == "online"}
 
 
-async def _conditions(f: Fleet, window: Window, stop: asyncio.Event) -> None:
-    """GitHubReachable=False on both scale sets while `window` is open (read through the
-    apiserver), by reason."""
+async def _conditions(
+    f: Fleet, window: Window, stop: asyncio.Event, skip: Callable[[str], bool]
+) -> None:
+    """GitHubReachable=False on both scale sets (read through the apiserver), by reason,
+    until `stop`; reasons `skip` names belong to another window."""
     while not stop.is_set():
         for name in (PROTO_SET, REST_SET):
             status = (await f.scale_set(name)).get("status") or {}
             for cond in status.get("conditions", []):
-                if cond["status"] == "False" and cond["type"] == "GitHubReachable":
-                    window.conditions[f"{name}:{cond['type']}={cond.get('reason')}"] += 1
+                reason = cond.get("reason") or ""
+                down = cond["status"] == "False" and cond["type"] == "GitHubReachable"
+                if down and not skip(reason):
+                    window.conditions[f"{name}:{cond['type']}={reason}"] += 1
         await asyncio.sleep(SAMPLE_EVERY)  # the sampling rate, not a synchronisation
 
 
 async def _window(
-    f: Fleet, window: Window, seconds: float, jobs: Callable[[], list[FakeJob]]
-) -> None:
-    """Hold a refusal open for `seconds` (already begun by the caller), sampling it."""
+    f: Fleet, window: Window, seconds: float, jobs: Callable[[], list[FakeJob]],
+    skip: Callable[[str], bool],
+) -> asyncio.Task[None]:  # fmt: skip
+    """Hold a refusal open for `seconds` (already begun by the caller), sampling it; the
+    sampling goes on for REPORT_GRACE after it (returned task): a round that met the fault
+    may write its condition after a short fault has ended (4 s in the short form; under
+    make test's load once no write landed inside the window)."""
     window.start, first, online = time.time(), _seen(f), _online(f)
     stop = asyncio.Event()
-    sampler = asyncio.create_task(_conditions(f, window, stop))
+    sampler = asyncio.create_task(_conditions(f, window, stop, skip))
     await asyncio.sleep(max(0.0, window.start + seconds - time.time()))  # the fault's length
     window.end, window.requests = time.time(), _seen(f) - first
-    stop.set()
-    await sampler
     still = {r.name for r in f.github.runners.values()}
     ran = {j.runner_name for j in jobs() if j.runner_name}
     window.dropped = sorted(online - still - ran)
 
+    async def finish() -> None:
+        await asyncio.sleep(REPORT_GRACE)  # how long after the fault a report may come
+        stop.set()
+        await sampler
 
-async def _faults(f: Fleet, s: Scenario, run: Run) -> None:
-    """The outage mid-burst, then the rate limit exhausted (REST 403 + Actions service 429)."""
+    return asyncio.create_task(finish())
+
+
+def _rate_limited(reason: str) -> bool:
+    return "RateLimit" in reason
+
+
+async def _faults(f: Fleet, s: Scenario, run: Run) -> list[asyncio.Task[None]]:
+    """The outage mid-burst, then the rate limit exhausted (REST 403 + Actions service 429);
+    returns the windows' samplers, still sampling for REPORT_GRACE."""
     await asyncio.sleep(s.outage_at)  # the fault: a moment of the stream, not a sync
     f.github.faults.outage(s.outage_s)
-    await _window(f, run.outage, s.outage_s, lambda: run.jobs)
+    # The outage's reports are any but RateLimited (which the next fault brings).
+    outage = await _window(f, run.outage, s.outage_s, lambda: run.jobs, _rate_limited)
     await asyncio.sleep(max(0.0, run.began + s.rate_limit_at - time.time()))  # the next fault
     f.github.exhaust_rate_limit(s.rate_limit_s)
     f.github.faults.throttle_actions(s.rate_limit_s)
-    await _window(f, run.limited, s.rate_limit_s, lambda: run.jobs)
+    limited = await _window(f, run.limited, s.rate_limit_s, lambda: run.jobs, lambda _: False)
+    return [outage, limited]
 
 
 def _late_starts(jobs: list[FakeJob], window: Window) -> list[float]:
@@ -216,9 +237,10 @@ async def _run(f: Fleet, s: Scenario, form: str) -> None:
              span=s.span, labels=REST_LABELS, job_seconds=s.job_seconds),
     )  # fmt: skip
     try:
-        await _faults(f, s, run)
+        samplers = await _faults(f, s, run)
         await feeding
         await all_completed(run.jobs, within=RECOVERY_S + 120)
+        await asyncio.gather(*samplers)
         f.github.faults.clear()  # latency and errors last the whole stream
         faults_end = time.time()
         run.orphans = await converged(f, {PROTO_SET: MIN_RUNNERS, REST_SET: MIN_RUNNERS},

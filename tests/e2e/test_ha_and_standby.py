@@ -149,6 +149,11 @@ async def test_standby_creates_nothing_until_active_and_drain_lets_busy_runners_
         await _set_mode(f, "standby")
         await f.expect_runners("linux", idle=0, busy=1, within=20)
         assert job.status != "completed"
+        await wait_for(lambda: asyncio.sleep(0, job.status), lambda s: s == "completed",
+                       what="the job done", within=30)  # fmt: skip
+        # The listener reports the job done (this test writes the demand itself); until a
+        # report newer than the job's end, its runner is held (runner-scale-set.md).
+        await f.set_demand("linux", 0, sequence=2)
         await wait_for(lambda: f.pods("linux"), lambda pods: pods == [],
                        what="no runner pods once the job is done", within=30)  # fmt: skip
         assert job.conclusion == "success"
