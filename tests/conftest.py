@@ -16,7 +16,12 @@ from kubernetes_asyncio.client import ApiClient
 from runnerfleet.localcluster import ClusterError, LocalCluster, NodeSpec
 from tests.support.kube import api_client, temporary_namespace
 
-_MARK_BY_DIR = {"unit": pytest.mark.unit, "cluster": pytest.mark.cluster, "e2e": pytest.mark.e2e}
+_MARK_BY_DIR = {
+    "unit": pytest.mark.unit,
+    "cluster": pytest.mark.cluster,
+    "e2e": pytest.mark.e2e,
+    "image": pytest.mark.image,
+}
 SESSION_NODES = 3
 # Operators started by tests sweep GitHub's runner list sooner than production's 5 s / 60 s,
 # so a test sees a runner online within about a second (operator subprocesses inherit this).

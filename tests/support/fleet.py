@@ -24,7 +24,7 @@ from runnerfleet.localcluster import LocalCluster
 from runnerfleet.sim.demand import write_demand
 from runnerfleet.sim.github import FakeGitHub
 from runnerfleet.sim.kubelet import ListenerKubelet, ListenerProcess
-from runnerfleet.sim.operator_process import OperatorProcess
+from runnerfleet.sim.operator_process import Launch, OperatorProcess, launch_here
 from runnerfleet.sim.runners import SimulatedRunners
 from tests.support.kube import wait_for
 
@@ -243,9 +243,15 @@ def _b64(text: str) -> str:
 
 @asynccontextmanager
 async def fleet(
-    cluster: LocalCluster, kube: ApiClient, namespace: str, log_dir: Path, auth: str = "token"
+    cluster: LocalCluster,
+    kube: ApiClient,
+    namespace: str,
+    log_dir: Path,
+    auth: str = "token",
+    launch: Launch | None = None,
 ) -> AsyncIterator[Fleet]:
-    """Start everything; `auth` is "token" (github_token) or "app" (GitHub App JWT flow)."""
+    """Start everything; `auth` is "token" (github_token) or "app" (GitHub App JWT flow);
+    `launch` starts the operator and listeners some other way (tests/image: from the image)."""
     github = FakeGitHub()
     github.orgs.add(ORG)  # the organisation the scale sets register in
     await github.start()
@@ -263,9 +269,11 @@ async def fleet(
     ))  # fmt: skip
     runners = SimulatedRunners(github, kube, namespace)
     runners.start()
-    operator = OperatorProcess(cluster.kubeconfig, namespace, log_dir / "operator.log")
+    operator = OperatorProcess(
+        cluster.kubeconfig, namespace, log_dir / "operator.log", launch=launch or launch_here
+    )
     operator.start()
-    kubelet = ListenerKubelet(kube, cluster.kubeconfig, namespace, log_dir)
+    kubelet = ListenerKubelet(kube, cluster.kubeconfig, namespace, log_dir, launch=launch)
     kubelet.start()
     made = Fleet(kube, namespace, github, runners, operator, token, kubelet)
     passed = False

@@ -30,6 +30,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from runnerfleet import conventions as c
 from runnerfleet.localcluster.ports import free_ports
 from runnerfleet.sim.kubewatch import watch_pods
+from runnerfleet.sim.operator_process import Launch
 
 log = logging.getLogger("runnerfleet.sim.kubelet")
 
@@ -51,6 +52,7 @@ class ListenerKubelet:
     work_dir: Path
     processes: dict[str, ListenerProcess] = field(default_factory=dict)
     started: int = 0
+    launch: Launch | None = None  # None: this checkout's code (below); see OperatorProcess
     _task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -128,12 +130,16 @@ class ListenerKubelet:
         # The "image" is the code under test: a worktree's PYTHONPATH, not the editable
         # install's checkout (listeners ran another checkout's code from a git worktree).
         image = {k: v for k, v in os.environ.items() if k == "PYTHONPATH"}
+        args = list(container.command[1:])
+        if self.launch:
+            argv, env = self.launch(args, env)
+        else:
+            argv, env = [sys.executable, "-m", "runnerfleet.cli", *args], {
+                "PATH": "/usr/bin:/bin", **image, **env}  # fmt: skip
         with log_path.open("ab") as out:
             proc = subprocess.Popen(  # noqa: ASYNC220 (returns at once; lifetime managed here)
-                [sys.executable, "-m", "runnerfleet.cli", *container.command[1:]],
-                env={"PATH": "/usr/bin:/bin", **image, **env}, stdout=out,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                argv, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
         self.processes[pod.metadata.name] = ListenerProcess(
             pod.metadata.name, proc, hook, metrics, log_path
         )

@@ -10,10 +10,22 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from runnerfleet.localcluster.ports import free_ports
+
+
+# How a `runnerfleet` command is started: given its arguments and the environment variables the
+# caller sets, the argv and the whole environment to exec. None (the default): this checkout's
+# code under this interpreter. tests/image passes one that runs the built image in a chroot.
+Launch = Callable[[list[str], dict[str, str]], tuple[list[str], dict[str, str]]]
+
+
+def launch_here(args: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """`runnerfleet ARGS` as this interpreter's module, in this process's environment."""
+    return [sys.executable, "-m", "runnerfleet.cli", *args], {**os.environ, **env}
 
 
 @dataclass
@@ -27,17 +39,17 @@ class OperatorProcess:
     metrics_port: int = field(default_factory=lambda: free_ports(1)[0])
     args: list[str] = field(default_factory=list)  # extra `runnerfleet operator` options
     env: dict[str, str] = field(default_factory=dict)
+    launch: Launch = launch_here
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        argv, env = self.launch(
+            ["operator", "--kubeconfig", str(self.kubeconfig), "--namespace", self.namespace,
+             *self.args],
+            {"RUNNERFLEET_METRICS_PORT": str(self.metrics_port), **self.env},
+        )  # fmt: skip
         with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "runnerfleet.cli", "operator",
-                 "--kubeconfig", str(self.kubeconfig), "--namespace", self.namespace, *self.args],
-                stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, "RUNNERFLEET_METRICS_PORT": str(self.metrics_port),
-                     **self.env},
-            )  # fmt: skip
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
 
     def kill(self) -> None:
         """SIGKILL: no cleanup at all, as when a node dies."""
