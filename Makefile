@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 
 
-.PHONY: release chaos test-slow help venv cluster-binaries crds docs chart-crds lint format test bench bench-fleet test-unit test-cluster demo cluster-up cluster-down clean
+.PHONY: release image test-image chaos test-slow help venv cluster-binaries crds docs chart-crds lint format test bench bench-fleet test-unit test-cluster demo cluster-up cluster-down clean
 
 help:
 	@echo "make demo              local control plane + (as it lands) operator, fake GitHub, runners"
@@ -16,6 +16,8 @@ help:
 	@echo "make crds | docs       regenerate crds/ (and the chart's copy) and docs/reference/crds.md"
 	@echo "make chaos             the chaos suite at full size: bench/chaos.json, docs/reliability.md"
 	@echo "make release           dist/: packaged chart, install.yaml, SHA256SUMS (IMAGE_DIGEST=sha256:... pins the image)"
+	@echo "make image             the OCI image without Docker: dist/image, dist/image.digest, SBOM (docs/image.md)"
+	@echo "make test-image        smoke-test the built image in a chroot (not part of make test)"
 	@echo "make lint | format | test-unit | test-cluster | clean"
 
 venv: $(VENV)/.installed
@@ -58,7 +60,7 @@ format: venv
 # TEST_WORKERS=0 runs them serially.
 TEST_WORKERS ?= 2
 test: lint cluster-binaries
-	$(BIN)/pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not slow and not image" -n $(TEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 test-slow: venv cluster-binaries
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
@@ -72,6 +74,14 @@ chaos: venv cluster-binaries
 	RUNNERFLEET_CHAOS_RECORD=$(abspath $(CHAOS_RECORDS)) $(BIN)/pytest -m chaos -s $(PYTEST_ARGS); \
 	  status=$$?; $(BIN)/python bench/chaos.py $(CHAOS_RECORDS) --json bench/chaos.json \
 	  --doc docs/reliability.md && exit $$status
+
+# The image (docs/image.md): root, mmdebstrap and umoci (Debian packages); IMAGE_ARGS=--lock
+# re-resolves tools/image/requirements.lock. test-image runs the built image's entrypoint.
+image: venv
+	tools/image/build.sh $(IMAGE_ARGS)
+
+test-image: venv cluster-binaries
+	$(BIN)/pytest -m image tests/image $(PYTEST_ARGS)
 
 test-unit: venv
 	$(BIN)/pytest -m unit $(PYTEST_ARGS)

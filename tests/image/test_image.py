@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -16,6 +17,8 @@ from pathlib import Path
 import aiohttp
 
 from runnerfleet import conventions as c
+from runnerfleet.localcluster import LocalCluster
+from runnerfleet.localcluster.ports import free_ports
 from tests.support.factories import make_scale_set, make_team_listener
 from tests.support.fleet import Fleet
 from tests.support.image import ImageRoot
@@ -49,9 +52,12 @@ def _seconds_since_start(pid: int) -> float:
 
 async def _get(port: int, path: str) -> tuple[int, str] | None:
     try:
-        async with aiohttp.ClientSession() as http, http.get(
-            f"http://127.0.0.1:{port}{path}", timeout=aiohttp.ClientTimeout(total=5)
-        ) as response:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
+                f"http://127.0.0.1:{port}{path}", timeout=aiohttp.ClientTimeout(total=5)
+            ) as response,
+        ):
             return response.status, await response.text()
     except (aiohttp.ClientError, TimeoutError):
         return None
@@ -122,3 +128,40 @@ async def test_listener_from_image_serves_healthz_and_metrics(
     # It really polls the fake GitHub from inside the chroot: a queued job becomes a runner.
     f.github.enqueue_job("acme/app", labels, 30.0)
     await f.expect_runners("team-a-linux", idle=0, busy=1, within=60)
+
+
+async def test_runc_runs_the_image_as_is_and_the_operator_answers_probes(
+    image: ImageRoot, local_cluster: LocalCluster, crds: list[str], tmp_path: Path
+) -> None:
+    """A real OCI runtime (runc) with umoci's runtime config: the default command (operator),
+    read-only root, its own PID and mount namespaces; the kubeconfig mounted as a file."""
+    port = free_ports(1)[0]
+    kubeconfig = tmp_path / "kubeconfig"  # as a Secret volume would: readable by the user
+    shutil.copyfile(local_cluster.kubeconfig, kubeconfig)
+    os.chown(kubeconfig, *image.user)
+    bundle = image.runc_bundle(
+        tmp_path / "bundle",
+        env={"KUBECONFIG": "/etc/runnerfleet/kubeconfig", "RUNNERFLEET_METRICS_PORT": str(port)},
+        mounts={"/etc/runnerfleet/kubeconfig": kubeconfig},
+    )
+    log = tmp_path / "runc.log"
+    with image.runc(bundle, log) as runc:
+
+        async def healthz() -> tuple[int, str] | None:
+            assert runc.poll() is None, f"runc exited {runc.returncode}:\n{log.read_text()[-4000:]}"
+            return await _get(port, "/healthz")
+
+        answer = await wait_for(
+            healthz, lambda r: r is not None and r[0] == 200,
+            what="the operator's /healthz in runc", within=60,
+        )  # fmt: skip
+        print(f"operator in runc: /healthz 200 {_seconds_since_start(runc.pid):.2f} s after "
+              "`runc run` started")  # fmt: skip
+        assert answer == (200, "ok\n")
+        metrics = await _get(port, "/metrics")
+        assert metrics is not None
+        assert metrics[0] == 200
+        assert "runnerfleet_" in metrics[1]
+        # SIGTERM to runc reaches the operator (PID 1 in the container): it stops cleanly.
+        runc.terminate()
+        assert await asyncio.to_thread(runc.wait, 30) == 0, log.read_text()[-4000:]

@@ -16,6 +16,9 @@ import json
 import os
 import shutil
 import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +75,48 @@ class ImageRoot:
         shared_env = {k: self.share(v) for k, v in env.items()}
         return self.argv([self.share(a) for a in args]), {**self.env(), **session, **shared_env}
 
+    def runc_bundle(self, into: Path, env: dict[str, str], mounts: dict[str, Path]) -> Path:
+        """An OCI bundle for runc: umoci's runtime config for the image (its entrypoint and
+        CMD, user, env, working directory, namespaces) unchanged but for the host's network
+        (to reach the local control plane on loopback), the extra `env` and read-only bind
+        `mounts` (path in the container -> host file); a read-only root with a tmpfs /tmp, as
+        the chart runs the operator (readOnlyRootFilesystem, an emptyDir at /tmp)."""
+        spec: dict[str, Any] = json.loads((self.rootfs.parent / "config.json").read_text())
+        spec["root"] = {"path": str(self.rootfs), "readonly": True}
+        spec["process"]["terminal"] = False
+        spec["process"]["env"] += [f"{k}={v}" for k, v in env.items()]
+        spec["linux"]["namespaces"] = [
+            ns for ns in spec["linux"]["namespaces"] if ns["type"] != "network"
+        ]
+        spec["mounts"] += [
+            {"destination": inside, "source": str(host), "type": "bind",
+             "options": ["bind", "ro"]}
+            for inside, host in mounts.items()
+        ]  # fmt: skip
+        spec["mounts"].append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+                               "options": ["nosuid", "nodev", "mode=1777"]})  # fmt: skip
+        into.mkdir(parents=True, exist_ok=True)
+        (into / "config.json").write_text(json.dumps(spec))
+        return into
+
+    @contextmanager
+    def runc(self, bundle: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+        """`runc run` of `bundle` in the foreground (runc forwards signals to the container's
+        PID 1); killed and deleted on the way out if still there."""
+        container = f"rf-image-{uuid.uuid4().hex[:8]}"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                ["runc", "run", "--bundle", str(bundle), container], stdout=out, stderr=out
+            )
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                subprocess.run(["runc", "kill", container, "KILL"], check=False)
+                proc.wait(10)
+            subprocess.run(["runc", "delete", "--force", container], check=False,
+                           capture_output=True)  # fmt: skip
+
     def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         argv, env = self.launch(list(args), {})
         return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout,
@@ -87,9 +132,9 @@ def _blob(digest: str) -> dict[str, Any]:
 
 def unpack_image(into: Path, tag: str) -> ImageRoot:
     """dist/image:`tag` unpacked under `into`; fails with what to run when anything is missing."""
-    missing = [tool for tool in ("umoci", "chroot") if not shutil.which(tool)]
+    missing = [tool for tool in ("umoci", "chroot", "runc") if not shutil.which(tool)]
     if missing:
-        pytest.fail(f"{', '.join(missing)} missing: apt-get install umoci coreutils", False)
+        pytest.fail(f"{', '.join(missing)} missing: apt-get install umoci runc", False)
     if os.geteuid() != 0:
         pytest.fail("the image smoke test chroots: run it as root", pytrace=False)
     if not (LAYOUT / "index.json").is_file() or not DIGEST_FILE.is_file():

@@ -120,20 +120,24 @@ def _deb_packages(debs: Path) -> list[dict[str, Any]]:
     for deb in sorted(debs.glob("*.deb")):
         f = deb_fields(deb)
         name, version, arch = f["Package"], f["Version"], f["Architecture"]
-        packages.append({
-            "SPDXID": _spdx_id("deb", name),
-            "name": name,
-            "versionInfo": version,
-            "supplier": "Organization: Debian",
-            "downloadLocation": "NOASSERTION",
-            "filesAnalyzed": False,
-            "sourceInfo": f"Debian source package: {f.get('Source', name)}",
-            "checksums": [{"algorithm": "SHA256", "checksumValue": _sha256(deb.read_bytes())}],
-            "licenseConcluded": "NOASSERTION",
-            "licenseDeclared": "NOASSERTION",
-            "copyrightText": "NOASSERTION",
-            "externalRefs": [_purl(f"pkg:deb/debian/{name}@{version}?arch={arch}&distro=debian-12")],
-        })  # fmt: skip
+        packages.append(
+            {
+                "SPDXID": _spdx_id("deb", name),
+                "name": name,
+                "versionInfo": version,
+                "supplier": "Organization: Debian",
+                "downloadLocation": "NOASSERTION",
+                "filesAnalyzed": False,
+                "sourceInfo": f"Debian source package: {f.get('Source', name)}",
+                "checksums": [{"algorithm": "SHA256", "checksumValue": _sha256(deb.read_bytes())}],
+                "licenseConcluded": "NOASSERTION",
+                "licenseDeclared": "NOASSERTION",
+                "copyrightText": "NOASSERTION",
+                "externalRefs": [
+                    _purl(f"pkg:deb/debian/{name}@{version}?arch={arch}&distro=debian-12")
+                ],
+            }
+        )
     return packages
 
 
@@ -165,8 +169,11 @@ def _normal(name: str) -> str:
 
 
 def _purl(locator: str) -> dict[str, str]:
-    return {"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl",
-            "referenceLocator": locator}  # fmt: skip
+    return {
+        "referenceCategory": "PACKAGE-MANAGER",
+        "referenceType": "purl",
+        "referenceLocator": locator,
+    }
 
 
 def _sha256(data: bytes) -> str:
@@ -194,10 +201,10 @@ def sbom(
         "licenseConcluded": "NOASSERTION",
         "licenseDeclared": "Apache-2.0",
         "copyrightText": "NOASSERTION",
-        "externalRefs": [_purl(
-            f"pkg:oci/runnerfleet@sha256%3A{hex_}?repository_url={REPOSITORY}&tag={version}"
-        )],
-    }  # fmt: skip
+        "externalRefs": [
+            _purl(f"pkg:oci/runnerfleet@sha256%3A{hex_}?repository_url={REPOSITORY}&tag={version}")
+        ],
+    }
     contents = _deb_packages(debs) + _python_packages(rootfs, lock_hashes(lock))
     return {
         "spdxVersion": "SPDX-2.3",
@@ -209,10 +216,13 @@ def sbom(
         "documentDescribes": ["SPDXRef-Image"],
         "packages": [image, *contents],
         "relationships": [
-            {"spdxElementId": "SPDXRef-Image", "relationshipType": "CONTAINS",
-             "relatedSpdxElement": p["SPDXID"]}
+            {
+                "spdxElementId": "SPDXRef-Image",
+                "relationshipType": "CONTAINS",
+                "relatedSpdxElement": p["SPDXID"],
+            }
             for p in contents
-        ],  # fmt: skip
+        ],
     }
 
 
@@ -232,9 +242,10 @@ def finish(args: argparse.Namespace) -> None:
     layout: Path = args.layout
     index = json.loads((layout / "index.json").read_text())
     [image] = [
-        m for m in index["manifests"]
+        m
+        for m in index["manifests"]
         if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == args.tag
-    ]  # fmt: skip
+    ]
     document = sbom(args.tag, image["digest"], args.created, args.rootfs, args.debs, args.lock)
     data = json.dumps(document, indent=2, sort_keys=True).encode() + b"\n"
     args.sbom.write_bytes(data)
@@ -245,15 +256,23 @@ def finish(args: argparse.Namespace) -> None:
         "artifactType": SPDX_JSON,
         "config": {"mediaType": EMPTY, "digest": empty, "size": 2},
         "layers": [{"mediaType": SPDX_JSON, "digest": _put_blob(layout, data), "size": len(data)}],
-        "subject": {"mediaType": image["mediaType"], "digest": image["digest"],
-                    "size": image["size"]},
+        "subject": {
+            "mediaType": image["mediaType"],
+            "digest": image["digest"],
+            "size": image["size"],
+        },
         "annotations": {"org.opencontainers.image.created": args.created},
-    }  # fmt: skip
+    }
     blob = _dump(artifact)
-    index["manifests"].append({
-        "mediaType": MANIFEST, "artifactType": SPDX_JSON, "digest": _put_blob(layout, blob),
-        "size": len(blob), "annotations": {"org.opencontainers.image.ref.name": f"{args.tag}.sbom"},
-    })  # fmt: skip
+    index["manifests"].append(
+        {
+            "mediaType": MANIFEST,
+            "artifactType": SPDX_JSON,
+            "digest": _put_blob(layout, blob),
+            "size": len(blob),
+            "annotations": {"org.opencontainers.image.ref.name": f"{args.tag}.sbom"},
+        }
+    )
     (layout / "index.json").write_bytes(_dump(index))
     args.digest.write_text(image["digest"] + "\n")
 

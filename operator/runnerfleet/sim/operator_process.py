@@ -16,10 +16,9 @@ from pathlib import Path
 
 from runnerfleet.localcluster.ports import free_ports
 
-
 # How a `runnerfleet` command is started: given its arguments and the environment variables the
-# caller sets, the argv and the whole environment to exec. None (the default): this checkout's
-# code under this interpreter. tests/image passes one that runs the built image in a chroot.
+# caller sets, the argv and the whole environment to exec. The default, `launch_here`: this
+# checkout's code under this interpreter. tests/image passes one that runs the built image.
 Launch = Callable[[list[str], dict[str, str]], tuple[list[str], dict[str, str]]]
 
 
