@@ -188,7 +188,9 @@ async def test_installed_chart_runs_the_operator_with_only_its_own_rbac(
             )
             await wait_for(lambda: f.pods("linux"), lambda pods: pods == [],
                            what="runner pods cleaned up")  # fmt: skip
-            assert await f.secrets("linux") == []
+            # Pods and Secrets are deleted concurrently: the last pod can go first.
+            await wait_for(lambda: f.secrets("linux"), lambda found: found == [],
+                           what="runner Secrets cleaned up", within=10)  # fmt: skip
             assert f.registrations("linux") == []
             logs = operator.logs()
             assert "Forbidden" not in logs, logs[-3000:]

@@ -118,8 +118,11 @@ async def test_jobs_flow_through_the_scale_set_protocol(
         lambda present: not present, what="the GitHub scale set removed", within=30,
     )  # fmt: skip
     assert f.registrations(SET) == []
-    assert await f.pods(SET) == [] or all(p.metadata.deletion_timestamp for p in await f.pods(SET))
-    assert await f.secrets(SET) == []
+    # The GitHub side goes first; pods and Secrets are deleted after it, concurrently.
+    await wait_for(lambda: f.pods(SET), lambda pods: all(p.metadata.deletion_timestamp
+                   for p in pods), what="runner pods deleted", within=10)  # fmt: skip
+    await wait_for(lambda: f.secrets(SET), lambda found: found == [],
+                   what="runner Secrets deleted", within=10)  # fmt: skip
 
 
 async def test_busy_runner_is_protected_from_the_job_started_message(running_fleet: Fleet) -> None:

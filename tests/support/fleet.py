@@ -215,11 +215,38 @@ class Fleet:
             )
 
         total = idle + busy
-        await wait_for(
-            observe, lambda got: got == (idle, busy, total, total),
-            what=f"{scale_set}: (idle, busy, live pods, secrets) == {(idle, busy, total, total)}",
-            within=within,
-        )  # fmt: skip
+        try:
+            await wait_for(
+                observe, lambda got: got == (idle, busy, total, total),
+                what=f"{scale_set}: (idle, busy, live pods, secrets) == "
+                     f"{(idle, busy, total, total)}",
+                within=within,
+            )  # fmt: skip
+        except AssertionError as err:
+            raise AssertionError(f"{err}\n{await self._runner_story(scale_set)}") from None
+
+    async def _runner_story(self, scale_set: str) -> str:
+        """What each runner of the set is doing, for a timed-out wait: its pod (phase, node,
+        scheduling condition), the stand-in runner's record, its registration in the fake."""
+        lines = []
+        registered = {r.name: r for r in self.github.runners.values()}
+        pods = await self.pods(scale_set)
+        for pod in pods:
+            name = pod.metadata.name
+            sched = next((f"{x.reason}: {x.message}" for x in pod.status.conditions or []
+                          if x.type == "PodScheduled" and x.status != "True"), "")  # fmt: skip
+            reg = registered.get(name)
+            lines.append(
+                f"  {name}: pod {pod.status.phase} on {pod.spec.node_name} {sched}"
+                f"{' deleting' if pod.metadata.deletion_timestamp else ''}; "
+                f"runner {'alive' if self.runners.alive(name) else 'not running'}, "
+                f"record {self.runners.records.get(name)}; registration "
+                f"{(reg.id, reg.status, reg.busy) if reg else None}"
+            )
+        named = {p.metadata.name for p in pods}
+        ours = [n for n in registered if c.is_runner_of(n, scale_set, self.namespace)]
+        others = sorted(n for n in ours if n not in named)
+        return "\n".join([*lines, f"  registrations without a pod: {others}"])
 
 
 def app_key() -> tuple[str, str]:

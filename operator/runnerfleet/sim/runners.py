@@ -87,6 +87,10 @@ class SimulatedRunners:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    def alive(self, name: str) -> bool:
+        """Whether the runner of pod `name` runs now (booting, idle or on its job)."""
+        return name in self._tasks
+
     def node_lost(self, node: str) -> list[int]:
         """The machine behind `node` is gone: every runner on it dies at once (a busy one
         loses its job, as `lost_jobs` records) and pods bound to it never start. Returns the
