@@ -95,6 +95,11 @@ def github_scale_set_name(scale_set: str, namespace: str) -> str:
     return f"{namespace}-{scale_set}"
 
 
+def listener_child_name(team_listener: str) -> str:
+    """The TeamListener's Deployment, ServiceAccount, Role(Binding) and Service."""
+    return f"{team_listener}-listener"
+
+
 def listener_lease_name(team_listener: str) -> str:
     """The Lease a TeamListener's replicas elect their acting one with."""
     return f"{team_listener}-listener"

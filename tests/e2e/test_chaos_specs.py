@@ -232,19 +232,9 @@ def _ready(obj: dict[str, Any] | None) -> dict[str, Any] | None:
     if seen is not None and seen != obj["metadata"].get("generation"):
         return None
     ready = next((x for x in status.get("conditions") or [] if x.get("type") == "Ready"), None)
-    if obj["kind"] == TL and ready and _listener_starts(ready) and not status.get("poll"):
+    if obj["kind"] == TL and ready and ready.get("status") == "True" and not status.get("poll"):
         return None  # a running listener is still starting: its first poll report is to come
     return ready if ready and ready.get("reason") and ready.get("status") else None
-
-
-def _listener_starts(ready: dict[str, Any]) -> bool:
-    """The listener pod runs: Ready, or a refusal of the team's NetworkPolicy only (children
-    are applied one by one, so the Deployment went on: its first poll report is still to
-    come, seen late under make test's load as 3 "writes while settled")."""
-    if ready.get("status") == "True":
-        return True
-    message = str(ready.get("message") or "")
-    return ready.get("reason") == "ChildRejected" and message.startswith("apply NetworkPolicy ")
 
 
 async def _delete(f: Fleet, spec: GenSpec) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+import pytest
 from kubernetes_asyncio import client
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -91,3 +92,80 @@ async def _uid_or_none(apps: client.AppsV1Api, name: str, namespace: str) -> str
             return None
         raise
     return str(found.metadata.uid)
+
+
+async def test_bad_egress_cidr_is_refused_by_field_and_applies_nothing_until_fixed(
+    running_fleet: Fleet,
+) -> None:
+    """A CIDR the CRD cannot tell from a good one stops every child (not only the
+    NetworkPolicy): the team's runners never run without their policy, and a listener that
+    had a good spec keeps its children as they were."""
+    f = running_fleet
+    api = client.CustomObjectsApi(f.kube)
+    net, apps = client.NetworkingV1Api(f.kube), client.AppsV1Api(f.kube)
+
+    def listener(cidr: str) -> dict[str, object]:
+        return make_team_listener("egress", team="egress", config_url=f.config_url,
+                                  extraEgress=[{"cidr": cidr, "ports": [5000]}])  # fmt: skip
+
+    # Not CIDR-shaped: the apiserver refuses it, naming the field.
+    with pytest.raises(client.ApiException) as refused:
+        await f.apply_team_listener(listener("registry.internal"))
+    assert refused.value.status == 422
+    assert "spec.extraEgress[0].cidr" in str(refused.value.body)
+
+    # CIDR-shaped but not one: admitted, then refused by the operator before any child.
+    await f.apply_team_listener(listener("1:2/64"))
+    cond = await f.wait_condition("tl", "egress", "Ready", "False", "InvalidSpec")
+    assert cond["message"].startswith("spec.extraEgress[0].cidr: '1:2/64' is not a CIDR")
+    events = await client.CoreV1Api(f.kube).list_namespaced_event(f.namespace)
+    assert any(e.reason == "InvalidSpec" and e.type == "Warning"
+               and e.involved_object.name == "egress" for e in events.items)  # fmt: skip
+    policies = await net.list_namespaced_network_policy(f.namespace)
+    assert [p.metadata.name for p in policies.items if p.metadata.name.startswith("egress")] == []
+    deployments = await apps.list_namespaced_deployment(f.namespace)
+    assert "egress-listener" not in {d.metadata.name for d in deployments.items}
+
+    # Fixed: every child comes, the policy with the team's CIDR.
+    async def set_cidr(cidr: str) -> None:
+        await api.patch_namespaced_custom_object(
+            c.GROUP, c.VERSION, f.namespace, c.TEAM_LISTENER_PLURAL, "egress",
+            {"spec": {"extraEgress": [{"cidr": cidr, "ports": [5000]}]}},
+            _content_type="application/merge-patch+json",
+        )  # fmt: skip
+
+    def blocks(policy: client.V1NetworkPolicy) -> list[str]:
+        return [peer.ip_block.cidr for rule in policy.spec.egress for peer in rule.to or []
+                if peer.ip_block]  # fmt: skip
+
+    await set_cidr("fd00::/64")
+    policy = await wait_for(
+        lambda: _policy_or_none(net, "egress-runners", f.namespace),
+        lambda p: p is not None and "fd00::/64" in blocks(p), what="the NetworkPolicy applied",
+    )  # fmt: skip
+    assert policy is not None
+    deployment = await apps.read_namespaced_deployment("egress-listener", f.namespace)
+
+    # Broken again: refused, and what runs stays as it was.
+    await set_cidr("1:2/64")
+    await f.wait_condition("tl", "egress", "Ready", "False", "InvalidSpec")
+    again = await _policy_or_none(net, "egress-runners", f.namespace)
+    assert again is not None
+    assert "fd00::/64" in blocks(again)
+    assert again.metadata.resource_version == policy.metadata.resource_version
+    kept = await apps.read_namespaced_deployment("egress-listener", f.namespace)
+    assert (
+        kept.metadata.annotations[c.ANNOTATION_SPEC_HASH]
+        == (deployment.metadata.annotations[c.ANNOTATION_SPEC_HASH])
+    )
+
+
+async def _policy_or_none(
+    net: client.NetworkingV1Api, name: str, namespace: str
+) -> client.V1NetworkPolicy | None:
+    try:
+        return await net.read_namespaced_network_policy(name, namespace)
+    except client.ApiException as err:
+        if err.status == 404:
+            return None
+        raise

@@ -281,9 +281,12 @@ TL_FAULTS: Final[list[tuple[str, str | None, str, Apply]]] = [
     ("egress-bad-port", "spec.extraEgress", REFUSE,
      _fault("spec.extraEgress", st.sampled_from([[{"cidr": "10.0.0.0/8", "ports": [0]}],
                                                  [{"cidr": "10.0.0.0/8", "ports": [70000]}]]))),
-    ("egress-bad-cidr", "spec.extraEgress", EITHER,
+    ("egress-bad-cidr", "spec.extraEgress", REFUSE,
      _fault("spec.extraEgress", st.sampled_from([[{"cidr": "not-a-cidr"}],
                                                  [{"cidr": "10.0.0.0/33"}]]))),
+    # CIDR-shaped for the CRD's pattern, not a network: the operator's check (InvalidSpec).
+    ("egress-cidr-shaped", "spec.extraEgress", ACCEPT,
+     _fault("spec.extraEgress", st.sampled_from([[{"cidr": "1:2/64"}], [{"cidr": ":::/8"}]]))),
     ("secret-missing", "spec.github.secretRef", ACCEPT,
      _fault("spec.github.secretRef", st.just({"name": "no-such-secret"}))),
     ("config-url-bad", "spec.github.configUrl", REFUSE,

@@ -142,3 +142,56 @@ def test_a_missing_env_secret_is_ready_false_naming_the_field() -> None:
     suspended = fold_status(None, {}, 1, 5.0, True, NOW, None, missing)
     ready = next(x for x in status_wire(suspended)["conditions"] if x["type"] == "Ready")
     assert ready["reason"] == "Suspended"
+
+
+def test_an_invalid_spec_is_ready_false_naming_the_field_and_wins_over_a_refusal() -> None:
+    ready = {"replicas": 1, "readyReplicas": 1}
+    why = "spec.extraEgress[0].cidr: '1:2/64' is not a CIDR"
+    status = status_wire(fold_status(ready, {}, 3, 15.0, False, NOW, "bad child", invalid=why))
+    cond = status["conditions"][0]
+    assert (cond["type"], cond["status"], cond["reason"]) == ("Ready", "False", "InvalidSpec")
+    assert cond["message"] == f"{why}; nothing applied until it is fixed"
+    assert status["listenerReady"] is True  # the last valid spec's pod still runs
+
+
+CIDRS_OK = ["10.0.0.0/8", "10.1.2.3/24", "0.0.0.0/0", "255.255.255.255/32", "fd00::/64",
+            "::/0", "2001:db8::1/128", "::ffff:10.0.0.0/104"]  # fmt: skip
+CIDRS_BAD = ["not-a-cidr", "10.0.0.0", "10.0.0.0/33", "256.0.0.0/8", "010.0.0.0/8",
+             "10.0.0/8", "fd00::/129", "fd00::", "10.0.0.0/8 ", ""]  # fmt: skip
+
+
+def test_extra_egress_cidrs_the_crd_pattern_and_the_model_agree_on() -> None:
+    """The CRD's pattern refuses what is not CIDR-shaped; the model refuses exactly what
+    `ipaddress` does, including what only looks like one (the operator's check)."""
+    import re
+
+    import pytest
+    from pydantic import ValidationError
+
+    from runnerfleet.models.base import invalid_field
+    from runnerfleet.models.team_listener import CIDR_PATTERN, EgressRule
+
+    def model_ok(cidr: str) -> bool:
+        try:
+            EgressRule.model_validate({"cidr": cidr})
+        except ValidationError:
+            return False
+        return True
+
+    for cidr in CIDRS_OK:
+        assert re.fullmatch(CIDR_PATTERN, cidr), cidr
+        assert model_ok(cidr), cidr
+    for cidr in CIDRS_BAD:
+        assert not re.fullmatch(CIDR_PATTERN, cidr), cidr
+        assert not model_ok(cidr), cidr
+    for shaped_only in ("1:2/64", ":::/64", "1.2.3.4:5/64"):
+        assert re.fullmatch(CIDR_PATTERN, shaped_only), shaped_only
+        assert not model_ok(shaped_only), shaped_only
+
+    body = make_team_listener(extraEgress=[{"cidr": "10.0.0.0/8"}, {"cidr": "1:2/64"}])["spec"]
+    with pytest.raises(ValidationError) as err:
+        TeamListenerSpec.model_validate(body)
+    assert invalid_field(err.value) == (
+        "spec.extraEgress[1].cidr: '1:2/64' is not a CIDR "
+        "('1:2/64' does not appear to be an IPv4 or IPv6 network)"
+    )

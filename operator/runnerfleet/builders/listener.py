@@ -41,7 +41,7 @@ class ListenerIdentity:
 
     @property
     def child_name(self) -> str:
-        return f"{self.name}-listener"
+        return c.listener_child_name(self.name)
 
     @property
     def lease_name(self) -> str:

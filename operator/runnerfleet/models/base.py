@@ -9,7 +9,7 @@ import datetime as dt
 import re
 from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 DURATION_PATTERN: Final = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
@@ -24,6 +24,16 @@ Duration = Annotated[
         json_schema_extra={"x-runnerfleet-duration": True},
     ),
 ]
+
+
+def invalid_field(err: ValidationError, root: str = "spec") -> str:
+    """The first error of a model's validation as `spec.extraEgress[0].cidr: <why>`: the
+    field by its wire name, as `kubectl explain` and the apiserver's own errors name it."""
+    first = err.errors()[0]
+    path = root
+    for part in first["loc"]:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return f"{path}: {first['msg'].removeprefix('Value error, ')}"
 
 
 def epoch(timestamp: str | None) -> float | None:

@@ -104,6 +104,7 @@ def fold_status(
     now: float,
     problem: str | None = None,
     missing: str | None = None,
+    invalid: str | None = None,
 ) -> TeamListenerStatus:
     """listenerReady and conditions (Ready, Polling); `deployment` is the Deployment's status.
 
@@ -119,7 +120,12 @@ def fold_status(
     window = max(3 * poll_interval, 3 * c.LISTENER_REPORT_SECONDS)
     polling = last is not None and now - last <= window
     limited = limited_until is not None and limited_until > now
-    if problem:
+    if invalid:
+        # The spec fails the model (a check the CRD cannot make): nothing was applied; the
+        # children of the last valid spec, if any, run on untouched.
+        ready_reason, ready_msg = "InvalidSpec", f"{invalid}; nothing applied until it is fixed"
+        problem = ready_msg
+    elif problem:
         ready_reason, ready_msg = "ChildRejected", problem
     elif missing and not suspended:
         # A Secret the pods read as env is missing: a kubelet never starts the container

@@ -32,6 +32,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from runnerfleet import conventions as c
 from runnerfleet import logs
 from runnerfleet.builders.listener import (
@@ -42,9 +44,9 @@ from runnerfleet.builders.listener import (
 )
 from runnerfleet.gateways.github import GitHubError
 from runnerfleet.gateways.kubernetes import InvalidError, KubeError, KubeGateway, NotFoundError
-from runnerfleet.models.base import parse_duration
+from runnerfleet.models.base import invalid_field, parse_duration
 from runnerfleet.models.github import InvalidGitHubConfigError
-from runnerfleet.models.team_listener import TeamListenerSpec
+from runnerfleet.models.team_listener import TeamListenerSpec, TeamListenerStatus
 from runnerfleet.planning.status_diff import status_patch
 from runnerfleet.planning.team_listener import (
     REGISTRATION_RETRY_SECONDS,
@@ -151,7 +153,14 @@ async def reconcile_once(
     meta = body["metadata"]
     if meta.get("deletionTimestamp"):
         return
-    spec = TeamListenerSpec.model_validate(body["spec"])
+    try:
+        spec = TeamListenerSpec.model_validate(body["spec"])
+    except ValidationError as err:
+        # Admitted by the CRD (an older one, or a check it cannot make) but not valid: apply
+        # none of the children (a bad extraEgress CIDR would have the NetworkPolicy refused
+        # and the Deployment applied without it); the last valid ones run on untouched.
+        await _report_invalid(kube, body, name, invalid_field(err), read_deployment)
+        return
     owner = ListenerIdentity(
         name=name, namespace=namespace, uid=meta["uid"], image=image,
         lease_seconds=lease_seconds,
@@ -177,9 +186,55 @@ async def reconcile_once(
         int(meta.get("generation", 0)), parse_duration(spec.poll_interval), spec.suspend,
         now, problem, memory.secrets_missing,
     )  # fmt: skip
+    await _write_status(kube, body, previous, status)
+
+
+async def _report_invalid(
+    kube: KubeGateway,
+    body: dict[str, Any],
+    name: str,
+    invalid: str,
+    read_deployment: DeploymentReader | None,
+) -> None:
+    """Ready False (InvalidSpec) naming the field, and its Warning Event; nothing applied."""
+    namespace, raw = body["metadata"]["namespace"], body.get("spec") or {}
+    deployment = await (read_deployment or kube.get_deployment)(
+        namespace, c.listener_child_name(name)
+    )
+    try:
+        poll_interval = parse_duration(str(raw.get("pollInterval") or "15s"))
+    except ValueError:
+        poll_interval = 15.0
+    previous = dict(body.get("status") or {})
+    status = fold_status(
+        (deployment or {}).get("status") if deployment else None, previous,
+        int(body["metadata"].get("generation", 0)), poll_interval, raw.get("suspend") is True,
+        time.time(), invalid=invalid,
+    )  # fmt: skip
+    await _write_status(kube, body, previous, status)
+
+
+WARNED = ("InvalidSpec", "ChildRejected", "SecretNotFound")
+
+
+async def _write_status(
+    kube: KubeGateway, body: dict[str, Any], previous: dict[str, Any], status: TeamListenerStatus
+) -> None:
+    """A Warning Event when Ready turns False for a reason the team must fix (or its message
+    changes), then the status, only if it changed."""
+    meta = body["metadata"]
+    ready = next((x for x in status.conditions if x.type == "Ready"), None)
+    old: dict[str, Any] = next(
+        (x for x in previous.get("conditions") or [] if x.get("type") == "Ready"), {}
+    )
+    if (
+        ready is not None and ready.status == "False" and ready.reason in WARNED
+        and (old.get("status") != "False" or old.get("message") != ready.message)
+    ):  # fmt: skip
+        await kube.event(body, "Warning", ready.reason, ready.message)
     patch = status_patch(previous, status_wire(status))
     if patch is not None:
-        await kube.patch_team_listener_status(namespace, name, patch)
+        await kube.patch_team_listener_status(meta["namespace"], meta["name"], patch)
 
 
 async def share_registration_token(
