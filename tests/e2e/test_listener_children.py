@@ -159,6 +159,25 @@ async def test_bad_egress_cidr_is_refused_by_field_and_applies_nothing_until_fix
         == (deployment.metadata.annotations[c.ANNOTATION_SPEC_HASH])
     )
 
+    # Gone before the test ends: a webhook relay of a later test on this cluster watches
+    # every namespace and would count this invalid TeamListener as skipped.
+    await api.delete_namespaced_custom_object(
+        c.GROUP, c.VERSION, f.namespace, c.TEAM_LISTENER_PLURAL, "egress"
+    )
+    await wait_for(lambda: _listener_or_none(api, f.namespace), lambda o: o is None,
+                   what="TeamListener egress deleted")  # fmt: skip
+
+
+async def _listener_or_none(api: client.CustomObjectsApi, namespace: str) -> object:
+    try:
+        return await api.get_namespaced_custom_object(
+            c.GROUP, c.VERSION, namespace, c.TEAM_LISTENER_PLURAL, "egress"
+        )
+    except client.ApiException as err:
+        if err.status == 404:
+            return None
+        raise
+
 
 async def _policy_or_none(
     net: client.NetworkingV1Api, name: str, namespace: str
