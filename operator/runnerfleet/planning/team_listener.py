@@ -22,12 +22,13 @@ Layer: planning. Pure.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
 from runnerfleet import conventions as c
 from runnerfleet.models.base import epoch
-from runnerfleet.models.team_listener import TeamListenerStatus
+from runnerfleet.models.team_listener import TeamListenerSpec, TeamListenerStatus
 from runnerfleet.planning.children import RESYNC_SECONDS, Applied, adoptions, apply_reason
 from runnerfleet.planning.status import condition
 
@@ -93,6 +94,20 @@ def after_apply(
     applied = Applied(desired_hash, None if generation is None else int(generation), now)
     rejected = Rejected(desired_hash, problem, now) if problem else None
     return ListenerMemory(applied, rejected)
+
+
+def invalid_egress(spec: TeamListenerSpec) -> str | None:
+    """The first `extraEgress` CIDR a NetworkPolicy's ipBlock would refuse, as
+    `spec.extraEgress[i].cidr: why`; None if all are CIDRs (host bits may be set, as
+    Kubernetes allows)."""
+    for i, rule in enumerate(spec.extra_egress):
+        try:
+            if "/" not in rule.cidr:
+                raise ValueError("no prefix length")
+            ipaddress.ip_network(rule.cidr, strict=False)
+        except ValueError as err:
+            return f"spec.extraEgress[{i}].cidr: {rule.cidr!r} is not a CIDR ({err})"
+    return None
 
 
 def fold_status(

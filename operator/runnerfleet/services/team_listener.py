@@ -53,6 +53,7 @@ from runnerfleet.planning.team_listener import (
     ListenerMemory,
     after_apply,
     fold_status,
+    invalid_egress,
     plan,
     registration_due,
     secret_expiry,
@@ -153,13 +154,16 @@ async def reconcile_once(
     meta = body["metadata"]
     if meta.get("deletionTimestamp"):
         return
+    # Admitted by the CRD (an older one, or a check it cannot make) but not usable: apply
+    # none of the children (a bad extraEgress CIDR would have the NetworkPolicy refused and
+    # the Deployment applied without it); the last valid ones run on untouched.
     try:
         spec = TeamListenerSpec.model_validate(body["spec"])
     except ValidationError as err:
-        # Admitted by the CRD (an older one, or a check it cannot make) but not valid: apply
-        # none of the children (a bad extraEgress CIDR would have the NetworkPolicy refused
-        # and the Deployment applied without it); the last valid ones run on untouched.
         await _report_invalid(kube, body, name, invalid_field(err), read_deployment)
+        return
+    if (bad := invalid_egress(spec)) is not None:
+        await _report_invalid(kube, body, name, bad, read_deployment)
         return
     owner = ListenerIdentity(
         name=name, namespace=namespace, uid=meta["uid"], image=image,
