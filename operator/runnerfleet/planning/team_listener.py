@@ -136,8 +136,8 @@ def fold_status(
     polling = last is not None and now - last <= window
     limited = limited_until is not None and limited_until > now
     if invalid:
-        # The spec fails the model (a check the CRD cannot make): nothing was applied; the
-        # children of the last valid spec, if any, run on untouched.
+        # The spec fails a check the CRD cannot make (the model, or `invalid_egress`):
+        # nothing was applied; the children of the last valid spec, if any, run on untouched.
         ready_reason, ready_msg = "InvalidSpec", f"{invalid}; nothing applied until it is fixed"
         problem = ready_msg
     elif problem:
