@@ -127,6 +127,25 @@ def test_a_body_the_crd_should_have_refused_is_skipped_and_counted() -> None:
     assert routes.skipped == (Skipped("ns", "bad", SKIP_INVALID),)
 
 
+def test_an_invalid_body_of_another_organisation_or_host_is_not_counted() -> None:
+    """The relay watches every namespace: one team's broken TeamListener is counted only for
+    deliveries its configUrl could have been addressed by."""
+    broken = []
+    for name, url in (("same-org", "https://github.com/acme"), ("other-org", "https://github.com/zeta"),
+                      ("other-host", "https://ghe.example.com/acme")):  # fmt: skip
+        body = tl(name)
+        body["spec"]["github"]["configUrl"] = url
+        body["spec"]["replicas"] = "many"  # fails the model
+        broken.append(body)
+    routes = route(
+        APP,
+        [*broken, tl("good")],
+        held(*(("ns", b["metadata"]["name"]) for b in broken), ("ns", "good")),
+    )
+    assert [f.team_listener for f in routes.forwards] == ["good"]
+    assert routes.skipped == (Skipped("ns", "same-org", SKIP_INVALID),)
+
+
 def test_repository_scoped_and_enterprise_listeners() -> None:
     repo = tl("repo")
     repo["spec"]["github"]["configUrl"] = "https://github.com/acme/app"

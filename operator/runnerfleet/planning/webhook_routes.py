@@ -147,6 +147,8 @@ def route(
             spec = TeamListenerSpec.model_validate(body.get("spec") or {})
             target = parse_config_url(spec.github.config_url)
         except (ValidationError, InvalidGitHubConfigError):
+            if _elsewhere(delivery, body):
+                continue  # another organisation's or host's: this delivery was never theirs
             skipped.append(Skipped(namespace, name, SKIP_INVALID))
             continue
         if not _addressed(delivery, spec, target):
@@ -163,6 +165,20 @@ def route(
 def _key(body: Mapping[str, Any]) -> tuple[str, str]:
     meta = body.get("metadata") or {}
     return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
+def _elsewhere(delivery: Delivery, body: Mapping[str, Any]) -> bool:
+    """An invalid TeamListener whose `configUrl` alone still says it is on another
+    organisation or host: not counted as skipped (a delivery for acme is no business of a
+    broken listener of another org, in any namespace)."""
+    url = ((body.get("spec") or {}).get("github") or {}).get("configUrl")
+    try:
+        target = parse_config_url(str(url))
+    except InvalidGitHubConfigError:
+        return False  # cannot tell whom it watches: counted
+    if delivery.api_base is not None and delivery.api_base != target.api_base:
+        return True
+    return target.scope != "enterprise" and target.owner.lower() != delivery.owner.lower()
 
 
 def _addressed(delivery: Delivery, spec: TeamListenerSpec, target: GitHubTarget) -> bool:
