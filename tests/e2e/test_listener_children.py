@@ -127,12 +127,13 @@ async def test_bad_egress_cidr_is_refused_by_field_and_applies_nothing_until_fix
     assert "egress-listener" not in {d.metadata.name for d in deployments.items}
 
     # Fixed: every child comes, the policy with the team's CIDR.
-    async def set_cidr(cidr: str) -> None:
-        await api.patch_namespaced_custom_object(
+    async def set_cidr(cidr: str) -> int:
+        patched = await api.patch_namespaced_custom_object(
             c.GROUP, c.VERSION, f.namespace, c.TEAM_LISTENER_PLURAL, "egress",
             {"spec": {"extraEgress": [{"cidr": cidr, "ports": [5000]}]}},
             _content_type="application/merge-patch+json",
         )  # fmt: skip
+        return int(patched["metadata"]["generation"])
 
     def blocks(policy: client.V1NetworkPolicy) -> list[str]:
         return [peer.ip_block.cidr for rule in policy.spec.egress for peer in rule.to or []
@@ -147,8 +148,16 @@ async def test_bad_egress_cidr_is_refused_by_field_and_applies_nothing_until_fix
     deployment = await apps.read_namespaced_deployment("egress-listener", f.namespace)
 
     # Broken again: refused, and what runs stays as it was.
-    await set_cidr("1:2/64")
-    await f.wait_condition("tl", "egress", "Ready", "False", "InvalidSpec")
+    generation = await set_cidr("1:2/64")
+    # The condition of this generation's round, not the first InvalidSpec's (still shown if
+    # the round that applied the fix has not written its status yet).
+    await wait_for(
+        lambda: f.team_listener("egress"),
+        lambda tl: any(x["type"] == "Ready" and x["reason"] == "InvalidSpec"
+                       and x.get("observedGeneration") == generation
+                       for x in tl.get("status", {}).get("conditions", [])),
+        what=f"Ready=False InvalidSpec for generation {generation}",
+    )  # fmt: skip
     again = await _policy_or_none(net, "egress-runners", f.namespace)
     assert again is not None
     assert "fd00::/64" in blocks(again)

@@ -176,9 +176,19 @@ def _elsewhere(delivery: Delivery, body: Mapping[str, Any]) -> bool:
         target = parse_config_url(str(url))
     except InvalidGitHubConfigError:
         return False  # cannot tell whom it watches: counted
-    if delivery.api_base is not None and delivery.api_base != target.api_base:
-        return True
-    return target.scope != "enterprise" and target.owner.lower() != delivery.owner.lower()
+    return _other_host(delivery, target) or (
+        target.scope != "enterprise" and _other_owner(delivery, target)
+    )
+
+
+def _other_host(delivery: Delivery, target: GitHubTarget) -> bool:
+    return delivery.api_base is not None and delivery.api_base != target.api_base
+
+
+def _other_owner(delivery: Delivery, target: GitHubTarget) -> bool:
+    # GitHub logins are case-insensitive; the repository selection compares as the listener
+    # does (exactly), so the relay never sends what the listener would ignore.
+    return target.owner.lower() != delivery.owner.lower()
 
 
 def _addressed(delivery: Delivery, spec: TeamListenerSpec, target: GitHubTarget) -> bool:
@@ -186,10 +196,6 @@ def _addressed(delivery: Delivery, spec: TeamListenerSpec, target: GitHubTarget)
         return False
     if target.scope == "enterprise":
         return False  # an enterprise URL names no organisation a delivery could match
-    if delivery.api_base is not None and delivery.api_base != target.api_base:
-        return False
-    # GitHub logins are case-insensitive; the repository selection below compares as the
-    # listener does (exactly), so the relay never sends what the listener would ignore.
-    if target.owner.lower() != delivery.owner.lower():
+    if _other_host(delivery, target) or _other_owner(delivery, target):
         return False
     return repository_watched(target, spec.repositories, delivery.repository, delivery.archived)
