@@ -139,7 +139,7 @@ async def wake_node_pool(name: str, memo: kopf.Memo, **_: Any) -> None:
 async def finalize_node_pool(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     try:
         await pool_service.finalize(memo.runtime.kube, dict(body))
-    except pool_service.PoolInUseError as err:
+    except (pool_service.PoolInUseError, pool_service.NodesNotReleasedError) as err:
         raise kopf.TemporaryError(str(err), delay=5.0) from err
     except startup.TRANSIENT as err:
         raise kopf.TemporaryError(f"cleanup pending: {err}", delay=5.0) from err

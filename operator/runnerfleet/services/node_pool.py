@@ -64,6 +64,10 @@ class PoolInUseError(Exception):
     """Deletion waits: scale sets still name the pool."""
 
 
+class NodesNotReleasedError(Exception):
+    """Deletion waits: a node's label and taint could not be removed yet (a 409)."""
+
+
 def operator_namespace() -> str:
     """Where the operator keeps its own objects (warm-capacity placeholders, the Lease)."""
     return os.environ.get("RUNNERFLEET_NAMESPACE", "default")
@@ -229,5 +233,13 @@ async def finalize(kube: KubeGateway, body: dict[str, Any]) -> None:
         raise PoolInUseError(message)
     if await kube.has_karpenter():
         await kube.delete_karpenter_nodepool(karpenter_nodepool_name(name))
-    nodes = await kube.list_nodes(f"{c.LABEL_POOL}={name}")
-    await execute(kube, name, list(release(name, nodes)), {}, time.time())
+    selector = f"{c.LABEL_POOL}={name}"
+    await execute(kube, name, list(release(name, await kube.list_nodes(selector))), {}, time.time())
+    # A node edit is conditional on its resourceVersion, and a kubelet's heartbeat can win
+    # the race (409): a round would retry it, but a deleted pool has no next round. Check,
+    # and keep the finalizer until every node is released (one more list per deletion).
+    left = await kube.list_nodes(selector)
+    if left:
+        raise NodesNotReleasedError(
+            f"RunnerNodePool {name}: {len(left)} node(s) changed while being released; retrying"
+        )
